@@ -1,0 +1,39 @@
+"""Installs stochastic_depth_tf: `pip install .`, or `pip install -e ".[test]"` to develop."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "stochastic_depth_tf" / "version.py").read_text()
+).group(1)
+
+setup(
+    name="stochastic_depth_tf",
+    version=VERSION,
+    description="Stochastic depth (Huang et al., ECCV 2016) for Keras 3 / TensorFlow residual networks",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["stochastic_depth_tf", "stochastic_depth_tf.*"]),
+    python_requires=">=3.9",
+    # TensorFlow ships as several distributions (tensorflow, tensorflow-cpu,
+    # tensorflow[and-cuda], tensorflow-macos) that install the same module;
+    # requiring one of them would pull it in beside the one a user already
+    # has. So TensorFlow comes through an extra, and importing the package
+    # checks that some TensorFlow >= 2.16 is there.
+    install_requires=["keras>=3.0", "numpy"],
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "tensorflow": ["tensorflow>=2.16"],
+        "test": ["pytest>=7", "h5py"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Keras",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

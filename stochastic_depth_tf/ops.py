@@ -1,0 +1,359 @@
+"""The stochastic depth maths, written once with `keras.ops` and `keras.random`.
+
+Every layer, block and builder of the package calls these functions; nothing
+else in the package computes a gate or a scale.
+
+For a residual block `H = shortcut + f(x)` with survival probability `p` and a
+gate `b ~ Bernoulli(p)`:
+
+| phase     | `inverted=False` (paper)  | `inverted=True` (timm, EfficientNet) |
+|-----------|---------------------------|--------------------------------------|
+| training  | `shortcut + b * residual` | `shortcut + (b / p) * residual`      |
+| inference | `shortcut + p * residual` | `shortcut + residual`                |
+
+Both conventions have the same expected output in training and inference.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional, Union
+
+import keras
+import numpy as np
+
+from stochastic_depth_tf._requirements import check_tensorflow
+
+check_tensorflow()
+
+MODES = ("batch", "sample")
+
+SeedLike = Union[None, int, keras.random.SeedGenerator]
+
+
+def validate_survival_probability(value: Any, *, inverted: bool = False) -> float:
+    """Checks a Python survival probability and returns it as a float.
+
+    Args:
+        value: the survival probability, a real number in `[0, 1]`.
+        inverted: whether the inverted convention is used, in which case `0`
+            is refused (the training scale `b / p` is undefined).
+
+    Returns:
+        `value` as a Python float.
+
+    Raises:
+        TypeError: `value` is a bool or not a real number.
+        ValueError: `value` is outside `[0, 1]` (or NaN), or `0` with
+            `inverted=True`.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            "Invalid type received for argument `survival_probability`. "
+            "Expected a float between 0 and 1. "
+            f"Received: survival_probability={value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(
+            "Invalid value received for argument `survival_probability`. "
+            "Expected a float between 0 and 1. "
+            f"Received: survival_probability={value!r}"
+        )
+    if inverted and value == 0.0:
+        raise ValueError(
+            "Invalid value received for argument `survival_probability`. "
+            "Expected a value greater than 0 with `inverted=True` (the training "
+            "scale is b / survival_probability). "
+            f"Received: survival_probability={value!r}, inverted=True"
+        )
+    return value
+
+
+def validate_mode(mode: Any) -> str:
+    """Checks the gating mode, `"batch"` or `"sample"`, and returns it."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(
+            "Invalid value received for argument `mode`. "
+            f"Expected one of {MODES}. Received: mode={mode!r}"
+        )
+    return mode
+
+
+def validate_inverted(inverted: Any) -> bool:
+    """Checks the scaling convention flag and returns it as a bool."""
+    if not isinstance(inverted, (bool, np.bool_)):
+        raise TypeError(
+            "Invalid type received for argument `inverted`. Expected a bool. "
+            f"Received: inverted={inverted!r} of type {type(inverted).__name__}"
+        )
+    return bool(inverted)
+
+
+def validate_training(training: Any) -> bool:
+    """Turns Keras' `training` argument (a bool or None) into a bool."""
+    if training is None:
+        return False
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(
+            "Invalid type received for argument `training`. Expected a Python "
+            "bool or None (a tensor would hide the phase from the graph). "
+            f"Received: training={training!r} of type {type(training).__name__}"
+        )
+    return bool(training)
+
+
+def validate_seed(seed: Any) -> SeedLike:
+    """Checks a seed: None, a non-negative int, or a `keras.random.SeedGenerator`."""
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            "Invalid type received for argument `seed`. Expected None, an int "
+            "or a `keras.random.SeedGenerator`. "
+            f"Received: seed={seed!r} of type {type(seed).__name__}"
+        )
+    if seed < 0:
+        raise ValueError(
+            "Invalid value received for argument `seed`. Expected a "
+            f"non-negative int. Received: seed={seed!r}"
+        )
+    return int(seed)
+
+
+def check_pair(inputs: Any) -> tuple:
+    """Checks `[shortcut, residual]`: two floating tensors of the same shape.
+
+    Args:
+        inputs: a list or tuple of exactly two tensors (eager, symbolic or
+            `keras.KerasTensor`).
+
+    Returns:
+        `(shortcut, residual)`.
+
+    Raises:
+        ValueError: not a list/tuple of two, or shapes that differ.
+        TypeError: a tensor that is not floating point.
+    """
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        received = (
+            f"a {type(inputs).__name__} of length {len(inputs)}"
+            if isinstance(inputs, (list, tuple))
+            else f"an object of type {type(inputs).__name__}"
+        )
+        raise ValueError(
+            "Invalid value received for argument `inputs`. Expected a list or "
+            f"tuple of exactly two tensors [shortcut, residual]. Received: {received}"
+        )
+    shortcut, residual = inputs
+    for name, tensor in (("shortcut", shortcut), ("residual", residual)):
+        dtype = getattr(tensor, "dtype", None)
+        if dtype is None or not _is_floating(dtype):
+            raise TypeError(
+                f"Invalid dtype received for `inputs` ({name}). Expected a "
+                "floating point tensor (float16, bfloat16, float32, float64). "
+                f"Received: {name} with dtype={_dtype_name(dtype)}"
+            )
+    check_same_shape(shortcut.shape, residual.shape)
+    return shortcut, residual
+
+
+def check_same_shape(shortcut_shape: Any, residual_shape: Any) -> tuple:
+    """Checks two static shapes for equality (None matches any size).
+
+    The residual is never broadcast onto the shortcut: a shape that differs
+    almost always means a missing projection on the shortcut.
+
+    Returns:
+        The merged shape, with each None replaced by the other's size.
+    """
+    shortcut_shape = _as_shape_tuple(shortcut_shape)
+    residual_shape = _as_shape_tuple(residual_shape)
+    compatible = shortcut_shape is None or residual_shape is None or (
+        len(shortcut_shape) == len(residual_shape)
+        and all(
+            a is None or b is None or a == b
+            for a, b in zip(shortcut_shape, residual_shape)
+        )
+    )
+    if not compatible:
+        raise ValueError(
+            "Invalid shapes received for `inputs`. Expected shortcut and "
+            "residual of the same shape (no broadcasting; project the shortcut "
+            "when the block changes shape). Received: "
+            f"shortcut.shape={shortcut_shape}, residual.shape={residual_shape}"
+        )
+    if shortcut_shape is None:
+        return residual_shape
+    if residual_shape is None:
+        return shortcut_shape
+    return tuple(a if a is not None else b for a, b in zip(shortcut_shape, residual_shape))
+
+
+def bernoulli_gate(
+    residual: Any,
+    survival_probability: Any,
+    *,
+    mode: str = "batch",
+    seed: SeedLike = None,
+) -> Any:
+    """Draws the keep gate `b ~ Bernoulli(p)` in the graph, as float32 0/1.
+
+    The uniform draw and the comparison are made in float32 whatever the
+    compute dtype, so the keep rate is `p` to float32 precision (a bfloat16
+    uniform has only 256 levels).
+
+    Args:
+        residual: the tensor to be gated; only its shape is used.
+        survival_probability: `p`, a float or a scalar tensor or variable.
+        mode: `"batch"`, one scalar gate for the whole batch, or `"sample"`,
+            one gate per example of shape `[batch, 1, ..., 1]`.
+        seed: None (Keras' global generator), an int (a stateless draw: the
+            same gate at every call), or a `keras.random.SeedGenerator` (a
+            fresh gate at every call, reproducible from its seed).
+
+    Returns:
+        A float32 tensor of zeros and ones, shape `()` or `[batch, 1, ..., 1]`.
+    """
+    mode = validate_mode(mode)
+    if mode == "batch":
+        shape = ()
+    else:
+        rank = len(residual.shape)
+        shape = (keras.ops.shape(residual)[0],) + (1,) * (rank - 1)
+    uniform = keras.random.uniform(shape, dtype="float32", seed=seed)
+    keep = keras.ops.less(uniform, keras.ops.cast(survival_probability, "float32"))
+    return keras.ops.cast(keep, "float32")
+
+
+def gate_scale(gate: Any, survival_probability: Any, *, inverted: bool, dtype: Any) -> Any:
+    """The training multiplier of the residual: `b`, or `b / p` when inverted.
+
+    Computed in float32 and cast to `dtype` once. With a tensor `p == 0` and
+    `inverted=True` the scale is 0, not NaN (the gate is closed anyway).
+    """
+    if inverted:
+        gate = keras.ops.divide_no_nan(gate, keras.ops.cast(survival_probability, "float32"))
+    return keras.ops.cast(gate, dtype)
+
+
+def inference_scale(survival_probability: Any, *, inverted: bool, dtype: Any) -> Any:
+    """The inference multiplier of the residual: `p`, or `1` when inverted."""
+    if inverted:
+        return keras.ops.ones((), dtype=dtype)
+    return keras.ops.cast(survival_probability, dtype)
+
+
+def stochastic_depth(
+    shortcut: Any,
+    residual: Any,
+    survival_probability: Any,
+    *,
+    training: Optional[bool] = False,
+    mode: str = "batch",
+    inverted: bool = False,
+    seed: SeedLike = None,
+) -> Any:
+    """Adds a residual to its shortcut, gated by stochastic depth.
+
+    Training computes `shortcut + b * residual` (or `shortcut + (b / p) *
+    residual` with `inverted=True`), `b ~ Bernoulli(p)` drawn in the graph;
+    inference computes `shortcut + p * residual` (or `shortcut + residual`).
+    Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016.
+
+    The gate is one scalar per call in `mode="batch"` (the paper, TensorFlow
+    Addons, KerasCV) or one per example in `mode="sample"` (timm's DropPath).
+    A Python `p == 1` is an exact plain add in both phases.
+
+    Args:
+        shortcut: the identity or projected input of the block.
+        residual: the output of the residual branch, same shape as `shortcut`.
+        survival_probability: `p` in `[0, 1]`: a Python float (validated), or
+            a scalar tensor or variable (a schedule can change it without a
+            retrace; its value is not checked in the graph).
+        training: True for the stochastic training form; False or None for
+            the deterministic inference form.
+        mode: `"batch"` or `"sample"`.
+        inverted: False for the paper's convention (scale at inference), True
+            for the inverted one (scale by `1 / p` in training).
+        seed: None, an int or a `keras.random.SeedGenerator`. Inside a
+            compiled custom training loop pass a `SeedGenerator`: an int seed
+            is a stateless draw and gives the same gate at every call.
+
+    Returns:
+        A tensor of the shape of `shortcut`, in the dtype of the inputs.
+
+    Example:
+
+    ```python
+    import keras
+    import stochastic_depth_tf as sdt
+
+    generator = keras.random.SeedGenerator(0)
+    y = sdt.ops.stochastic_depth(
+        x, branch(x), 0.8, training=True, mode="sample", seed=generator
+    )
+    ```
+    """
+    mode = validate_mode(mode)
+    inverted = validate_inverted(inverted)
+    training = validate_training(training)
+    seed = validate_seed(seed)
+    shortcut, residual = check_pair([shortcut, residual])
+    static_p = _static_survival_probability(survival_probability, inverted=inverted)
+    if static_p == 1.0:
+        return keras.ops.add(shortcut, residual)
+    dtype = residual.dtype
+    if not training:
+        if inverted:
+            return keras.ops.add(shortcut, residual)
+        scale = inference_scale(survival_probability, inverted=False, dtype=dtype)
+        return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
+    gate = bernoulli_gate(residual, survival_probability, mode=mode, seed=seed)
+    scale = gate_scale(gate, survival_probability, inverted=inverted, dtype=dtype)
+    return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
+
+
+def _static_survival_probability(value: Any, *, inverted: bool) -> Optional[float]:
+    """Validates a Python or NumPy scalar `p`; returns None for a tensor."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (numbers.Number, np.bool_, str, type(None))):
+        return validate_survival_probability(value, inverted=inverted)
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        validate_survival_probability(value, inverted=inverted)
+    if len(shape) != 0 or not _is_floating(dtype):
+        raise TypeError(
+            "Invalid value received for argument `survival_probability`. "
+            "Expected a float or a scalar floating tensor or variable. "
+            f"Received: survival_probability with shape={tuple(shape)} and "
+            f"dtype={_dtype_name(dtype)}"
+        )
+    return None
+
+
+def _is_floating(dtype: Any) -> bool:
+    try:
+        return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
+    except ValueError:
+        return False
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        return repr(dtype)
+
+
+def _as_shape_tuple(shape: Any) -> Optional[tuple]:
+    if shape is None:
+        return None
+    if hasattr(shape, "as_list"):
+        if shape.rank is None:
+            return None
+        shape = shape.as_list()
+    return tuple(None if d is None else int(d) for d in shape)
