@@ -32,13 +32,16 @@ MODES = ("batch", "sample")
 SeedLike = Union[None, int, keras.random.SeedGenerator]
 
 
-def validate_survival_probability(value: Any, *, inverted: bool = False) -> float:
+def validate_survival_probability(
+    value: Any, *, inverted: bool = False, name: str = "survival_probability"
+) -> float:
     """Checks a Python survival probability and returns it as a float.
 
     Args:
         value: the survival probability, a real number in `[0, 1]`.
         inverted: whether the inverted convention is used, in which case `0`
             is refused (the training scale `b / p` is undefined).
+        name: the argument's name in error messages.
 
     Returns:
         `value` as a Python float.
@@ -50,23 +53,23 @@ def validate_survival_probability(value: Any, *, inverted: bool = False) -> floa
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
-            "Invalid type received for argument `survival_probability`. "
+            f"Invalid type received for argument `{name}`. "
             "Expected a float between 0 and 1. "
-            f"Received: survival_probability={value!r} of type {type(value).__name__}"
+            f"Received: {name}={value!r} of type {type(value).__name__}"
         )
     value = float(value)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(
-            "Invalid value received for argument `survival_probability`. "
+            f"Invalid value received for argument `{name}`. "
             "Expected a float between 0 and 1. "
-            f"Received: survival_probability={value!r}"
+            f"Received: {name}={value!r}"
         )
     if inverted and value == 0.0:
         raise ValueError(
-            "Invalid value received for argument `survival_probability`. "
+            f"Invalid value received for argument `{name}`. "
             "Expected a value greater than 0 with `inverted=True` (the training "
             "scale is b / survival_probability). "
-            f"Received: survival_probability={value!r}, inverted=True"
+            f"Received: {name}={value!r}, inverted=True"
         )
     return value
 

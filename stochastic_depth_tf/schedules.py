@@ -31,14 +31,6 @@ def _validate_num_blocks(num_blocks: Any) -> int:
     return int(num_blocks)
 
 
-def _validate_probability(name: str, value: Any) -> float:
-    """`ops.validate_survival_probability`, with this function's argument name."""
-    try:
-        return ops.validate_survival_probability(value)
-    except (TypeError, ValueError) as error:
-        raise type(error)(str(error).replace("survival_probability", name)) from None
-
-
 def linear_decay(num_blocks: int, final_survival_probability: float = 0.5) -> List[float]:
     """The paper's linear decay rule: `p_l = 1 - (l / L) * (1 - p_L)`.
 
@@ -68,7 +60,7 @@ def linear_decay(num_blocks: int, final_survival_probability: float = 0.5) -> Li
     ```
     """
     num_blocks = _validate_num_blocks(num_blocks)
-    final = _validate_probability("final_survival_probability", final_survival_probability)
+    final = ops.validate_survival_probability(final_survival_probability, name="final_survival_probability")
     return [1.0 - (index / num_blocks) * (1.0 - final) for index in range(1, num_blocks + 1)]
 
 
@@ -111,5 +103,5 @@ def survival_probabilities(
             "Invalid value received for argument `distribution`. Expected one "
             f"of {tuple(DISTRIBUTIONS)}. Received: distribution={distribution!r}"
         )
-    final = _validate_probability("final_survival_probability", final_survival_probability)
+    final = ops.validate_survival_probability(final_survival_probability, name="final_survival_probability")
     return DISTRIBUTIONS[distribution](num_blocks, final)

@@ -1,0 +1,196 @@
+"""Keras callbacks: ramp the survival probabilities of a model over training."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Dict, List, Optional
+
+import keras
+import numpy as np
+
+from stochastic_depth_tf import ops
+
+UNITS = ("epoch", "step")
+
+
+def stochastic_depth_layers(model: keras.layers.Layer) -> List[keras.layers.Layer]:
+    """Every layer of `model` that carries a survival probability, in order.
+
+    Looks inside nested models and inside the wrapped layers of blocks (a
+    layer's `branch` and `shortcut`). A layer qualifies when it has both a
+    configured `survival_probability` and a `survival_probability_variable`,
+    as `StochasticDepth` and `StochasticDepthBlock` have. Shared layers are
+    listed once.
+    """
+    found: List[keras.layers.Layer] = []
+    seen = set()
+
+    def visit(layer: Any) -> None:
+        if layer is None or id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if hasattr(layer, "survival_probability_variable") and hasattr(layer, "survival_probability"):
+            found.append(layer)
+        for child in getattr(layer, "layers", None) or []:
+            visit(child)
+        for attribute in ("branch", "shortcut"):
+            child = getattr(layer, attribute, None)
+            if isinstance(child, keras.layers.Layer):
+                visit(child)
+
+    visit(model)
+    return found
+
+
+class SurvivalProbabilityScheduler(keras.callbacks.Callback):
+    """Ramps every stochastic-depth layer of a model from 1.0 to its target.
+
+    Each layer's target is its configured `survival_probability`; the
+    callback assigns the current value to its `survival_probability_variable`,
+    which the compiled train step reads, so the change takes effect in the
+    next step with no retrace and no recompilation. By default the ramp is
+    linear: at time `t` (epochs or optimizer steps since the start),
+
+        p(t) = initial + min(t / duration, 1) * (target - initial)
+
+    so training starts as the plain network (`initial=1.0`) and reaches the
+    targets after `duration` epochs or steps (MosaicML Composer's drop
+    warm-up; "1.0 -> 0.5 linearly over the epochs"). A `schedule(t, target)`
+    function replaces the linear rule.
+
+    Time is read from state that checkpoints restore: the epoch number Keras
+    passes to the callback, or the optimizer's `iterations`. So a run
+    interrupted and resumed with `keras.callbacks.BackupAndRestore` gets the
+    same survival probabilities as an uninterrupted one.
+
+    Args:
+        duration: epochs or steps (see `unit`) over which the linear ramp
+            runs, a positive int. Ignored when `schedule` is given.
+        unit: `"epoch"` (values set at the start of each epoch, `t` = epoch
+            index from 0) or `"step"` (set before each train batch, `t` =
+            optimizer iterations so far).
+        schedule: optional `f(t, target) -> float` in `[0, 1]`, called per
+            layer; its values are validated.
+        initial_survival_probability: the ramp's start, in `[0, 1]`.
+        verbose: 0 silent, 1 prints the mean survival probability at the
+            start of each epoch.
+
+    The current mean over layers is added to the epoch logs as
+    `mean_survival_probability` (so `History` and TensorBoard record it).
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    scheduler = sdt.callbacks.SurvivalProbabilityScheduler(duration=10)
+    model.fit(x, y, epochs=30, callbacks=[scheduler])
+    ```
+    """
+
+    def __init__(
+        self,
+        duration: Optional[int] = None,
+        unit: str = "epoch",
+        schedule: Optional[Callable[[int, float], float]] = None,
+        initial_survival_probability: float = 1.0,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(unit, str) or unit not in UNITS:
+            raise ValueError(
+                "Invalid value received for argument `unit`. Expected one of "
+                f"{UNITS}. Received: unit={unit!r}"
+            )
+        if schedule is not None and not callable(schedule):
+            raise TypeError(
+                "Invalid type received for argument `schedule`. Expected a "
+                "callable f(t, target) -> float or None. "
+                f"Received: schedule={schedule!r}"
+            )
+        if schedule is None:
+            if isinstance(duration, (bool, np.bool_)) or not isinstance(duration, numbers.Integral) or duration < 1:
+                raise ValueError(
+                    "Invalid value received for argument `duration`. Expected "
+                    "a positive int (epochs or steps of the linear ramp) when "
+                    f"no `schedule` is given. Received: duration={duration!r}"
+                )
+            duration = int(duration)
+        self.duration = duration
+        self.unit = unit
+        self.schedule = schedule
+        self.initial_survival_probability = ops.validate_survival_probability(
+            initial_survival_probability, name="initial_survival_probability"
+        )
+        self.verbose = verbose
+        self._layers: List[keras.layers.Layer] = []
+        self._assigned: Dict[int, float] = {}
+
+    def survival_probability_at(self, t: int, target: float) -> float:
+        """The survival probability at time `t` for a layer whose target is `target`."""
+        if self.schedule is not None:
+            value = self.schedule(t, target)
+            return ops.validate_survival_probability(value, name="schedule(t, target)")
+        fraction = min(max(t, 0) / self.duration, 1.0)
+        return self.initial_survival_probability + fraction * (target - self.initial_survival_probability)
+
+    def current_values(self) -> Dict[str, float]:
+        """The survival probability each scheduled layer uses now, by layer name."""
+        return {
+            layer.name: float(keras.ops.convert_to_numpy(layer.survival_probability_variable))
+            for layer in self._layers
+        }
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        self._layers = stochastic_depth_layers(self.model)
+        self._assigned = {}
+        if not self._layers:
+            raise ValueError(
+                "SurvivalProbabilityScheduler found no stochastic-depth layer "
+                f"in model '{self.model.name}'. Expected at least one layer with "
+                "a `survival_probability_variable` (StochasticDepth, "
+                "StochasticDepthBlock); use sdt.apply_stochastic_depth to add them."
+            )
+        self._set(self._time(epoch=0))
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._assigned = {}
+        self._set(self._time(epoch=epoch))
+        if self.verbose:
+            values = list(self.current_values().values())
+            print(
+                f"\nEpoch {epoch + 1}: SurvivalProbabilityScheduler set {len(values)} "
+                f"layers, mean survival probability {np.mean(values):.4f} "
+                f"(min {np.min(values):.4f})."
+            )
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        if self.unit == "step":
+            self._set(self._time())
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if logs is not None:
+            logs["mean_survival_probability"] = float(np.mean(list(self.current_values().values())))
+
+    def _time(self, epoch: int = 0) -> int:
+        if self.unit == "epoch":
+            return epoch
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _set(self, t: int) -> None:
+        for layer in self._layers:
+            value = self.survival_probability_at(t, layer.survival_probability)
+            if getattr(layer, "inverted", False) and value == 0.0:
+                raise ValueError(
+                    "Invalid value received from the schedule for layer "
+                    f"'{layer.name}'. Expected a value greater than 0 for an "
+                    f"inverted layer. Received: survival_probability=0.0 at t={t}"
+                )
+            # Skip values this callback already assigned: an assign per layer
+            # per step adds up. Each epoch starts from a clean slate, since a
+            # restore may have changed the variables behind our back.
+            if self._assigned.get(id(layer)) != value:
+                layer.survival_probability_variable.assign(value)
+                self._assigned[id(layer)] = value
+
+
