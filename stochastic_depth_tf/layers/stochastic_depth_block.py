@@ -1,0 +1,211 @@
+"""`StochasticDepthBlock`: a residual block that skips the compute of a dropped branch."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import keras
+import tensorflow as tf
+
+from stochastic_depth_tf import ops
+from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+
+
+@keras.saving.register_keras_serializable(package="stochastic_depth_tf")
+class StochasticDepthBlock(keras.layers.Layer):
+    """A residual block `shortcut(x) + gate * branch(x)` that skips dropped branches.
+
+    The block wraps a residual branch (any Keras layer or model) and an
+    optional shortcut layer, and merges them with the semantics of
+    `StochasticDepth` (Huang et al., "Deep Networks with Stochastic Depth",
+    ECCV 2016): in training `shortcut(x) + b * branch(x)` with `b ~
+    Bernoulli(p)` (or `b / p` with `inverted=True`), at inference
+    `shortcut(x) + p * branch(x)` (or `shortcut(x) + branch(x)`).
+
+    What the merge layer cannot do, the block does: in `mode="batch"`
+    training a dropped branch is not computed at all. The branch runs inside
+    a conditional on the gate, so a closed gate costs no forward pass, no
+    backward pass, and leaves the branch's BatchNormalization moving
+    statistics untouched, as in the paper's implementation. That is the
+    paper's speed-up: with linear decay to 0.5 about a quarter of the blocks
+    are skipped at each step. `mode="sample"` computes the branch and gates
+    each example, like the merge layer; so does inference.
+
+    Under XLA (`jit_compile=True`) on CPU a conditional around convolutions
+    makes their gradients very slow (see `benchmarks/`), so the block
+    computes the branch and multiplies by the gate there, exactly like the
+    merge layer; `skip_compute=False` does the same everywhere.
+
+    Args:
+        branch: the residual branch, a Keras layer or model mapping the block
+            input to a tensor of the shortcut's shape.
+        shortcut: None for the identity, or a layer (a projection, a strided
+            subsampling) for blocks that change shape.
+        survival_probability: probability `p` in `[0, 1]` of keeping the
+            branch in training.
+        mode: `"batch"` (one gate per call; skips compute) or `"sample"`
+            (one gate per example; computes the branch).
+        inverted: False for the paper's scaling at inference, True for the
+            inverted scaling in training.
+        seed: int or None, as for `StochasticDepth`.
+        skip_compute: True (default) to skip dropped branches where that is
+            fast (batch mode, training, not under XLA); False to always
+            compute the branch and multiply by the gate.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: the block input `x`.
+        training: Python bool or None, as for `StochasticDepth`.
+
+    Returns:
+        `shortcut(x)` plus the gated branch, in the block's compute dtype.
+
+    Example:
+
+    ```python
+    import keras
+    import stochastic_depth_tf as sdt
+
+    branch = keras.Sequential([
+        keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+    ])
+    block = sdt.StochasticDepthBlock(branch, survival_probability=0.8)
+    outputs = block(keras.Input((32, 32, 16)))
+    ```
+    """
+
+    def __init__(
+        self,
+        branch: keras.layers.Layer,
+        shortcut: Optional[keras.layers.Layer] = None,
+        survival_probability: float = 0.5,
+        mode: str = "batch",
+        inverted: bool = False,
+        seed: Optional[int] = None,
+        skip_compute: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for name, layer, optional in (("branch", branch, False), ("shortcut", shortcut, True)):
+            if not isinstance(layer, keras.layers.Layer) and not (optional and layer is None):
+                expected = "a keras.layers.Layer or None" if optional else "a keras.layers.Layer"
+                raise TypeError(
+                    f"Invalid type received for argument `{name}`. Expected "
+                    f"{expected}. Received: {name}={layer!r} of type {type(layer).__name__}"
+                )
+        if not isinstance(skip_compute, bool):
+            raise TypeError(
+                "Invalid type received for argument `skip_compute`. Expected a "
+                f"bool. Received: skip_compute={skip_compute!r}"
+            )
+        self.branch = branch
+        self.shortcut = shortcut
+        self.skip_compute = skip_compute
+        # The merge layer holds the survival probability, the seed generator
+        # and the validation, so block and layer cannot drift apart.
+        self.merge = StochasticDepth(
+            survival_probability,
+            mode=mode,
+            inverted=inverted,
+            seed=seed,
+            dtype=self.dtype_policy,
+            name="merge",
+        )
+
+    @property
+    def survival_probability(self) -> float:
+        """The configured survival probability (what `get_config` records)."""
+        return self.merge.survival_probability
+
+    @survival_probability.setter
+    def survival_probability(self, value: float) -> None:
+        self.merge.survival_probability = value
+
+    @property
+    def survival_probability_variable(self) -> keras.Variable:
+        """The variable the graph reads; a schedule assigns it."""
+        return self.merge.survival_probability_variable
+
+    @property
+    def mode(self) -> str:
+        return self.merge.mode
+
+    @property
+    def inverted(self) -> bool:
+        return self.merge.inverted
+
+    @property
+    def seed(self) -> Optional[int]:
+        return self.merge.seed
+
+    def build(self, input_shape: Any) -> None:
+        # Variables cannot be created inside the conditional of `call`, so
+        # the wrapped layers are built here, before the first call.
+        if not self.branch.built:
+            self.branch.build(input_shape)
+        if self.shortcut is not None and not self.shortcut.built:
+            self.shortcut.build(input_shape)
+        self.compute_output_shape(input_shape)
+
+    def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
+        training = ops.validate_training(training)
+        shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
+        if not (training and self.mode == "batch" and self.skip_compute and not _under_xla()):
+            residual = self.branch(inputs, training=training)
+            return self.merge([shortcut, keras.ops.cast(residual, shortcut.dtype)], training=training)
+
+        probability = self.survival_probability_variable
+        gate = ops.bernoulli_gate(shortcut, probability, mode="batch", seed=self.merge.seed_generator)
+        scale = ops.gate_scale(gate, probability, inverted=self.inverted, dtype=shortcut.dtype)
+
+        def kept() -> Any:
+            residual = keras.ops.cast(self.branch(inputs, training=True), shortcut.dtype)
+            return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
+
+        def dropped() -> Any:
+            return keras.ops.add(shortcut, keras.ops.zeros_like(shortcut))
+
+        return keras.ops.cond(keras.ops.greater(gate, 0.0), kept, dropped)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        spec = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+        residual_shape = self.branch.compute_output_spec(spec).shape
+        shortcut_shape = input_shape if self.shortcut is None else self.shortcut.compute_output_spec(spec).shape
+        return ops.check_same_shape(shortcut_shape, residual_shape)
+
+    def get_config(self) -> dict:
+        base_config = super().get_config()
+        config = {
+            "branch": keras.saving.serialize_keras_object(self.branch),
+            "shortcut": (
+                None if self.shortcut is None else keras.saving.serialize_keras_object(self.shortcut)
+            ),
+            "survival_probability": self.survival_probability,
+            "mode": self.mode,
+            "inverted": self.inverted,
+            "seed": self.seed,
+            "skip_compute": self.skip_compute,
+        }
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "StochasticDepthBlock":
+        config = dict(config)
+        config["branch"] = keras.saving.deserialize_keras_object(config["branch"])
+        if config.get("shortcut") is not None:
+            config["shortcut"] = keras.saving.deserialize_keras_object(config["shortcut"])
+        return cls(**config)
+
+
+def _under_xla() -> bool:
+    """Whether the function being traced is compiled by XLA.
+
+    True inside `tf.function(jit_compile=True)`, hence inside `fit` after
+    `compile(jit_compile=True)` (and Keras' default `"auto"` on a GPU).
+    XLA auto-clustering (`tf.config.optimizer.set_jit`) is not detected.
+    """
+    return tf.__internal__.get_enclosing_xla_context() is not None

@@ -1,0 +1,311 @@
+"""Tests of `StochasticDepthBlock`: semantics, skipped compute, serialization."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import stochastic_depth_tf as sdt
+from tests.layer_checks import assert_training_step, run_standard_layer_checks
+
+SIGMAS = 5.0  # 5-sigma binomial bounds with fixed seeds, as in tests/test_ops.py
+
+
+class CountingBranch(keras.layers.Layer):
+    """Returns ones shaped like its input; counts forward and backward passes.
+
+    The output is 1 wherever the branch ran, so `block(x) - x` reads the gate.
+    Forward passes are counted in a variable; backward passes by a host call
+    in a custom gradient, which runs only when the branch's output is
+    differentiated (`count_backward=False` under XLA, which has no host calls).
+    """
+
+    def __init__(self, count_backward=True, **kwargs):
+        super().__init__(**kwargs)
+        self.count_backward = count_backward
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+        self.forward = self.add_weight(shape=(), initializer="zeros", trainable=False, name="forward")
+        self.backward_calls = []
+
+    def _tick(self):
+        self.backward_calls.append(1)
+        return np.float32(0.0)
+
+    def call(self, x, training=None):
+        @tf.custom_gradient
+        def counted(scale):
+            def grad(upstream):
+                total = tf.reduce_sum(upstream)
+                if self.count_backward:
+                    total += tf.numpy_function(self._tick, [], tf.float32)
+                return total
+
+            return tf.ones_like(x) * scale, grad
+
+        if training:
+            self.forward.assign_add(1.0)
+        return counted(self.scale.value)
+
+    @property
+    def backward(self):
+        return len(self.backward_calls)
+
+
+def conv_branch(filters=4, strides=1):
+    return keras.Sequential([
+        keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+    ])
+
+
+def images(n=4, shape=(6, 6, 4), seed=0):
+    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
+
+
+def gated_training_steps(block, steps, jit_compile=False):
+    """Runs `steps` compiled training steps; returns the gates they saw (0/1)."""
+    x = np.zeros((2, 3), "float32")
+    optimizer = keras.optimizers.SGD(0.0)
+
+    @tf.function(jit_compile=jit_compile)
+    def step():
+        with tf.GradientTape() as tape:
+            output = block(x, training=True)
+            loss = tf.reduce_sum(output)
+        optimizer.apply(tape.gradient(loss, block.trainable_variables), block.trainable_variables)
+        return output[0, 0]
+
+    return np.array([float(step().numpy()) for _ in range(steps)])
+
+
+# The standard checks shared by every layer.
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"mode": "sample", "seed": 2}, {"inverted": True, "survival_probability": 0.7}],
+)
+def test_standard_layer_checks(kwargs):
+    run_standard_layer_checks(
+        lambda **extra: sdt.StochasticDepthBlock(keras.layers.Dense(3), **kwargs, **extra), [(5, 3)]
+    )
+
+
+def test_training_step_under_xla():
+    assert_training_step(lambda **extra: sdt.StochasticDepthBlock(keras.layers.Dense(3), **extra), [(5, 3)], jit_compile=True)
+
+
+# Skipping: no forward, no backward, no BatchNormalization update.
+
+
+def test_dropped_branch_runs_neither_forward_nor_backward():
+    steps, p = 200, 0.5
+    branch = CountingBranch()
+    block = sdt.StochasticDepthBlock(branch, survival_probability=p, seed=3)
+    gates = gated_training_steps(block, steps)
+    kept = int(gates.sum())
+    assert set(np.unique(gates)) == {0.0, 1.0}
+    assert float(branch.forward.numpy()) == kept
+    assert branch.backward == kept
+    assert abs(kept / steps - p) <= SIGMAS * math.sqrt(p * (1 - p) / steps)
+
+
+def test_merge_layer_by_contrast_computes_every_branch():
+    branch = CountingBranch()
+    x = keras.Input((3,))
+    model = keras.Model(x, sdt.StochasticDepth(0.5, seed=3)([x, branch(x)]))
+    gates = gated_training_steps(model, 50)
+    assert 0 < gates.sum() < 50
+    assert float(branch.forward.numpy()) == 50
+
+
+def test_sample_mode_computes_the_branch_every_step():
+    branch = CountingBranch()
+    block = sdt.StochasticDepthBlock(branch, survival_probability=0.5, mode="sample", seed=3)
+    gated_training_steps(block, 30)
+    assert float(branch.forward.numpy()) == 30
+    assert branch.backward == 30
+
+
+def test_skip_compute_false_computes_the_branch_every_step():
+    branch = CountingBranch()
+    block = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=3, skip_compute=False)
+    gates = gated_training_steps(block, 30)
+    assert 0 < gates.sum() < 30
+    assert float(branch.forward.numpy()) == 30
+
+
+def test_under_xla_the_branch_is_computed_and_gates_stay_fresh():
+    branch = CountingBranch(count_backward=False)
+    block = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=3)
+    gates = gated_training_steps(block, 60, jit_compile=True)
+    assert set(np.unique(gates)) == {0.0, 1.0}
+    assert float(branch.forward.numpy()) == 60
+
+
+def test_batch_normalization_statistics_stay_put_when_dropped():
+    x = images(n=8) + 3.0  # a mean far from the initial moving mean of 0
+    dropped = sdt.StochasticDepthBlock(keras.layers.BatchNormalization(), survival_probability=0.0)
+    dropped(x, training=True)
+    np.testing.assert_array_equal(dropped.branch.moving_mean.numpy(), 0.0)
+    kept = sdt.StochasticDepthBlock(keras.layers.BatchNormalization(), survival_probability=1.0)
+    kept(x, training=True)
+    assert np.all(kept.branch.moving_mean.numpy() > 0.0)
+
+
+def test_batch_normalization_updates_only_on_kept_steps_in_fit():
+    inputs = keras.Input((6, 6, 4))
+    block = sdt.StochasticDepthBlock(conv_branch(), survival_probability=0.5, seed=11)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(block(inputs))))
+    model.compile(optimizer="sgd", loss="mse")
+    moving_mean = block.branch.layers[1].moving_mean
+    x, y = images(n=4), np.zeros((4, 1), "float32")
+    changes = []
+    for _ in range(30):
+        before = moving_mean.numpy().copy()
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        changes.append(not np.array_equal(before, moving_mean.numpy()))
+    assert 0 < sum(changes) < 30, "some steps updated the statistics and some did not"
+
+
+# Semantics: the same as the merge layer.
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_training_output_equals_merge_layer_with_same_seed(inverted):
+    branch = keras.layers.Dense(3, kernel_initializer="glorot_uniform")
+    block = sdt.StochasticDepthBlock(branch, survival_probability=0.6, inverted=inverted, seed=5)
+    merge = sdt.StochasticDepth(0.6, inverted=inverted, seed=5)
+    x = images(n=4, shape=(3,))
+    outcomes = set()
+    for _ in range(20):
+        expected = merge([x, branch(x)], training=True).numpy()
+        output = block(x, training=True).numpy()
+        np.testing.assert_allclose(output, expected, rtol=1e-6, atol=1e-6)
+        outcomes.add(bool(np.allclose(output, x)))
+    assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_inference_output(inverted):
+    branch = keras.layers.Dense(3)
+    block = sdt.StochasticDepthBlock(branch, survival_probability=0.3, inverted=inverted)
+    x = images(n=4, shape=(3,))
+    scale = 1.0 if inverted else 0.3
+    np.testing.assert_allclose(block(x), x + np.float32(scale) * branch(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_of_a_kept_branch_equal_the_merge_layer_gradients():
+    branch = keras.layers.Dense(3)
+    x = images(n=4, shape=(3,))
+    block = sdt.StochasticDepthBlock(branch, survival_probability=1.0)
+
+    def gradient(fn):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fn() ** 2)
+        return [g.numpy() for g in tape.gradient(loss, branch.trainable_variables)]
+
+    for got, expected in zip(gradient(lambda: tf.function(block)(x, training=True)),
+                             gradient(lambda: x + branch(x))):
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_projection_shortcut_for_a_strided_wider_block():
+    shortcut = keras.layers.Conv2D(8, 1, strides=2)
+    block = sdt.StochasticDepthBlock(conv_branch(filters=8, strides=2), shortcut=shortcut, survival_probability=0.5, seed=0)
+    x = images(n=2, shape=(8, 8, 4))
+    assert block(x, training=True).shape == (2, 4, 4, 8)
+    assert tuple(block.compute_output_shape((None, 8, 8, 4))) == (None, 4, 4, 8)
+
+
+def test_survival_probability_one_matches_plain_residual_network_in_training():
+    branch = conv_branch()
+    block = sdt.StochasticDepthBlock(branch, survival_probability=1.0)
+    x = images()
+    np.testing.assert_allclose(block(x, training=True), x + branch(x, training=True), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_are_those_of_branch_and_shortcut():
+    shortcut = keras.layers.Conv2D(8, 1, strides=2)
+    block = sdt.StochasticDepthBlock(conv_branch(filters=8, strides=2), shortcut=shortcut)
+    block.build((None, 8, 8, 4))
+    assert len(block.weights) == len(block.branch.weights) + len(shortcut.weights)
+    assert any(v is block.survival_probability_variable for v in block.non_trainable_variables)
+
+
+def test_scheduler_finds_and_ramps_the_block():
+    block = sdt.StochasticDepthBlock(keras.layers.Dense(3), survival_probability=0.5)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, block(inputs))
+    assert sdt.callbacks.stochastic_depth_layers(model) == [block]
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(images(n=8, shape=(3,)), np.zeros((8, 3)), epochs=2, verbose=0,
+                        callbacks=[sdt.callbacks.SurvivalProbabilityScheduler(duration=1)])
+    assert history.history["mean_survival_probability"] == [1.0, 0.5]
+
+
+# Serialization.
+
+
+def test_keras_file_round_trip_with_projection(tmp_path):
+    inputs = keras.Input((8, 8, 4))
+    block = sdt.StochasticDepthBlock(
+        conv_branch(filters=8, strides=2), shortcut=keras.layers.Conv2D(8, 1, strides=2),
+        survival_probability=0.7, mode="batch", seed=4, name="block",
+    )
+    model = keras.Model(inputs, block(inputs))
+    block.survival_probability_variable.assign(0.9)
+    path = str(tmp_path / "block.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = images(n=2, shape=(8, 8, 4))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    restored = loaded.get_layer("block")
+    assert restored.get_config()["survival_probability"] == 0.7
+    assert float(restored.survival_probability_variable.numpy()) == pytest.approx(0.9)
+
+
+def test_saved_model_export(tmp_path):
+    inputs = keras.Input((6, 6, 4))
+    model = keras.Model(inputs, sdt.StochasticDepthBlock(conv_branch(), survival_probability=0.6)(inputs))
+    path = str(tmp_path / "exported")
+    model.export(path, verbose=False)
+    served = tf.saved_model.load(path)
+    x = images()
+    np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+# Bad input.
+
+
+def test_branch_not_a_layer_is_refused():
+    with pytest.raises(TypeError, match=r"argument `branch`. Expected a keras.layers.Layer. Received: branch=<function"):
+        sdt.StochasticDepthBlock(lambda x: x)
+
+
+def test_shortcut_not_a_layer_is_refused():
+    with pytest.raises(TypeError, match=r"argument `shortcut`. Expected a keras.layers.Layer or None. Received: shortcut='identity'"):
+        sdt.StochasticDepthBlock(keras.layers.Dense(3), shortcut="identity")
+
+
+def test_bad_skip_compute_is_refused():
+    with pytest.raises(TypeError, match=r"argument `skip_compute`. Expected a bool. Received: skip_compute='yes'"):
+        sdt.StochasticDepthBlock(keras.layers.Dense(3), skip_compute="yes")
+
+
+def test_bad_survival_probability_and_mode_are_refused():
+    with pytest.raises(ValueError, match=r"argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=-1"):
+        sdt.StochasticDepthBlock(keras.layers.Dense(3), survival_probability=-1)
+    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of"):
+        sdt.StochasticDepthBlock(keras.layers.Dense(3), mode="row")
+
+
+def test_branch_changing_shape_without_projection_is_refused():
+    block = sdt.StochasticDepthBlock(keras.layers.Conv2D(8, 3, strides=2, padding="same"))
+    with pytest.raises(ValueError, match=r"shortcut.shape=\(None, 8, 8, 4\), residual.shape=\(None, 4, 4, 8\)"):
+        block(keras.Input((8, 8, 4)))
