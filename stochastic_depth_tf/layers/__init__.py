@@ -2,5 +2,6 @@
 
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
+from stochastic_depth_tf.layers.zero_pad_shortcut import ZeroPadShortcut
 
-__all__ = ["StochasticDepth", "StochasticDepthBlock"]
+__all__ = ["StochasticDepth", "StochasticDepthBlock", "ZeroPadShortcut"]

@@ -1,0 +1,68 @@
+"""`ZeroPadShortcut`: the parameter-free shortcut of He et al.'s option A."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="stochastic_depth_tf")
+class ZeroPadShortcut(keras.layers.Layer):
+    """Subsamples spatially and zero-pads channels: a shortcut with no weights.
+
+    For residual blocks that halve the resolution and widen the channels,
+    `x[:, ::strides, ::strides, :]` padded with zero channels up to
+    `filters` ("option A" of He et al., 2016, used by the stochastic depth
+    paper's CIFAR ResNets). Channels-last inputs of rank 4.
+
+    Args:
+        filters: the number of output channels, at least the input's.
+        strides: the spatial subsampling factor, a positive int.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    ```python
+    import keras
+    import stochastic_depth_tf as sdt
+
+    outputs = sdt.layers.ZeroPadShortcut(32)(keras.Input((32, 32, 16)))  # (None, 16, 16, 32)
+    ```
+    """
+
+    def __init__(self, filters: int, strides: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name, value in (("filters", filters), ("strides", strides)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(
+                    f"Invalid value received for argument `{name}`. Expected a "
+                    f"positive int. Received: {name}={value!r}"
+                )
+        self.filters = int(filters)
+        self.strides = int(strides)
+
+    def build(self, input_shape: Any) -> None:
+        if len(input_shape) != 4 or input_shape[-1] is None or input_shape[-1] > self.filters:
+            raise ValueError(
+                "Invalid input shape received by ZeroPadShortcut. Expected a "
+                f"rank-4 channels-last shape with at most filters={self.filters} "
+                f"channels. Received: input_shape={tuple(input_shape)}"
+            )
+
+    def call(self, inputs: Any) -> Any:
+        subsampled = inputs[:, :: self.strides, :: self.strides, :]
+        extra = self.filters - inputs.shape[-1]
+        return keras.ops.pad(subsampled, [[0, 0], [0, 0], [0, 0], [0, extra]])
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        def subsample(size: Any) -> Any:
+            return None if size is None else -(-size // self.strides)
+
+        return (input_shape[0], subsample(input_shape[1]), subsample(input_shape[2]), self.filters)
+
+    def get_config(self) -> dict:
+        base_config = super().get_config()
+        config = {"filters": self.filters, "strides": self.strides}
+        return {**base_config, **config}
