@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Dict, Optional
 
 import keras
 import tensorflow as tf
 
-from stochastic_depth_tf import ops
+from stochastic_depth_tf import _xla, ops
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 
 
@@ -31,10 +32,14 @@ class StochasticDepthBlock(keras.layers.Layer):
     are skipped at each step. `mode="sample"` computes the branch and gates
     each example, like the merge layer; so does inference.
 
-    Under XLA (`jit_compile=True`) on CPU a conditional around convolutions
-    makes their gradients very slow (see `benchmarks/`), so the block
-    computes the branch and multiplies by the gate there, exactly like the
-    merge layer; `skip_compute=False` does the same everywhere.
+    Under XLA (`jit_compile=True`) the block skips too, with one twist: XLA
+    on CPU runs the stock gradients of a convolution inside a conditional
+    about 150x slower, so there the branch's `Conv2D` ops get a gradient
+    written with forward convolutions only, which XLA runs at full speed. A
+    branch with convolutions this cannot rewrite (strided, depthwise,
+    3D) is computed and multiplied by the gate under XLA, like the
+    merge layer, so the block is never slower than it. `skip_compute=False`
+    always computes the branch.
 
     Args:
         branch: the residual branch, a Keras layer or model mapping the block
@@ -49,8 +54,8 @@ class StochasticDepthBlock(keras.layers.Layer):
             inverted scaling in training.
         seed: int or None, as for `StochasticDepth`.
         skip_compute: True (default) to skip dropped branches where that is
-            fast (batch mode, training, not under XLA); False to always
-            compute the branch and multiply by the gate.
+            possible (batch mode, training); False to always compute the
+            branch and multiply by the gate.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -115,6 +120,7 @@ class StochasticDepthBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="merge",
         )
+        self._fast_under_xla: Dict[tuple, bool] = {}
 
     @property
     def survival_probability(self) -> float:
@@ -154,7 +160,9 @@ class StochasticDepthBlock(keras.layers.Layer):
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
         training = ops.validate_training(training)
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
-        if not (training and self.mode == "batch" and self.skip_compute and not _under_xla()):
+        skip = training and self.mode == "batch" and self.skip_compute
+        xla = skip and _xla.under_xla()
+        if not skip or (xla and not self._conditional_is_fast_under_xla(inputs)):
             residual = self.branch(inputs, training=training)
             return self.merge([shortcut, keras.ops.cast(residual, shortcut.dtype)], training=training)
 
@@ -163,13 +171,24 @@ class StochasticDepthBlock(keras.layers.Layer):
         scale = ops.gate_scale(gate, probability, inverted=self.inverted, dtype=shortcut.dtype)
 
         def kept() -> Any:
-            residual = keras.ops.cast(self.branch(inputs, training=True), shortcut.dtype)
+            gradients = _xla.canonical_conv2d_gradient_scope() if xla else contextlib.nullcontext()
+            with gradients:
+                residual = keras.ops.cast(self.branch(inputs, training=True), shortcut.dtype)
             return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
 
         def dropped() -> Any:
             return keras.ops.add(shortcut, keras.ops.zeros_like(shortcut))
 
         return keras.ops.cond(keras.ops.greater(gate, 0.0), kept, dropped)
+
+    def _conditional_is_fast_under_xla(self, inputs: Any) -> bool:
+        key = (tuple(inputs.shape), str(inputs.dtype))
+        if key not in self._fast_under_xla:
+            spec = tf.TensorSpec(inputs.shape, inputs.dtype)
+            self._fast_under_xla[key] = _xla.conditional_is_fast_under_xla(
+                lambda x: self.branch(x, training=True), spec
+            )
+        return self._fast_under_xla[key]
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         spec = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
@@ -200,12 +219,3 @@ class StochasticDepthBlock(keras.layers.Layer):
             config["shortcut"] = keras.saving.deserialize_keras_object(config["shortcut"])
         return cls(**config)
 
-
-def _under_xla() -> bool:
-    """Whether the function being traced is compiled by XLA.
-
-    True inside `tf.function(jit_compile=True)`, hence inside `fit` after
-    `compile(jit_compile=True)` (and Keras' default `"auto"` on a GPU).
-    XLA auto-clustering (`tf.config.optimizer.set_jit`) is not detected.
-    """
-    return tf.__internal__.get_enclosing_xla_context() is not None

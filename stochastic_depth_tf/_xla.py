@@ -1,0 +1,158 @@
+"""Making a conditional residual branch fast under XLA on CPU.
+
+Why this exists (measured, see benchmarks/README.md): XLA's CPU backend runs
+a convolution on its fast Eigen kernel only when the convolution is in
+canonical NHWC / HWIO order. TensorFlow lowers the two gradients of a
+`Conv2D` (`Conv2DBackpropInput`, `Conv2DBackpropFilter`) to convolutions in
+other orders, and the XLA pass that canonicalizes them (transposes around
+the convolution) only visits the entry computation, not the branches of a
+conditional. Inside `tf.cond` the backprop convolutions therefore compile to
+naive loops: about 150x slower (2.6 s against 17 ms for one filter gradient).
+
+The fix: inside the conditional, give `Conv2D` a gradient written with
+canonical *forward* convolutions only, which XLA handles well anywhere:
+
+- input gradient: `conv2d(dy, reverse(w) with in/out channels swapped)`,
+  padded by `kernel - 1 - padding`;
+- filter gradient: a convolution of `x` with channels and batch swapped
+  (channels act as the batch) by `dy` used as the kernel.
+
+Only stride 1, dilation 1, NHWC convolutions are rewritten; a branch with any
+other convolution is not put in a conditional under XLA at all (the block
+falls back to the multiply gate). Graph mode keeps TensorFlow's own gradient,
+which is faster there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Tuple
+
+import tensorflow as tf
+
+CANONICAL_CONV2D_GRADIENT = "StochasticDepthTFCanonicalConv2D"
+
+# Convolution ops whose gradient (or which themselves) XLA on CPU runs slowly
+# inside a conditional. Conv2D is rewritten when it can be; these cannot.
+_UNSUPPORTED_IN_CONDITIONAL = frozenset({
+    "Conv",
+    "Conv2DBackpropFilter",
+    "Conv2DBackpropFilterV2",
+    "Conv2DBackpropInput",
+    "Conv2DBackpropInputV2",
+    "Conv3D",
+    "Conv3DBackpropFilterV2",
+    "Conv3DBackpropInputV2",
+    "DepthwiseConv2dNative",
+    "DepthwiseConv2dNativeBackpropFilter",
+    "DepthwiseConv2dNativeBackpropInput",
+    "PartitionedCall",
+    "StatefulPartitionedCall",
+})
+
+
+def under_xla() -> bool:
+    """Whether the function being traced is compiled by XLA.
+
+    True inside `tf.function(jit_compile=True)`, hence inside `fit` after
+    `compile(jit_compile=True)` (and Keras' default `"auto"` on a GPU).
+    XLA auto-clustering (`tf.config.optimizer.set_jit`) is not detected.
+    """
+    return not tf.executing_eagerly() and tf.__internal__.get_enclosing_xla_context() is not None
+
+
+def _same_padding(kernel: int) -> Tuple[int, int]:
+    before = (kernel - 1) // 2
+    return before, kernel - 1 - before
+
+
+def _paddings(op: Any, kernel_height: int, kernel_width: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    padding = op.get_attr("padding")
+    if padding == b"SAME":
+        return _same_padding(kernel_height), _same_padding(kernel_width)
+    if padding == b"VALID":
+        return (0, 0), (0, 0)
+    explicit = list(op.get_attr("explicit_paddings"))
+    return (explicit[2], explicit[3]), (explicit[4], explicit[5])
+
+
+def is_rewritable_conv2d(op: Any) -> bool:
+    """Whether `canonical_conv2d_gradients` applies to this `Conv2D` op."""
+    kernel_shape = op.inputs[1].shape
+    if (
+        op.get_attr("data_format") != b"NHWC"
+        or list(op.get_attr("strides")) != [1, 1, 1, 1]
+        or list(op.get_attr("dilations")) != [1, 1, 1, 1]
+        or not kernel_shape.is_fully_defined()
+    ):
+        return False
+    (top, bottom), (left, right) = _paddings(op, kernel_shape[0], kernel_shape[1])
+    # The input gradient pads by kernel - 1 - padding, which must not be negative.
+    return max(top, bottom) < kernel_shape[0] and max(left, right) < kernel_shape[1]
+
+
+def canonical_conv2d_gradients(
+    x: Any, kernel: Any, upstream: Any, padding: Tuple[Tuple[int, int], Tuple[int, int]]
+) -> Tuple[Any, Any]:
+    """Gradients of a stride-1 NHWC `conv2d(x, kernel)` from forward convolutions only.
+
+    Args:
+        x: the convolution's input, `[batch, height, width, in_channels]`.
+        kernel: its filter, `[kernel_height, kernel_width, in_channels, out_channels]`.
+        upstream: the gradient of the output, `[batch, out_height, out_width, out_channels]`.
+        padding: `((top, bottom), (left, right))` zero padding of the forward pass.
+
+    Returns:
+        `(gradient of x, gradient of kernel)`.
+    """
+    (top, bottom), (left, right) = padding
+    kernel_height, kernel_width = int(kernel.shape[0]), int(kernel.shape[1])
+    flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])
+    x_gradient = tf.nn.conv2d(
+        upstream,
+        flipped,
+        strides=1,
+        padding=[[0, 0], [kernel_height - 1 - top, kernel_height - 1 - bottom],
+                 [kernel_width - 1 - left, kernel_width - 1 - right], [0, 0]],
+    )
+    # dw[i, j, c, o] = sum over n, h, w of x_padded[n, h + i, w + j, c] * dy[n, h, w, o]:
+    # a convolution of x with channels as the batch and dy as an HWIO kernel.
+    channels_as_batch = tf.transpose(x, [3, 1, 2, 0])
+    upstream_as_kernel = tf.transpose(upstream, [1, 2, 0, 3])
+    kernel_gradient = tf.nn.conv2d(
+        channels_as_batch,
+        upstream_as_kernel,
+        strides=1,
+        padding=[[0, 0], [top, bottom], [left, right], [0, 0]],
+    )
+    return x_gradient, tf.transpose(kernel_gradient, [1, 2, 0, 3])
+
+
+@tf.RegisterGradient(CANONICAL_CONV2D_GRADIENT)
+def _canonical_conv2d_gradient(op: Any, upstream: Any) -> Tuple[Any, Any]:
+    kernel = op.inputs[1]
+    padding = _paddings(op, int(kernel.shape[0]), int(kernel.shape[1]))
+    return canonical_conv2d_gradients(op.inputs[0], kernel, upstream, padding)
+
+
+@contextlib.contextmanager
+def canonical_conv2d_gradient_scope() -> Iterator[None]:
+    """`Conv2D` ops created inside get the canonical gradient (graph tracing only)."""
+    with tf.compat.v1.get_default_graph().gradient_override_map({"Conv2D": CANONICAL_CONV2D_GRADIENT}):
+        yield
+
+
+def conditional_is_fast_under_xla(function: Callable[[Any], Any], spec: tf.TensorSpec) -> bool:
+    """Whether `function(x)` can run inside an XLA conditional without slow convolutions.
+
+    Traces `function` once in a scratch graph and checks every op: `Conv2D`
+    must be rewritable (stride 1, dilation 1, NHWC), and no other
+    convolution or nested function call may appear.
+    """
+    graph = tf.function(function, autograph=False).get_concrete_function(spec).graph
+    for op in graph.get_operations():
+        if op.type in _UNSUPPORTED_IN_CONDITIONAL:
+            return False
+        if op.type == "Conv2D" and not is_rewritable_conv2d(op):
+            return False
+    return True

@@ -1,0 +1,515 @@
+"""Tests of model surgery: `apply_stochastic_depth` and `strip_stochastic_depth`."""
+
+import functools
+import pathlib
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import stochastic_depth_tf
+from stochastic_depth_tf import schedules
+from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "surgery.md"
+SNIPPETS = re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+# keras.applications models built without downloads, and their residual adds
+# (counted from the graphs: see docs/surgery.md).
+APPLICATIONS = {
+    "ResNet50": 16,
+    "ResNet101": 33,
+    "ResNet152": 50,
+    "ResNet50V2": 16,
+    "EfficientNetB0": 9,
+    "ConvNeXtTiny": 18,
+    "MobileNetV2": 10,
+}
+SLOW = {"ResNet101", "ResNet152"}
+APPLICATION_PARAMS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in APPLICATIONS
+]
+
+
+@functools.lru_cache(maxsize=None)
+def application(name):
+    """The application (built once per session) and its surgery at full survival."""
+    original = getattr(keras.applications, name)(
+        weights=None, input_shape=(32, 32, 3), include_top=False
+    )
+    return original, apply_stochastic_depth(original, final_survival_probability=1.0)
+
+
+def images(n=2, shape=(32, 32, 3), seed=0):
+    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
+
+
+def stochastic_depth_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, StochasticDepth)]
+
+
+def residual_adds(model):
+    """The `Add` layers and `x + y` op nodes of a model (what surgery looks for)."""
+    add_op = type(keras.ops.add(keras.KerasTensor((1,)), keras.KerasTensor((1,)))._keras_history[0])
+    return [op for op in model.operations if type(op) in (keras.layers.Add, add_op)]
+
+
+def residual_chain(num_blocks=3, width=4, name="chain"):
+    """Dense blocks `x = x + Dense(x)`, adding `[shortcut, residual]`."""
+    inputs = keras.Input((width,))
+    x = inputs
+    for index in range(num_blocks):
+        branch = keras.layers.Dense(width, name=f"{name}_branch_{index}")(x)
+        x = keras.layers.Add(name=f"{name}_add_{index}")([x, branch])
+    return keras.Model(inputs, x, name=name)
+
+
+def single_block(order="residual_first"):
+    """One block `inputs + Dense(inputs)`, its Add called in the given order."""
+    inputs = keras.Input((4,))
+    branch = keras.layers.Dense(4, name="branch")(inputs)
+    pair = [branch, inputs] if order == "residual_first" else [inputs, branch]
+    outputs = keras.layers.Add(name="add")(pair)
+    return keras.Model(inputs, outputs)
+
+
+def vectors(n=3, width=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, width)).astype("float32")
+
+
+# keras.applications, out of the box.
+
+
+@pytest.mark.parametrize("name", APPLICATION_PARAMS)
+def test_application_residual_adds_counted_from_graph(name):
+    original, _ = application(name)
+    assert len(residual_adds(original)) == APPLICATIONS[name]
+
+
+@pytest.mark.parametrize("name", APPLICATION_PARAMS)
+def test_application_every_residual_add_replaced(name):
+    _, model = application(name)
+    assert len(stochastic_depth_layers(model)) == APPLICATIONS[name]
+    assert residual_adds(model) == []
+
+
+@pytest.mark.parametrize("name", APPLICATION_PARAMS)
+def test_application_output_unchanged_at_full_survival(name):
+    original, model = application(name)
+    x = images()
+    expected = keras.ops.convert_to_numpy(original(x, training=False))
+    actual = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", APPLICATION_PARAMS)
+def test_application_weights_kept(name):
+    original, model = application(name)
+    original_weights, new_weights = original.get_weights(), model.get_weights()
+    assert len(new_weights) == len(original_weights)
+    for old, new in zip(original_weights, new_weights):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_resnet_projection_block_shortcut_is_the_one_convolution_path():
+    _, model = application("ResNet50")
+    shortcut, residual = model.get_layer("conv2_block1_add").input
+    assert shortcut is model.get_layer("conv2_block1_0_bn").output
+    assert residual is model.get_layer("conv2_block1_3_bn").output
+
+
+def test_resnet_identity_block_shortcut_is_the_block_input():
+    _, model = application("ResNet50")
+    shortcut, residual = model.get_layer("conv2_block2_add").input
+    assert shortcut is model.get_layer("conv2_block1_out").output
+    assert residual is model.get_layer("conv2_block2_3_bn").output
+
+
+def test_efficientnet_shortcut_found_although_added_second():
+    _, model = application("EfficientNetB0")
+    shortcut, residual = model.get_layer("block2b_add").input
+    assert shortcut is model.get_layer("block2a_project_bn").output
+    assert residual is model.get_layer("block2b_project_bn").output
+
+
+def test_efficientnet_drop_connect_removed_by_default():
+    original, model = application("EfficientNetB0")
+    drop_connect = [layer for layer in original.layers if isinstance(layer, keras.layers.Dropout)]
+    assert len(drop_connect) == 9
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+
+
+def test_efficientnet_drop_connect_kept_on_request():
+    original, _ = application("EfficientNetB0")
+    model = apply_stochastic_depth(original, replace_drop_connect=False)
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers) == 9
+    _, residual = model.get_layer("block2b_add").input
+    assert residual is model.get_layer("block2b_drop").output
+
+
+def test_convnext_op_adds_replaced_and_its_branch_left_alone():
+    original, model = application("ConvNeXtTiny")
+    shortcut, residual = stochastic_depth_layers(model)[0].input
+    assert residual is model.get_layer("convnext_tiny_stage_0_block_0_identity").output
+    assert shortcut is model.get_layer("convnext_tiny_stem").output
+    assert len(model.layers) == len(original.layers) + APPLICATIONS["ConvNeXtTiny"]
+
+
+def test_linear_decay_follows_block_order():
+    original, _ = application("ResNet50")
+    model = apply_stochastic_depth(original, final_survival_probability=0.5)
+    layers = stochastic_depth_layers(model)
+    assert [layer.name for layer in layers] == [add.name for add in residual_adds(original)]
+    assert [layer.survival_probability for layer in layers] == schedules.linear_decay(16, 0.5)
+    assert layers[0].name == "conv2_block1_add" and layers[-1].name == "conv5_block3_add"
+
+
+# Semantics on small models.
+
+
+def test_inference_is_shortcut_plus_survival_probability_times_residual():
+    model = apply_stochastic_depth(single_block(), final_survival_probability=0.3)
+    x = vectors()
+    residual = keras.ops.convert_to_numpy(model.get_layer("branch")(x))
+    np.testing.assert_allclose(model(x, training=False), x + 0.3 * residual, rtol=1e-6)
+
+
+def test_shortcut_found_whatever_the_argument_order():
+    for order in ("residual_first", "shortcut_first"):
+        model = apply_stochastic_depth(single_block(order))
+        shortcut, residual = model.get_layer("add").input
+        assert shortcut is model.input
+        assert residual is model.get_layer("branch").output
+
+
+def test_projection_block_shortcut_is_the_shorter_path():
+    inputs = keras.Input((4,))
+    long_path = keras.layers.Dense(4, name="long_b")(keras.layers.Dense(4, name="long_a")(inputs))
+    short_path = keras.layers.Dense(4, name="projection")(inputs)
+    outputs = keras.layers.Add(name="add")([long_path, short_path])
+    model = apply_stochastic_depth(keras.Model(inputs, outputs))
+    shortcut, residual = model.get_layer("add").input
+    assert shortcut is model.get_layer("projection").output
+    assert residual is model.get_layer("long_b").output
+
+
+def test_op_add_replaced():
+    inputs = keras.Input((4,))
+    outputs = inputs + keras.layers.Dense(4, name="branch")(inputs)
+    model = apply_stochastic_depth(keras.Model(inputs, outputs), final_survival_probability=0.5)
+    (layer,) = stochastic_depth_layers(model)
+    assert layer.input[0] is model.input
+    x = vectors()
+    residual = keras.ops.convert_to_numpy(model.get_layer("branch")(x))
+    np.testing.assert_allclose(model(x, training=False), x + 0.5 * residual, rtol=1e-6)
+
+
+def test_uniform_distribution():
+    model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.7, distribution="uniform")
+    assert [layer.survival_probability for layer in stochastic_depth_layers(model)] == [0.7] * 3
+
+
+def test_mode_and_inverted_passed_to_every_layer():
+    model = apply_stochastic_depth(residual_chain(), mode="sample", inverted=True)
+    assert all(layer.mode == "sample" and layer.inverted for layer in stochastic_depth_layers(model))
+
+
+def test_inverted_inference_is_a_plain_add():
+    original = residual_chain()
+    model = apply_stochastic_depth(original, final_survival_probability=0.2, inverted=True)
+    x = vectors()
+    np.testing.assert_allclose(model(x, training=False), original(x, training=False), rtol=1e-6)
+
+
+def test_training_with_zero_survival_drops_every_block():
+    model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.0, distribution="uniform")
+    x = vectors()
+    np.testing.assert_array_equal(model(x, training=True), x)
+
+
+def test_seeds_derived_from_seed():
+    model = apply_stochastic_depth(residual_chain(), seed=7)
+    assert [layer.seed for layer in stochastic_depth_layers(model)] == [7, 8, 9]
+
+
+def test_no_seed_leaves_layers_unseeded():
+    model = apply_stochastic_depth(residual_chain())
+    assert [layer.seed for layer in stochastic_depth_layers(model)] == [None] * 3
+
+
+def test_new_layers_named_after_the_adds():
+    model = apply_stochastic_depth(residual_chain())
+    assert [layer.name for layer in stochastic_depth_layers(model)] == [
+        "chain_add_0",
+        "chain_add_1",
+        "chain_add_2",
+    ]
+
+
+def test_weights_are_copies_not_shared():
+    original = residual_chain()
+    model = apply_stochastic_depth(original)
+    before = original.get_layer("chain_branch_0").get_weights()
+    model.get_layer("chain_branch_0").kernel.assign(np.full((4, 4), 5.0, "float32"))
+    for old, kept in zip(before, original.get_layer("chain_branch_0").get_weights()):
+        np.testing.assert_array_equal(kept, old)
+
+
+def test_original_model_left_intact():
+    original = residual_chain()
+    x = vectors()
+    expected = keras.ops.convert_to_numpy(original(x))
+    layers = list(original.layers)
+    apply_stochastic_depth(original, final_survival_probability=0.5)
+    assert original.layers == layers
+    assert not stochastic_depth_layers(original)
+    np.testing.assert_array_equal(original(x), expected)
+
+
+def test_non_residual_adds_left_as_they_are():
+    first, second = keras.Input((4,)), keras.Input((4,))
+    two_inputs = keras.layers.Add(name="two_inputs")([first, second])
+    parallel = keras.layers.Add(name="parallel")(
+        [keras.layers.Dense(4)(two_inputs), keras.layers.Dense(4)(two_inputs)]
+    )
+    three = keras.layers.Add(name="three")([parallel, two_inputs, first])
+    residual = keras.layers.Add(name="residual")([three, keras.layers.Dense(4)(three)])
+    model = apply_stochastic_depth(keras.Model([first, second], residual))
+    assert [layer.name for layer in stochastic_depth_layers(model)] == ["residual"]
+    for name in ("two_inputs", "parallel", "three"):
+        assert type(model.get_layer(name)) is keras.layers.Add
+
+
+def test_nested_model_adds_replaced_in_call_order():
+    inputs = keras.Input((4,))
+    x = keras.layers.Add(name="outer_add_0")([inputs, keras.layers.Dense(4)(inputs)])
+    x = residual_chain(2, name="inner")(x)
+    x = keras.layers.Add(name="outer_add_1")([x, keras.layers.Dense(4)(x)])
+    original = keras.Model(inputs, x)
+    model = apply_stochastic_depth(original, final_survival_probability=0.6, seed=0)
+    inner = model.get_layer("inner")
+    layers = [model.get_layer("outer_add_0")] + stochastic_depth_layers(inner) + [
+        model.get_layer("outer_add_1")
+    ]
+    assert all(isinstance(layer, StochasticDepth) for layer in layers)
+    assert [layer.seed for layer in layers] == [0, 1, 2, 3]
+    assert [layer.survival_probability for layer in layers] == schedules.linear_decay(4, 0.6)
+
+
+def test_nested_model_output_unchanged_at_full_survival():
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2)(residual_chain(name="inner")(inputs))
+    original = keras.Model(inputs, outputs)
+    model = apply_stochastic_depth(original, final_survival_probability=1.0)
+    x = vectors()
+    np.testing.assert_allclose(model(x), original(x), rtol=1e-6)
+
+
+def test_shared_layer_stays_shared():
+    inputs = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    x = keras.layers.Add()([inputs, shared(inputs)])
+    x = keras.layers.Add()([x, shared(x)])
+    original = keras.Model(inputs, x)
+    model = apply_stochastic_depth(original)
+    assert len(model.get_weights()) == len(original.get_weights()) == 2
+    assert [layer.name for layer in model.layers].count("shared") == 1
+
+
+def test_add_layer_called_twice_becomes_two_layers():
+    inputs = keras.Input((4,))
+    add = keras.layers.Add(name="add")
+    x = add([inputs, keras.layers.Dense(4)(inputs)])
+    x = add([x, keras.layers.Dense(4)(x)])
+    model = apply_stochastic_depth(keras.Model(inputs, x), final_survival_probability=0.5)
+    layers = stochastic_depth_layers(model)
+    assert [layer.name for layer in layers] == ["add", "add_1"]
+    assert [layer.survival_probability for layer in layers] == [0.75, 0.5]
+
+
+def test_mixed_precision_policy_of_the_add_kept():
+    keras.config.set_dtype_policy("mixed_float16")
+    original = residual_chain()
+    keras.config.set_dtype_policy("float32")
+    model = apply_stochastic_depth(original)
+    assert all(layer.compute_dtype == "float16" for layer in stochastic_depth_layers(model))
+    assert model(vectors()).dtype == original(vectors()).dtype
+
+
+def test_compiled_model_stays_compiled():
+    original = residual_chain()
+    original.compile("sgd", "mse")
+    model = apply_stochastic_depth(original)
+    assert model.compiled
+    history = model.fit(vectors(8), vectors(8, seed=1), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.5)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = vectors()
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+    assert len(stochastic_depth_layers(loaded)) == 3
+
+
+# strip_stochastic_depth.
+
+
+def test_strip_folds_current_survival_probability():
+    model = apply_stochastic_depth(single_block(), final_survival_probability=0.5)
+    model.get_layer("add").survival_probability_variable.assign(0.3)
+    stripped = strip_stochastic_depth(model)
+    assert stripped.get_layer("add_survival_scale").scale == pytest.approx(0.3)
+    x = vectors()
+    np.testing.assert_allclose(stripped(x), model(x, training=False), rtol=1e-6)
+
+
+def test_strip_leaves_only_stock_layers():
+    stripped = strip_stochastic_depth(apply_stochastic_depth(residual_chain()))
+    assert not stochastic_depth_layers(stripped)
+    assert [type(stripped.get_layer(f"chain_add_{index}")) for index in range(3)] == [keras.layers.Add] * 3
+
+
+def test_strip_full_survival_is_a_plain_add():
+    stripped = strip_stochastic_depth(apply_stochastic_depth(single_block(), final_survival_probability=1.0))
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in stripped.layers)
+
+
+def test_strip_inverted_is_a_plain_add():
+    model = apply_stochastic_depth(single_block(), final_survival_probability=0.5, inverted=True)
+    stripped = strip_stochastic_depth(model)
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in stripped.layers)
+    x = vectors()
+    np.testing.assert_allclose(stripped(x), model(x, training=False), rtol=1e-6)
+
+
+def test_strip_application_output_unchanged():
+    original, _ = application("ResNet50")
+    model = apply_stochastic_depth(original, final_survival_probability=0.5)
+    stripped = strip_stochastic_depth(model)
+    x = images()
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    actual = keras.ops.convert_to_numpy(stripped(x, training=False))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    assert len(stripped.get_weights()) == len(original.get_weights())
+
+
+def test_strip_nested_model():
+    inputs = keras.Input((4,))
+    original = keras.Model(inputs, residual_chain(name="inner")(inputs))
+    stripped = strip_stochastic_depth(apply_stochastic_depth(original))
+    assert not stochastic_depth_layers(stripped.get_layer("inner"))
+
+
+# Refusals.
+
+
+def test_refuses_a_non_model():
+    with pytest.raises(TypeError, match="Invalid type received for argument `model`"):
+        apply_stochastic_depth(keras.layers.Dense(4))
+
+
+def test_refuses_a_sequential_model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="Invalid value received for argument `model`.*Sequential"):
+        apply_stochastic_depth(model)
+
+
+def test_refuses_a_subclassed_model():
+    class Residual(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(4)
+
+        def call(self, x):
+            return x + self.dense(x)
+
+    model = Residual()
+    model(vectors())
+    with pytest.raises(ValueError, match="Invalid value received for argument `model`.*subclassed"):
+        apply_stochastic_depth(model)
+
+
+def test_refuses_a_model_without_residual_add():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    with pytest.raises(ValueError, match="Invalid value received for argument `model`.*residual add"):
+        apply_stochastic_depth(model)
+
+
+def test_refuses_a_bad_distribution():
+    with pytest.raises(ValueError, match="Invalid value received for argument `distribution`"):
+        apply_stochastic_depth(residual_chain(), distribution="exponential")
+
+
+def test_refuses_a_survival_probability_out_of_range():
+    with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
+        apply_stochastic_depth(residual_chain(), final_survival_probability=1.5)
+
+
+def test_refuses_a_survival_probability_of_the_wrong_type():
+    with pytest.raises(TypeError, match="Invalid type received for argument `final_survival_probability`"):
+        apply_stochastic_depth(residual_chain(), final_survival_probability="0.5")
+
+
+def test_refuses_zero_survival_probability_when_inverted():
+    with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
+        apply_stochastic_depth(residual_chain(), final_survival_probability=0.0, inverted=True)
+
+
+def test_refuses_a_bad_mode():
+    with pytest.raises(ValueError, match="Invalid value received for argument `mode`"):
+        apply_stochastic_depth(residual_chain(), mode="row")
+
+
+def test_refuses_a_bad_inverted():
+    with pytest.raises(TypeError, match="Invalid type received for argument `inverted`"):
+        apply_stochastic_depth(residual_chain(), inverted="yes")
+
+
+def test_refuses_a_negative_seed():
+    with pytest.raises(ValueError, match="Invalid value received for argument `seed`"):
+        apply_stochastic_depth(residual_chain(), seed=-1)
+
+
+def test_refuses_a_seed_generator():
+    with pytest.raises(TypeError, match="Invalid type received for argument `seed`"):
+        apply_stochastic_depth(residual_chain(), seed=keras.random.SeedGenerator(0))
+
+
+def test_refuses_a_bad_replace_drop_connect():
+    with pytest.raises(TypeError, match="Invalid type received for argument `replace_drop_connect`"):
+        apply_stochastic_depth(residual_chain(), replace_drop_connect=1)
+
+
+def test_strip_refuses_a_sequential_model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="Invalid value received for argument `model`.*Sequential"):
+        strip_stochastic_depth(model)
+
+
+def test_strip_refuses_a_model_without_stochastic_depth():
+    with pytest.raises(ValueError, match="Invalid value received for argument `model`.*StochasticDepth"):
+        strip_stochastic_depth(residual_chain())
+
+
+# The documentation's examples run.
+
+
+def test_docs_have_snippets():
+    assert len(SNIPPETS) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(SNIPPETS)))
+def test_docs_snippet_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # Until the package exports them, the snippets' `sdt.apply_stochastic_depth`
+    # and `sdt.strip_stochastic_depth` resolve to the surgery module's.
+    monkeypatch.setattr(stochastic_depth_tf, "apply_stochastic_depth", apply_stochastic_depth, raising=False)
+    monkeypatch.setattr(stochastic_depth_tf, "strip_stochastic_depth", strip_stochastic_depth, raising=False)
+    exec(compile(SNIPPETS[index], f"docs/surgery.md snippet {index}", "exec"), {"__name__": "__docs__"})
