@@ -30,6 +30,7 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "tensorflow": ["tensorflow>=2.16"],
         "test": ["pytest>=7", "h5py"],
+        "bench": ["keras-cv"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

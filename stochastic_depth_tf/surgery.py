@@ -28,12 +28,7 @@ import keras
 
 from stochastic_depth_tf import ops
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
-from stochastic_depth_tf.schedules import linear_decay, uniform
-
-DISTRIBUTIONS: Dict[str, Callable[[int, float], List[float]]] = {
-    "linear": linear_decay,
-    "uniform": uniform,
-}
+from stochastic_depth_tf.schedules import DISTRIBUTIONS, survival_probabilities
 
 
 def apply_stochastic_depth(
@@ -166,7 +161,7 @@ def apply_stochastic_depth(
             "a branch computed from it). Received: model "
             f"'{model.name}' has none"
         )
-    probabilities = DISTRIBUTIONS[distribution](len(blocks), final_survival_probability)
+    probabilities = survival_probabilities(len(blocks), final_survival_probability, distribution)
     plans = {}
     for index, (block, probability) in enumerate(zip(blocks, probabilities)):
         plans[id(block.node)] = _stochastic_depth_plan(
@@ -586,7 +581,14 @@ def _rebuild_top_level(model: keras.Model, plans: Dict[int, _Plan]) -> keras.Mod
     # only after its first call.
     for original, copy in weight_pairs:
         copy.set_weights(original.get_weights())
-    new_model.trainable = model.trainable
+        # Our layers keep their survival probability out of the weights; a
+        # schedule may have moved it from the configured value.
+        if isinstance(original, StochasticDepth):
+            copy.survival_probability_variable.assign(original.survival_probability_variable)
+    # The setter is recursive, and each copied layer already has its own
+    # flag from its config: only a frozen model needs it.
+    if not model.trainable:
+        new_model.trainable = False
     if model.compiled:
         new_model.compile_from_config(model.get_compile_config())
     return new_model
@@ -614,7 +616,8 @@ def _rebuild(
             batch_shape=tensor.shape,
             dtype=tensor.dtype,
             sparse=tensor.sparse,
-            name=tensor._keras_history[0].name,
+            ragged=tensor.ragged,
+            name=_producer_node(tensor).operation.name,
         )
         for tensor in input_tensors
     ]
@@ -655,7 +658,8 @@ def _copy_operation(
         return copies[id(operation)]
     if _is_functional(operation):
         copy = _rebuild(operation, plans, copies, weight_pairs)
-        copy.trainable = operation.trainable
+        if not operation.trainable:
+            copy.trainable = False
     else:
         if isinstance(operation, keras.Sequential):
             copy = keras.models.clone_model(operation)

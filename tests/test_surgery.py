@@ -1,23 +1,18 @@
 """Tests of model surgery: `apply_stochastic_depth` and `strip_stochastic_depth`."""
 
 import functools
-import pathlib
-import re
 
 import keras
 import numpy as np
 import pytest
 
-import stochastic_depth_tf
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "surgery.md"
-SNIPPETS = re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.DOTALL)
 
 # keras.applications models built without downloads, and their residual adds
-# (counted from the graphs: see docs/surgery.md).
+# (counted from the graphs: see the README's model surgery section).
 APPLICATIONS = {
     "ResNet50": 16,
     "ResNet101": 33,
@@ -176,12 +171,12 @@ def test_inference_is_shortcut_plus_survival_probability_times_residual():
     np.testing.assert_allclose(model(x, training=False), x + 0.3 * residual, rtol=1e-6)
 
 
-def test_shortcut_found_whatever_the_argument_order():
-    for order in ("residual_first", "shortcut_first"):
-        model = apply_stochastic_depth(single_block(order))
-        shortcut, residual = model.get_layer("add").input
-        assert shortcut is model.input
-        assert residual is model.get_layer("branch").output
+@pytest.mark.parametrize("order", ["residual_first", "shortcut_first"])
+def test_shortcut_found_whatever_the_argument_order(order):
+    model = apply_stochastic_depth(single_block(order))
+    shortcut, residual = model.get_layer("add").input
+    assert shortcut is model.input
+    assert residual is model.get_layer("branch").output
 
 
 def test_projection_block_shortcut_is_the_shorter_path():
@@ -327,6 +322,64 @@ def test_add_layer_called_twice_becomes_two_layers():
     layers = stochastic_depth_layers(model)
     assert [layer.name for layer in layers] == ["add", "add_1"]
     assert [layer.survival_probability for layer in layers] == [0.75, 0.5]
+
+
+def test_frozen_layer_stays_frozen():
+    original = residual_chain()
+    original.get_layer("chain_branch_1").trainable = False
+    model = apply_stochastic_depth(original)
+    assert [layer.trainable for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [
+        True,
+        False,
+        True,
+    ]
+    assert len(model.trainable_weights) == len(original.trainable_weights) == 4
+
+
+def test_frozen_model_stays_frozen():
+    original = residual_chain()
+    original.trainable = False
+    model = apply_stochastic_depth(original)
+    assert not model.trainable
+    assert model.trainable_weights == []
+
+
+def test_current_survival_probability_of_existing_layers_kept():
+    model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.5)
+    model.get_layer("chain_add_0").survival_probability_variable.assign(0.9)
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Add(name="outer_add")([model(inputs), keras.layers.Dense(4)(model(inputs))])
+    copy = apply_stochastic_depth(keras.Model(inputs, outputs))
+    layer = copy.get_layer("chain").get_layer("chain_add_0")
+    assert float(layer.survival_probability_variable.numpy()) == pytest.approx(0.9)
+
+
+def test_stateless_layer_that_cannot_be_rebuilt_is_shared():
+    inputs = keras.Input((4,))
+    doubled = keras.layers.Lambda(lambda x: 2.0 * x, name="double")(inputs)
+    outputs = keras.layers.Add()([doubled, keras.layers.Dense(4)(doubled)])
+    original = keras.Model(inputs, outputs)
+    model = apply_stochastic_depth(original, final_survival_probability=1.0)
+    assert model.get_layer("double") is original.get_layer("double")
+    np.testing.assert_allclose(model(vectors()), original(vectors()), rtol=1e-6)
+
+
+def test_refuses_a_layer_with_weights_that_cannot_be_rebuilt():
+    class Scale(keras.layers.Layer):
+        def __init__(self, units):
+            super().__init__()
+            self.units = units
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(self.units,), initializer="ones")
+
+        def call(self, x):
+            return x * self.scale
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Add()([inputs, Scale(4)(inputs)])
+    with pytest.raises(TypeError, match="Invalid layer received in argument `model`"):
+        apply_stochastic_depth(keras.Model(inputs, outputs))
 
 
 def test_mixed_precision_policy_of_the_add_kept():
@@ -496,20 +549,3 @@ def test_strip_refuses_a_sequential_model():
 def test_strip_refuses_a_model_without_stochastic_depth():
     with pytest.raises(ValueError, match="Invalid value received for argument `model`.*StochasticDepth"):
         strip_stochastic_depth(residual_chain())
-
-
-# The documentation's examples run.
-
-
-def test_docs_have_snippets():
-    assert len(SNIPPETS) >= 3
-
-
-@pytest.mark.parametrize("index", range(len(SNIPPETS)))
-def test_docs_snippet_runs(index, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # Until the package exports them, the snippets' `sdt.apply_stochastic_depth`
-    # and `sdt.strip_stochastic_depth` resolve to the surgery module's.
-    monkeypatch.setattr(stochastic_depth_tf, "apply_stochastic_depth", apply_stochastic_depth, raising=False)
-    monkeypatch.setattr(stochastic_depth_tf, "strip_stochastic_depth", strip_stochastic_depth, raising=False)
-    exec(compile(SNIPPETS[index], f"docs/surgery.md snippet {index}", "exec"), {"__name__": "__docs__"})

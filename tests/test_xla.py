@@ -8,11 +8,10 @@ import tensorflow as tf
 from stochastic_depth_tf import _xla
 
 
-@pytest.mark.parametrize(
-    "padding, kernel",
-    [("SAME", 1), ("SAME", 3), ("SAME", 4), ("VALID", 3), ([[0, 0], [2, 0], [1, 1], [0, 0]], 3)],
-)
-def test_canonical_gradients_equal_autodiff(padding, kernel):
+PADDINGS = [("SAME", 1), ("SAME", 3), ("SAME", 4), ("VALID", 3), ([[0, 0], [2, 0], [1, 1], [0, 0]], 3)]
+
+
+def conv_problem(padding, kernel):
     rng = np.random.default_rng(kernel)
     x = tf.constant(rng.normal(size=(2, 9, 8, 5)).astype("float32"))
     w = tf.constant(rng.normal(size=(kernel, kernel, 5, 7)).astype("float32"))
@@ -20,19 +19,40 @@ def test_canonical_gradients_equal_autodiff(padding, kernel):
         tape.watch([x, w])
         y = tf.nn.conv2d(x, w, 1, padding)
     upstream = tf.constant(rng.normal(size=y.shape).astype("float32"))
-    x_expected, w_expected = tape.gradient(y, [x, w], upstream)
+    return x, w, upstream, tape.gradient(y, [x, w], upstream)
 
+
+@pytest.mark.parametrize("padding, kernel", PADDINGS)
+def test_canonical_gradients_equal_autodiff(padding, kernel):
+    x, w, upstream, (x_expected, w_expected) = conv_problem(padding, kernel)
+    if padding == "SAME":
+        pads = (((kernel - 1) // 2, kernel // 2), ((kernel - 1) // 2, kernel // 2))
+    elif padding == "VALID":
+        pads = ((0, 0), (0, 0))
+    else:
+        pads = (tuple(padding[1]), tuple(padding[2]))
+    x_got, w_got = _xla.canonical_conv2d_gradients(x, w, upstream, pads)
+    np.testing.assert_allclose(x_got, x_expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(w_got, w_expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding, kernel", PADDINGS)
+def test_gradient_scope_replaces_backprop_convolutions(padding, kernel):
+    x, w, upstream, (x_expected, w_expected) = conv_problem(padding, kernel)
+
+    # tf.gradients, as a conditional's gradient uses, honours the override.
     @tf.function
     def rewritten():
         with _xla.canonical_conv2d_gradient_scope():
-            with tf.GradientTape() as inner:
-                inner.watch([x, w])
-                out = tf.nn.conv2d(x, w, 1, padding)
-        return inner.gradient(out, [x, w], upstream)
+            y = tf.nn.conv2d(x, w, 1, padding)
+        return tf.gradients(y, [x, w], upstream)
 
     x_got, w_got = rewritten()
     np.testing.assert_allclose(x_got, x_expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(w_got, w_expected, rtol=1e-4, atol=1e-4)
+    op_types = {op.type for op in rewritten.get_concrete_function().graph.get_operations()}
+    assert "Conv2DBackpropFilter" not in op_types and "Conv2DBackpropInput" not in op_types
+    assert "Conv2D" in op_types
 
 
 def test_under_xla_detects_jit_compile_only():

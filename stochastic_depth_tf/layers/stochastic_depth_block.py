@@ -120,7 +120,7 @@ class StochasticDepthBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="merge",
         )
-        self._fast_under_xla: Dict[tuple, bool] = {}
+        self._fast_under_xla: Dict[str, bool] = {}
 
     @property
     def survival_probability(self) -> float:
@@ -182,7 +182,7 @@ class StochasticDepthBlock(keras.layers.Layer):
         return keras.ops.cond(keras.ops.greater(gate, 0.0), kept, dropped)
 
     def _conditional_is_fast_under_xla(self, inputs: Any) -> bool:
-        key = (tuple(inputs.shape), str(inputs.dtype))
+        key = f"{tuple(inputs.shape)} {inputs.dtype}"  # strings: SavedModel tracks this dict
         if key not in self._fast_under_xla:
             spec = tf.TensorSpec(inputs.shape, inputs.dtype)
             self._fast_under_xla[key] = _xla.conditional_is_fast_under_xla(

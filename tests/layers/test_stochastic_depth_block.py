@@ -206,6 +206,11 @@ def test_under_xla_gradients_of_a_kept_conv_branch_are_exact(padding):
 
     for got, expected in zip(block_gradients(), reference_gradients()):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+    # The conditional's gradient holds forward convolutions only, which XLA runs fast.
+    graph_def = block_gradients.get_concrete_function().graph.as_graph_def()
+    op_types = {node.op for function in graph_def.library.function for node in function.node_def}
+    assert "Conv2D" in op_types
+    assert not op_types & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
 
 
 def test_batch_normalization_statistics_stay_put_when_dropped():
@@ -323,6 +328,20 @@ def test_saved_model_export(tmp_path):
     served = tf.saved_model.load(path)
     x = images()
     np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_export_and_keras_file_after_xla_training(tmp_path):
+    inputs = keras.Input((6, 6, 4))
+    model = keras.Model(inputs, sdt.StochasticDepthBlock(conv_branch(), survival_probability=0.6, seed=0)(inputs))
+    model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    x = images()
+    model.fit(x, x, batch_size=4, epochs=2, verbose=0)
+    model.export(str(tmp_path / "exported"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "exported"))
+    np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    model.save(str(tmp_path / "model.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
 # Bad input.

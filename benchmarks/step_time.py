@@ -1,0 +1,229 @@
+"""Training step time and SavedModel latency of stochastic depth, as ratios to `Add`.
+
+Follows the project's protocol (../shared/BENCHMARKS.md in the team docs):
+every contender is built in this one process, warmed up, then timed in
+interleaved rounds; the table reports the minimum and the median seconds per
+step and each one's ratio to the plain-`Add` network of the same depth and
+compilation. Run from the repository root:
+
+    python -m benchmarks.step_time            # the committed table (about 30 min)
+    python -m benchmarks.step_time --quick    # a smoke run (about a minute)
+
+Contenders, all on `stochastic_depth_tf.models.cifar_resnet` with the
+paper's linear decay to 0.5:
+
+- `add`: the plain ResNet, `keras.layers.Add` (the baseline);
+- `merge_batch`, `merge_sample`: our `StochasticDepth` merge layer in every
+  block, one gate per batch or per example;
+- `block`: our `StochasticDepthBlock`, which skips dropped branches;
+- `keras_dropout`: Keras' own idiom, `Dropout(1 - p, noise_shape=(None, 1,
+  1, 1))` on the residual before the `Add` (as keras.applications
+  EfficientNet does);
+- `keras_cv`: KerasCV's `StochasticDepth(rate=1 - p)`, when importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import stochastic_depth_tf as sdt  # noqa: E402
+
+FINAL_SURVIVAL_PROBABILITY = 0.5
+
+
+def _replace_adds(plain: keras.Model, make_merge: Callable[[float, str], Callable]) -> keras.Model:
+    """Clones the plain network, calling `make_merge(p, name)` where each `Add` was."""
+    adds = [layer for layer in plain.layers if isinstance(layer, keras.layers.Add)]
+    probabilities = dict(zip((a.name for a in adds), sdt.schedules.linear_decay(len(adds), FINAL_SURVIVAL_PROBABILITY)))
+
+    def call_function(layer, *args, **kwargs):
+        if isinstance(layer, keras.layers.Add):
+            return make_merge(probabilities[layer.name], layer.name)(*args, **kwargs)
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(plain, call_function=call_function)
+
+
+def keras_dropout_network(depth: int) -> keras.Model:
+    def make_merge(p: float, name: str) -> Callable:
+        def merge(inputs, **kwargs):
+            shortcut, residual = inputs
+            dropped = keras.layers.Dropout(1.0 - p, noise_shape=(None, 1, 1, 1), name=name + "_drop")(residual)
+            return keras.layers.Add(name=name)([shortcut, dropped])
+
+        return merge
+
+    return _replace_adds(sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0), make_merge)
+
+
+def keras_cv_network(depth: int) -> Optional[keras.Model]:
+    try:
+        import keras_cv
+    except ImportError:
+        return None
+
+    def make_merge(p: float, name: str) -> Callable:
+        return keras_cv.layers.StochasticDepth(rate=1.0 - p, name=name)
+
+    return _replace_adds(sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0), make_merge)
+
+
+def contenders(depth: int) -> Dict[str, Callable[[], Optional[keras.Model]]]:
+    p = FINAL_SURVIVAL_PROBABILITY
+    return {
+        "add": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0),
+        "merge_batch": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=p, skip_compute=False, seed=0),
+        "merge_sample": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=p, skip_compute=False, mode="sample", seed=0),
+        "block": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=p, skip_compute=True, seed=0),
+        "keras_dropout": lambda: keras_dropout_network(depth),
+        "keras_cv": lambda: keras_cv_network(depth),
+    }
+
+
+def time_training(depth: int, jit_compile: bool, batch: int, rounds: int, steps: int, warmup: int) -> List[dict]:
+    """Interleaved training-step timings of every contender at one depth and compilation."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(batch,))
+    models = {}
+    for name, build in contenders(depth).items():
+        model = build()
+        if model is None:
+            print(f"  {name}: not importable, skipped", flush=True)
+            continue
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        started = time.perf_counter()
+        for _ in range(warmup):
+            model.train_on_batch(x, y)
+        print(f"  {name}: built and warmed up in {time.perf_counter() - started:.1f} s", flush=True)
+        models[name] = model
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    for round_index in range(rounds):
+        order = list(models) if round_index % 2 == 0 else list(reversed(models))
+        for name in order:
+            started = time.perf_counter()
+            for _ in range(steps):
+                models[name].train_on_batch(x, y)
+            times[name].append((time.perf_counter() - started) / steps)
+    return _rows(times, f"ResNet-{depth}", "XLA" if jit_compile else "graph", "train step")
+
+
+def time_serving(depth: int, batch: int, rounds: int, steps: int) -> List[dict]:
+    """Interleaved latency of exported SavedModels (inference: every block computed)."""
+    x = np.random.default_rng(0).normal(size=(batch, 32, 32, 3)).astype("float32")
+    servers = {}
+    builders = contenders(depth)
+    with tempfile.TemporaryDirectory() as directory:
+        for name in ("add", "merge_batch", "block"):
+            path = os.path.join(directory, name)
+            builders[name]().export(path, verbose=False)
+            served = tf.saved_model.load(path)
+            for _ in range(3):
+                served.serve(x)
+            servers[name] = served
+        times: Dict[str, List[float]] = {name: [] for name in servers}
+        for round_index in range(rounds):
+            order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
+            for name in order:
+                started = time.perf_counter()
+                for _ in range(steps):
+                    servers[name].serve(x).numpy()
+                times[name].append((time.perf_counter() - started) / steps)
+    return _rows(times, f"ResNet-{depth}", "SavedModel", "inference")
+
+
+def _rows(times: Dict[str, List[float]], network: str, compilation: str, what: str) -> List[dict]:
+    baseline_min = min(times["add"])
+    baseline_median = statistics.median(times["add"])
+    return [
+        {
+            "network": network,
+            "compilation": compilation,
+            "what": what,
+            "contender": name,
+            "min": min(values),
+            "median": statistics.median(values),
+            "ratio_min": min(values) / baseline_min,
+            "ratio_median": statistics.median(values) / baseline_median,
+        }
+        for name, values in times.items()
+    ]
+
+
+def markdown(rows: List[dict], command: str, settings: str) -> str:
+    lines = [
+        "# Step time of stochastic depth against the plain `Add` network",
+        "",
+        f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
+        f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"stochastic_depth_tf {sdt.__version__}",
+        f"- command: `{command}`",
+        f"- {settings}",
+        "- ratio: contender / `add` of the same network and compilation (below 1 is faster);"
+        " min and median over interleaved rounds, seconds per step",
+        "",
+        "| network | compilation | measure | contender | min s | median s | ratio (min) | ratio (median) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['network']} | {row['compilation']} | {row['what']} | {row['contender']} | "
+            f"{row['min']:.4f} | {row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_median']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="ResNet-20, small batch, 2 rounds: a smoke run")
+    parser.add_argument("--depths", type=int, nargs="+", default=[56, 110])
+    parser.add_argument("--compilations", nargs="+", choices=["graph", "xla"], default=["graph", "xla"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="steps timed per contender per round")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-serving", action="store_true", help="skip the SavedModel latency rows")
+    parser.add_argument("--output", default=None, help="write the Markdown table here too")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.depths, args.batch, args.rounds, args.steps, args.warmup = [20], 16, 2, 2, 2
+
+    command = "python -m benchmarks.step_time " + " ".join(argv if argv is not None else sys.argv[1:])
+    rows: List[dict] = []
+    for depth in args.depths:
+        for compilation in args.compilations:
+            print(f"ResNet-{depth}, {compilation}:", flush=True)
+            rows += time_training(depth, compilation == "xla", args.batch, args.rounds, args.steps, args.warmup)
+        if not args.no_serving:
+            print(f"ResNet-{depth}, SavedModel inference:", flush=True)
+            rows += time_serving(depth, args.batch, args.rounds, args.steps * 4)
+    settings = (
+        f"batch {args.batch}, {args.rounds} rounds of {args.steps} steps (inference: {args.steps * 4} calls), "
+        f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; random CIFAR-shaped data"
+    )
+    table = markdown(rows, command.strip(), settings)
+    print(table)
+    if args.output:
+        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
