@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import statistics
@@ -112,14 +113,8 @@ def time_training(depth: int, jit_compile: bool, batch: int, rounds: int, steps:
             model.train_on_batch(x, y)
         print(f"  {name}: built and warmed up in {time.perf_counter() - started:.1f} s", flush=True)
         models[name] = model
-    times: Dict[str, List[float]] = {name: [] for name in models}
-    for round_index in range(rounds):
-        order = list(models) if round_index % 2 == 0 else list(reversed(models))
-        for name in order:
-            started = time.perf_counter()
-            for _ in range(steps):
-                models[name].train_on_batch(x, y)
-            times[name].append((time.perf_counter() - started) / steps)
+    steppers = {name: functools.partial(model.train_on_batch, x, y) for name, model in models.items()}
+    times = interleaved_times(steppers, rounds, steps)
     return _rows(times, f"ResNet-{depth}", "XLA" if jit_compile else "graph", "train step")
 
 
@@ -136,15 +131,22 @@ def time_serving(depth: int, batch: int, rounds: int, steps: int) -> List[dict]:
             for _ in range(3):
                 served.serve(x)
             servers[name] = served
-        times: Dict[str, List[float]] = {name: [] for name in servers}
-        for round_index in range(rounds):
-            order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
-            for name in order:
-                started = time.perf_counter()
-                for _ in range(steps):
-                    servers[name].serve(x).numpy()
-                times[name].append((time.perf_counter() - started) / steps)
+        steppers = {name: (lambda served=served: served.serve(x).numpy()) for name, served in servers.items()}
+        times = interleaved_times(steppers, rounds, steps)
     return _rows(times, f"ResNet-{depth}", "SavedModel", "inference")
+
+
+def interleaved_times(steppers: Dict[str, Callable[[], object]], rounds: int, steps: int) -> Dict[str, List[float]]:
+    """Seconds per step of each stepper, one list entry per round, order alternating by round."""
+    times: Dict[str, List[float]] = {name: [] for name in steppers}
+    for round_index in range(rounds):
+        order = list(steppers) if round_index % 2 == 0 else list(reversed(steppers))
+        for name in order:
+            started = time.perf_counter()
+            for _ in range(steps):
+                steppers[name]()
+            times[name].append((time.perf_counter() - started) / steps)
+    return times
 
 
 def _rows(times: Dict[str, List[float]], network: str, compilation: str, what: str) -> List[dict]:
