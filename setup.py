@@ -29,9 +29,11 @@ setup(
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "tensorflow": ["tensorflow>=2.16"],
-        "test": ["pytest>=7", "h5py"],
+        "demo": ["scikit-learn", "matplotlib"],
+        "test": ["pytest>=7", "h5py", "scikit-learn", "matplotlib"],
         "bench": ["keras-cv"],
     },
+    entry_points={"console_scripts": ["stochastic-depth-tf=stochastic_depth_tf.__main__:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Keras",

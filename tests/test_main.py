@@ -1,14 +1,36 @@
-"""Tests of the usage example behind `python -m stochastic_depth_tf`."""
+"""Tests of the demo behind `python -m stochastic_depth_tf`, at a small size."""
 
-import re
+import csv
+import os
+
+import pytest
 
 from stochastic_depth_tf.__main__ import main
 
 
-def test_usage_example_trains_and_shows_both_phases(capsys):
-    assert main(["--blocks", "2", "--survival-probability", "0.5", "--seed", "1"]) == 0
-    output = capsys.readouterr().out
-    training = float(re.search(r"5 training calls:\s+([0-9.]+)", output).group(1))
-    inference = float(re.search(r"5 inference calls:\s+([0-9.]+)", output).group(1))
-    assert training > 0.0
-    assert inference == 0.0
+def test_demo_trains_both_models_compares_and_checks_export(capsys, tmp_path):
+    output = tmp_path / "out"
+    assert main(["--depth", "8", "--epochs", "2", "--seeds", "2", "--verbose", "0", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "| plain |" in printed and "| stochastic depth |" in printed
+    assert "predictions match" in printed
+    with open(output / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["model"] for row in rows] == ["plain", "stochastic depth"]
+    assert float(rows[0]["time_ratio"]) == 1.0
+    for row in rows:
+        assert 0.0 <= float(row["test_accuracy_mean"]) <= 1.0
+    assert os.path.getsize(output / "curves.png") > 1000
+    assert (output / "results.md").read_text().startswith("| model |")
+
+
+def test_demo_refuses_a_bad_depth(capsys):
+    with pytest.raises(SystemExit):
+        main(["--depth", "21"])
+    assert "argument `depth`" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_bad_survival_probability(capsys):
+    with pytest.raises(SystemExit):
+        main(["--final-survival-probability", "1.5"])
+    assert "final_survival_probability" in capsys.readouterr().err
