@@ -34,3 +34,14 @@ def test_demo_refuses_a_bad_survival_probability(capsys):
     with pytest.raises(SystemExit):
         main(["--final-survival-probability", "1.5"])
     assert "final_survival_probability" in capsys.readouterr().err
+
+
+def test_cifar10_offline_gives_a_clear_error(monkeypatch):
+    import keras
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    with pytest.raises(SystemExit, match=r"cifar10 dataset could not be loaded.*offline.*--dataset digits"):
+        main(["--dataset", "cifar10", "--epochs", "1"])
