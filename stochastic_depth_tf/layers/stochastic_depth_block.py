@@ -177,7 +177,7 @@ class StochasticDepthBlock(keras.layers.Layer):
             return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
 
         def dropped() -> Any:
-            return keras.ops.add(shortcut, keras.ops.zeros_like(shortcut))
+            return shortcut
 
         return keras.ops.cond(keras.ops.greater(gate, 0.0), kept, dropped)
 
