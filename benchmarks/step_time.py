@@ -8,6 +8,7 @@ compilation. Run from the repository root:
 
     python -m benchmarks.step_time            # the committed table (about 30 min)
     python -m benchmarks.step_time --quick    # a smoke run (about a minute)
+    python -m benchmarks.step_time --data digits --depths 32 --rounds 10 --steps 10   # the demo's size
 
 Contenders, all on `stochastic_depth_tf.models.cifar_resnet` with the
 paper's linear decay to 0.5:
@@ -33,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,6 +45,8 @@ import tensorflow as tf  # noqa: E402
 import stochastic_depth_tf as sdt  # noqa: E402
 
 FINAL_SURVIVAL_PROBABILITY = 0.5
+CIFAR_SHAPE = (32, 32, 3)
+Shape = Sequence[int]
 
 
 def _replace_adds(plain: keras.Model, make_merge: Callable[[float, str], Callable]) -> keras.Model:
@@ -59,7 +62,7 @@ def _replace_adds(plain: keras.Model, make_merge: Callable[[float, str], Callabl
     return keras.models.clone_model(plain, call_function=call_function)
 
 
-def keras_dropout_network(depth: int) -> keras.Model:
+def keras_dropout_network(depth: int, input_shape: Shape) -> keras.Model:
     def make_merge(p: float, name: str) -> Callable:
         def merge(inputs, **kwargs):
             shortcut, residual = inputs
@@ -68,10 +71,10 @@ def keras_dropout_network(depth: int) -> keras.Model:
 
         return merge
 
-    return _replace_adds(sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0), make_merge)
+    return _replace_adds(plain_network(depth, input_shape), make_merge)
 
 
-def keras_cv_network(depth: int) -> Optional[keras.Model]:
+def keras_cv_network(depth: int, input_shape: Shape) -> Optional[keras.Model]:
     try:
         import keras_cv
     except ImportError:
@@ -80,28 +83,45 @@ def keras_cv_network(depth: int) -> Optional[keras.Model]:
     def make_merge(p: float, name: str) -> Callable:
         return keras_cv.layers.StochasticDepth(rate=1.0 - p, name=name)
 
-    return _replace_adds(sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0), make_merge)
+    return _replace_adds(plain_network(depth, input_shape), make_merge)
 
 
-def contenders(depth: int) -> Dict[str, Callable[[], Optional[keras.Model]]]:
-    p = FINAL_SURVIVAL_PROBABILITY
+def plain_network(depth: int, input_shape: Shape) -> keras.Model:
+    return sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0, input_shape=input_shape)
+
+
+def contenders(depth: int, input_shape: Shape = CIFAR_SHAPE) -> Dict[str, Callable[[], Optional[keras.Model]]]:
+    def stochastic(**kwargs: object) -> Callable[[], keras.Model]:
+        return lambda: sdt.models.cifar_resnet(
+            depth=depth, final_survival_probability=FINAL_SURVIVAL_PROBABILITY, seed=0, input_shape=input_shape, **kwargs
+        )
+
     return {
-        "add": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0),
-        "merge_batch": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=p, skip_compute=False, seed=0),
-        "merge_sample": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=p, skip_compute=False, mode="sample", seed=0),
-        "block": lambda: sdt.models.cifar_resnet(depth=depth, final_survival_probability=p, skip_compute=True, seed=0),
-        "keras_dropout": lambda: keras_dropout_network(depth),
-        "keras_cv": lambda: keras_cv_network(depth),
+        "add": lambda: plain_network(depth, input_shape),
+        "merge_batch": stochastic(skip_compute=False),
+        "merge_sample": stochastic(skip_compute=False, mode="sample"),
+        "block": stochastic(skip_compute=True),
+        "keras_dropout": lambda: keras_dropout_network(depth, input_shape),
+        "keras_cv": lambda: keras_cv_network(depth, input_shape),
     }
 
 
-def time_training(depth: int, jit_compile: bool, batch: int, rounds: int, steps: int, warmup: int) -> List[dict]:
-    """Interleaved training-step timings of every contender at one depth and compilation."""
+def batch_of(data: str, batch: int) -> Tuple[np.ndarray, np.ndarray]:
+    """One training batch: random CIFAR-shaped images, or the first images of the bundled digits."""
+    if data == "digits":
+        x, y = sdt.datasets.load_digits()["train"]
+        if batch > len(x):
+            raise ValueError(f"Invalid value received for argument `batch`. Expected at most {len(x)} "
+                             f"with --data digits. Received: batch={batch}")
+        return x[:batch], y[:batch]
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, size=(batch,))
+    return rng.normal(size=(batch, *CIFAR_SHAPE)).astype("float32"), rng.integers(0, 10, size=(batch,))
+
+
+def time_training(depth: int, jit_compile: bool, x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int) -> List[dict]:
+    """Interleaved training-step timings of every contender at one depth and compilation."""
     models = {}
-    for name, build in contenders(depth).items():
+    for name, build in contenders(depth, x.shape[1:]).items():
         model = build()
         if model is None:
             print(f"  {name}: not importable, skipped", flush=True)
@@ -118,11 +138,10 @@ def time_training(depth: int, jit_compile: bool, batch: int, rounds: int, steps:
     return _rows(times, f"ResNet-{depth}", "XLA" if jit_compile else "graph", "train step")
 
 
-def time_serving(depth: int, batch: int, rounds: int, steps: int) -> List[dict]:
+def time_serving(depth: int, x: np.ndarray, rounds: int, steps: int) -> List[dict]:
     """Interleaved latency of exported SavedModels (inference: every block computed)."""
-    x = np.random.default_rng(0).normal(size=(batch, 32, 32, 3)).astype("float32")
     servers = {}
-    builders = contenders(depth)
+    builders = contenders(depth, x.shape[1:])
     with tempfile.TemporaryDirectory() as directory:
         for name in ("add", "merge_batch", "block"):
             path = os.path.join(directory, name)
@@ -201,22 +220,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-serving", action="store_true", help="skip the SavedModel latency rows")
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
+    parser.add_argument("--data", choices=["cifar-shaped", "digits"], default="cifar-shaped",
+                        help="random 32x32x3 images (default) or the demo's bundled digits, 12x12x1")
     args = parser.parse_args(argv)
     if args.quick:
         args.depths, args.batch, args.rounds, args.steps, args.warmup = [20], 16, 2, 2, 2
 
     command = "python -m benchmarks.step_time " + " ".join(argv if argv is not None else sys.argv[1:])
+    x, y = batch_of(args.data, args.batch)
     rows: List[dict] = []
     for depth in args.depths:
         for compilation in args.compilations:
             print(f"ResNet-{depth}, {compilation}:", flush=True)
-            rows += time_training(depth, compilation == "xla", args.batch, args.rounds, args.steps, args.warmup)
+            rows += time_training(depth, compilation == "xla", x, y, args.rounds, args.steps, args.warmup)
         if not args.no_serving:
             print(f"ResNet-{depth}, SavedModel inference:", flush=True)
-            rows += time_serving(depth, args.batch, args.rounds, args.steps * 4)
+            rows += time_serving(depth, x, args.rounds, args.steps * 4)
     settings = (
         f"batch {args.batch}, {args.rounds} rounds of {args.steps} steps (inference: {args.steps * 4} calls), "
-        f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; random CIFAR-shaped data"
+        f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; "
+        f"{'the bundled digits, 12x12x1' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
     )
     table = markdown(rows, command.strip(), settings)
     print(table)

@@ -1,0 +1,30 @@
+"""The benchmark scripts' data and contenders (their timings are not tested)."""
+
+import numpy as np
+import pytest
+
+from benchmarks import step_time
+
+
+def test_digits_batch_is_the_demo_data():
+    x, y = step_time.batch_of("digits", 64)
+    assert x.shape == (64, 12, 12, 1) and x.dtype == np.float32
+    assert y.shape == (64,) and set(np.unique(y)) <= set(range(10))
+
+
+def test_cifar_shaped_batch_is_random_32x32x3():
+    x, y = step_time.batch_of("cifar-shaped", 8)
+    assert x.shape == (8, 32, 32, 3) and y.shape == (8,)
+
+
+def test_digits_batch_larger_than_the_training_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="Invalid value received for argument `batch`. Expected at most 1257"):
+        step_time.batch_of("digits", 5000)
+
+
+def test_contenders_are_built_for_the_input_shape():
+    builders = step_time.contenders(8, (12, 12, 1))
+    for name in ("add", "merge_batch", "block", "keras_dropout"):
+        model = builders[name]()
+        assert model.input_shape == (None, 12, 12, 1)
+        assert model.output_shape == (None, 10)
