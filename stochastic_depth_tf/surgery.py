@@ -28,6 +28,7 @@ import keras
 
 from stochastic_depth_tf import ops
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
 from stochastic_depth_tf.schedules import DISTRIBUTIONS, survival_probabilities
 
 
@@ -188,21 +189,25 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     schedule left there, not the configured value). With `inverted=True` or
     `p == 1` the inference form is already a plain add.
 
+    Each `StochasticDepthBlock` is unrolled the same way: copies of its
+    shortcut (if any) and branch called on the block's input, then the
+    `Rescaling` and `Add`, named after the block.
+
     Like `apply_stochastic_depth`, the new model is a copy: new layers with
     copies of the original's weights. `StochasticDepth` layers inside nested
     functional models are stripped too.
 
     Args:
         model: a functional `keras.Model` with at least one `StochasticDepth`
-            layer.
+            or `StochasticDepthBlock` layer.
 
     Returns:
         A new functional `keras.Model`, with the name of `model`.
 
     Raises:
         TypeError: `model` is not a `keras.Model`.
-        ValueError: `model` is Sequential, subclassed, or has no
-            `StochasticDepth` layer.
+        ValueError: `model` is Sequential, subclassed, or has neither a
+            `StochasticDepth` nor a `StochasticDepthBlock` layer.
 
     Example:
 
@@ -222,12 +227,14 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
         for node in _Graph(graph_model).nodes:
             if isinstance(node.operation, StochasticDepth):
                 plans[id(node)] = _strip_plan(node)
+            elif isinstance(node.operation, StochasticDepthBlock):
+                plans[id(node)] = _strip_block_plan(node)
     if not plans:
         raise ValueError(
             "Invalid value received for argument `model`. Expected a "
             "functional keras.Model with at least one "
-            "stochastic_depth_tf.StochasticDepth layer. Received: model "
-            f"'{model.name}' has none"
+            "stochastic_depth_tf.StochasticDepth or StochasticDepthBlock "
+            f"layer. Received: model '{model.name}' has none"
         )
     return _rebuild_top_level(model, plans)
 
@@ -553,24 +560,44 @@ def _stochastic_depth_plan(
     return _Plan([block.shortcut, block.residual], build)
 
 
+def _inference_add(layer: Any, shortcut: Any, residual: Any) -> Any:
+    """`shortcut + p * residual` (or `+ residual` when inverted) from stock layers.
+
+    `p` is the current value of the layer's survival probability variable.
+    """
+    survival_probability = float(keras.ops.convert_to_numpy(layer.survival_probability_variable))
+    if not layer.inverted and survival_probability != 1.0:
+        residual = keras.layers.Rescaling(
+            survival_probability,
+            name=f"{layer.name}_survival_scale",
+            dtype=layer.dtype_policy,
+        )(residual)
+    return keras.layers.Add(name=layer.name, dtype=layer.dtype_policy)([shortcut, residual])
+
+
 def _strip_plan(node: Any) -> _Plan:
     layer = node.operation
-    shortcut, residual = node.input_tensors
-    survival_probability = float(keras.ops.convert_to_numpy(layer.survival_probability_variable))
+    return _Plan(list(node.input_tensors), lambda inputs: _inference_add(layer, *inputs))
+
+
+def _strip_block_plan(node: Any) -> _Plan:
+    """A `StochasticDepthBlock` unrolled: copies of its shortcut and branch, then the add."""
+    block = node.operation
+
+    def called_copy(layer: Any, tensor: Any) -> Any:
+        copy = keras.models.clone_model(layer) if isinstance(layer, keras.Model) else _copy_from_config(layer)
+        output = copy(tensor)
+        if copy is not layer:  # variables exist only once the copy has been called
+            copy.set_weights(layer.get_weights())
+        return output
 
     def build(inputs: List[Any]) -> Any:
-        new_shortcut, new_residual = inputs
-        if not layer.inverted and survival_probability != 1.0:
-            new_residual = keras.layers.Rescaling(
-                survival_probability,
-                name=f"{layer.name}_survival_scale",
-                dtype=layer.dtype_policy,
-            )(new_residual)
-        return keras.layers.Add(name=layer.name, dtype=layer.dtype_policy)(
-            [new_shortcut, new_residual]
-        )
+        (tensor,) = inputs
+        shortcut = tensor if block.shortcut is None else called_copy(block.shortcut, tensor)
+        residual = called_copy(block.branch, tensor)
+        return _inference_add(block, shortcut, residual)
 
-    return _Plan([shortcut, residual], build)
+    return _Plan(list(node.input_tensors), build)
 
 
 def _rebuild_top_level(model: keras.Model, plans: Dict[int, _Plan]) -> keras.Model:

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from stochastic_depth_tf import schedules
+from stochastic_depth_tf import models, schedules
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
 
 
@@ -450,6 +451,38 @@ def test_strip_application_output_unchanged():
     actual = keras.ops.convert_to_numpy(stripped(x, training=False))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     assert len(stripped.get_weights()) == len(original.get_weights())
+
+
+def trained_cifar_resnet(shortcut):
+    """A ResNet-8 of StochasticDepthBlocks whose BatchNormalization statistics have moved."""
+    model = models.cifar_resnet(depth=8, shortcut=shortcut, skip_compute=True, seed=0, input_shape=(8, 8, 3))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(32, 8, 8, 3)), rng.integers(0, 10, size=(32,)), epochs=2, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
+def test_strip_unrolls_blocks_with_the_same_inference(shortcut):
+    model = trained_cifar_resnet(shortcut)
+    blocks = [layer for layer in model.layers if isinstance(layer, StochasticDepthBlock)]
+    blocks[-1].survival_probability_variable.assign(0.25)  # as a schedule would
+    stripped = strip_stochastic_depth(model)
+    assert not any(isinstance(layer, (StochasticDepth, StochasticDepthBlock)) for layer in stripped.layers)
+    assert [type(stripped.get_layer(block.name)) for block in blocks] == [keras.layers.Add] * len(blocks)
+    assert stripped.get_layer(f"{blocks[-1].name}_survival_scale").scale == pytest.approx(0.25)
+    assert len(stripped.get_weights()) == len(model.get_weights())
+    x = np.random.default_rng(1).normal(size=(16, 8, 8, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stripped(x, training=False)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_strip_inverted_blocks_is_a_plain_add():
+    model = models.cifar_resnet(depth=8, inverted=True, input_shape=(8, 8, 3))
+    stripped = strip_stochastic_depth(model)
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in stripped.layers)
+    x = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(stripped(x), model(x, training=False), rtol=1e-5, atol=1e-6)
 
 
 def test_strip_nested_model():
