@@ -27,6 +27,8 @@ from stochastic_depth_tf._requirements import check_tensorflow
 
 check_tensorflow()
 
+from stochastic_depth_tf import backend  # noqa: E402  (after the TensorFlow check)
+
 MODES = ("batch", "sample")
 
 SeedLike = Union[None, int, keras.random.SeedGenerator]
@@ -207,6 +209,12 @@ def bernoulli_gate(
     compute dtype, so the keep rate is `p` to float32 precision (a bfloat16
     uniform has only 256 levels).
 
+    Under `tf.distribute` with several replicas, a batch-mode gate is the
+    same on every replica at a step (one gate per global batch, so every
+    replica takes the same branch of a skipping block), while per-example
+    gates are independent across the whole global batch: the replica id is
+    folded into their seed (`backend.replica_uniform`).
+
     Args:
         residual: the tensor to be gated; only its shape is used.
         survival_probability: `p`, a float or a scalar tensor or variable.
@@ -221,11 +229,11 @@ def bernoulli_gate(
     """
     mode = validate_mode(mode)
     if mode == "batch":
-        shape = ()
+        uniform = keras.random.uniform((), dtype="float32", seed=seed)
     else:
         rank = len(residual.shape)
         shape = (keras.ops.shape(residual)[0],) + (1,) * (rank - 1)
-    uniform = keras.random.uniform(shape, dtype="float32", seed=seed)
+        uniform = backend.replica_uniform(shape, seed)
     keep = keras.ops.less(uniform, keras.ops.cast(survival_probability, "float32"))
     return keras.ops.cast(keep, "float32")
 

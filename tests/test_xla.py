@@ -89,3 +89,46 @@ def test_conditional_is_fast_only_for_rewritable_convolutions(layer, fast):
     spec = tf.TensorSpec((None, 8, 8, 4), tf.float32)
     layer.build(spec.shape)
     assert _xla.conditional_is_fast_under_xla(lambda x: layer(x), spec) is fast
+
+
+@pytest.mark.parametrize(
+    "requested, visible, expected",
+    [
+        ("/job:localhost/replica:0/task:0/device:CPU:1", {"CPU", "GPU"}, "CPU"),
+        ("/device:GPU:0", {"CPU", "GPU"}, "GPU"),
+        ("/job:worker/task:1/device:TPU:3", {"CPU", "TPU"}, "TPU"),
+        ("", {"CPU"}, "CPU"),
+        ("", {"CPU", "GPU"}, "GPU"),
+        ("", {"CPU", "TPU"}, "TPU"),
+        ("/job:localhost/task:0", {"CPU", "GPU"}, "GPU"),
+    ],
+)
+def test_device_type_follows_the_requested_device_then_the_placer(requested, visible, expected):
+    assert _xla.device_type(requested, visible) == expected
+
+
+@pytest.mark.parametrize("device, applies", [("CPU", True), ("GPU", False), ("TPU", False), ("TPU_REPLICATED_CORE", False)])
+def test_forward_only_gradients_apply_on_the_cpu_only(device, applies):
+    """Measured on the CPU only; GPUs and TPUs keep TensorFlow's own gradients."""
+    assert _xla.rewrite_applies(device) is applies
+
+
+def test_block_under_xla_on_a_gpu_keeps_tensorflow_gradients(monkeypatch):
+    """On a (pretended) GPU the block skips with stock Conv2D gradients, no rewrite."""
+    import keras
+
+    import stochastic_depth_tf as sdt
+
+    monkeypatch.setattr(_xla, "device_type", lambda requested, visible=None: "GPU")
+    block = sdt.StochasticDepthBlock(keras.layers.Conv2D(4, 3, padding="same"), survival_probability=0.5, seed=0)
+    block.build((2, 6, 6, 4))
+    spec = tf.TensorSpec((2, 6, 6, 4), tf.float32)
+
+    def loss(x):
+        return tf.reduce_sum(block(x, training=True))
+
+    graph = tf.function(lambda x: tf.gradients(loss(x), block.trainable_variables), jit_compile=True).get_concrete_function(spec).graph
+    types = {node.op for function in graph.as_graph_def().library.function for node in function.node_def}
+    types |= {op.type for op in graph.get_operations()}
+    assert {"If", "StatelessIf"} & types, "the block still skips (a conditional)"
+    assert "Conv2DBackpropFilter" in types, "TensorFlow's own filter gradient is kept"

@@ -6,7 +6,10 @@ from typing import Any, Optional
 
 import keras
 
-from stochastic_depth_tf import ops
+from stochastic_depth_tf import backend, ops
+
+# Files written before the seed state was saved hold only "0" and still load.
+SEED_STATE_KEY = "seed_generator_state"
 
 
 @keras.saving.register_keras_serializable(package="stochastic_depth_tf")
@@ -92,15 +95,17 @@ class StochasticDepth(keras.layers.Layer):
                 f"Received: seed={seed!r}"
             )
         self.seed = ops.validate_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
-        self.survival_probability_variable = self.add_weight(
-            shape=(),
-            dtype="float32",
-            initializer=keras.initializers.Constant(self._survival_probability),
-            trainable=False,
-            autocast=False,
-            name="survival_probability",
-        )
+        # The gate reads only these two: on the host they cost a GPU no copy.
+        with backend.host_variables():
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
+            self.survival_probability_variable = self.add_weight(
+                shape=(),
+                dtype="float32",
+                initializer=keras.initializers.Constant(self._survival_probability),
+                trainable=False,
+                autocast=False,
+                name="survival_probability",
+            )
 
     @property
     def survival_probability(self) -> float:
@@ -121,6 +126,22 @@ class StochasticDepth(keras.layers.Layer):
             for weight in super().weights
             if weight is not self.survival_probability_variable
         ]
+
+    def save_own_variables(self, store: Any) -> None:
+        """Saves the survival probability and the seed generator's state.
+
+        With the state in `.keras` files, `save_weights` and so in
+        `keras.callbacks.BackupAndRestore`, a resumed run draws the gates an
+        uninterrupted run would have drawn.
+        """
+        store["0"] = self.survival_probability_variable
+        store[SEED_STATE_KEY] = self.seed_generator.state
+
+    def load_own_variables(self, store: Any) -> None:
+        """Loads what `save_own_variables` saved (files without a seed state too)."""
+        self.survival_probability_variable.assign(store["0"])
+        if SEED_STATE_KEY in store:
+            self.seed_generator.state.assign(store[SEED_STATE_KEY])
 
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
         shortcut, residual = ops.check_pair(inputs)

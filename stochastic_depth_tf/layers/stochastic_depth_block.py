@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import keras
 import tensorflow as tf
 
-from stochastic_depth_tf import _xla, ops
+from stochastic_depth_tf import _xla, backend, ops
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 
 
@@ -37,9 +37,21 @@ class StochasticDepthBlock(keras.layers.Layer):
     about 150x slower, so there the branch's `Conv2D` ops get a gradient
     written with forward convolutions only, which XLA runs at full speed. A
     branch with convolutions this cannot rewrite (strided, depthwise,
-    3D) is computed and multiplied by the gate under XLA, like the
-    merge layer, so the block is never slower than it. `skip_compute=False`
-    always computes the branch.
+    3D) is computed and multiplied by the gate under XLA on CPU, like the
+    merge layer, so the block is never slower than it. On GPUs and TPUs
+    (not measured) the block skips with TensorFlow's own gradients.
+    `skip_compute=False` always computes the branch.
+
+    In graph mode the gate is drawn and compared on the host, from state
+    kept on the host, so on a GPU the conditional's predicate (which
+    TensorFlow reads from host memory) costs no device-to-host copy.
+
+    Across replicas (`tf.distribute`) every replica draws the same gate at
+    a step, so all of them skip the same blocks. A branch that all-reduces
+    across replicas cannot sit in TensorFlow's conditional (`merge_call` is
+    refused there): a branch holding `BatchNormalization(synchronized=True)`
+    is computed and multiplied when more than one replica runs; any other
+    collective gets a clear error asking for `skip_compute=False`.
 
     Args:
         branch: the residual branch, a Keras layer or model mapping the block
@@ -160,18 +172,24 @@ class StochasticDepthBlock(keras.layers.Layer):
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
         training = ops.validate_training(training)
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
-        skip = training and self.mode == "batch" and self.skip_compute
-        xla = skip and _xla.under_xla()
-        if not skip or (xla and not self._conditional_is_fast_under_xla(inputs)):
+        rewrite = False
+        if self._skips(training) and _xla.under_xla():
+            rewrite = _xla.rewrite_applies(_xla.device_type(inputs.device))
+            skip = not rewrite or self._conditional_is_fast_under_xla(inputs)
+        else:
+            skip = self._skips(training)
+        if not skip:
             residual = self.branch(inputs, training=training)
             return self.merge([shortcut, keras.ops.cast(residual, shortcut.dtype)], training=training)
 
         probability = self.survival_probability_variable
-        gate = ops.bernoulli_gate(shortcut, probability, mode="batch", seed=self.merge.seed_generator)
+        with backend.host_device():
+            gate = ops.bernoulli_gate(shortcut, probability, mode="batch", seed=self.merge.seed_generator)
+            keep = keras.ops.greater(gate, 0.0)
         scale = ops.gate_scale(gate, probability, inverted=self.inverted, dtype=shortcut.dtype)
 
         def kept() -> Any:
-            gradients = _xla.canonical_conv2d_gradient_scope() if xla else contextlib.nullcontext()
+            gradients = _xla.canonical_conv2d_gradient_scope() if rewrite else contextlib.nullcontext()
             with gradients:
                 residual = keras.ops.cast(self.branch(inputs, training=True), shortcut.dtype)
             return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
@@ -179,7 +197,27 @@ class StochasticDepthBlock(keras.layers.Layer):
         def dropped() -> Any:
             return shortcut
 
-        return keras.ops.cond(keras.ops.greater(gate, 0.0), kept, dropped)
+        try:
+            return keras.ops.cond(keep, kept, dropped)
+        except RuntimeError as error:
+            if "merge_call" not in str(error):
+                raise
+            raise RuntimeError(
+                f"The branch of StochasticDepthBlock '{self.name}' synchronizes "
+                "replicas (it calls `all_reduce` through `merge_call`), which "
+                "TensorFlow refuses inside the conditional that skips it. "
+                "Expected a branch without cross-replica collectives, or "
+                "`skip_compute=False`. Received: a collective inside the branch "
+                f"under {type(tf.distribute.get_strategy()).__name__}"
+            ) from error
+
+    def _skips(self, training: bool) -> bool:
+        """Whether this call may skip a dropped branch (before XLA is considered)."""
+        if not (training and self.mode == "batch" and self.skip_compute):
+            return False
+        # Every replica draws the same batch gate, so skipping is consistent;
+        # but TensorFlow's all-reduce cannot sit inside a conditional.
+        return backend.num_replicas_in_sync() == 1 or not backend.branch_synchronizes_replicas(self.branch)
 
     def _conditional_is_fast_under_xla(self, inputs: Any) -> bool:
         key = f"{tuple(inputs.shape)} {inputs.dtype}"  # strings: SavedModel tracks this dict

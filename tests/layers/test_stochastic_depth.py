@@ -323,3 +323,33 @@ def test_integer_inputs_are_refused():
 def test_package_exports_version():
     assert isinstance(sdt.__version__, str) and sdt.__version__.count(".") == 2
     assert os.path.basename(os.path.dirname(sdt.__file__)) == "stochastic_depth_tf"
+
+
+def test_keras_file_keeps_the_seed_generator_state(tmp_path):
+    """A saved layer continues the gate sequence where the original stands."""
+    inputs = keras.Input((4,))
+    outputs = sdt.StochasticDepth(0.5, mode="sample", seed=5)([inputs, keras.layers.Dense(4)(inputs)])
+    model = keras.Model(inputs, outputs)
+    layer = model.layers[-1]
+    ones = np.ones((64, 4), "float32")
+    for _ in range(3):  # advance the generator past its initial state
+        layer([np.zeros_like(ones), ones], training=True)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras").layers[-1]
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded.seed_generator.state),
+        keras.ops.convert_to_numpy(layer.seed_generator.state),
+    )
+    expected = layer([np.zeros_like(ones), ones], training=True)
+    actual = loaded([np.zeros_like(ones), ones], training=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected))
+
+
+def test_weights_saved_without_a_seed_state_still_load():
+    """Files written before the seed state was saved hold only the probability."""
+    layer = sdt.StochasticDepth(0.5, seed=1)
+    state = keras.ops.convert_to_numpy(layer.seed_generator.state)
+    layer.load_own_variables({"0": np.float32(0.25)})
+    assert float(layer.survival_probability_variable.numpy()) == 0.25
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.seed_generator.state), state)
+

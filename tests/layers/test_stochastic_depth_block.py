@@ -373,3 +373,50 @@ def test_branch_changing_shape_without_projection_is_refused():
     block = sdt.StochasticDepthBlock(keras.layers.Conv2D(8, 3, strides=2, padding="same"))
     with pytest.raises(ValueError, match=r"shortcut.shape=\(None, 8, 8, 4\), residual.shape=\(None, 4, 4, 8\)"):
         block(keras.Input((8, 8, 4)))
+
+
+def _predicate_producers(graph) -> list:
+    """The ops that compute the predicate of every conditional in `graph`."""
+    conditionals = [op for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+    assert conditionals, "the block traced no conditional"
+    producers, frontier = [], [op.inputs[0].op for op in conditionals]
+    while frontier:
+        op = frontier.pop()
+        if op in producers:
+            continue
+        producers.append(op)
+        frontier.extend(tensor.op for tensor in op.inputs if tensor.op.type != "Placeholder")
+    return producers
+
+
+def test_gate_is_drawn_on_the_host_in_graph_mode():
+    """The `If` predicate is computed on the CPU: no device-to-host copy per block on a GPU.
+
+    TensorFlow's GPU kernel of `If` reads its predicate from host memory; a
+    gate drawn on the GPU would be copied back, waiting for the device, at
+    every block of every step. Every op feeding the predicate (draw,
+    comparison, casts) must carry an explicit CPU placement in the graph;
+    variable reads run where their variable lives, and the block's seed
+    state and survival probability are created on the host.
+    """
+    block = sdt.StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, seed=0)
+    block.build((2, 4))
+    step = tf.function(lambda x: block(x, training=True))
+    graph = step.get_concrete_function(tf.TensorSpec((2, 4), tf.float32)).graph
+    producers = _predicate_producers(graph)
+    assert any(op.type.startswith("StatelessRandomUniform") for op in producers)
+    for op in producers:
+        if op.type != "ReadVariableOp":
+            assert "CPU" in op.device, (op.type, op.name, op.device)
+    for variable in (block.merge.seed_generator.state, block.survival_probability_variable):
+        assert "CPU" in variable.value.device
+
+
+def test_gate_has_no_host_placement_under_xla():
+    """Under XLA the step is one compiled program on its device: no placement is forced."""
+    block = sdt.StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, seed=0)
+    block.build((2, 4))
+    step = tf.function(lambda x: block(x, training=True), jit_compile=True)
+    graph = step.get_concrete_function(tf.TensorSpec((2, 4), tf.float32)).graph
+    for op in _predicate_producers(graph):
+        assert "CPU" not in op.device, (op.type, op.name, op.device)

@@ -1,0 +1,26 @@
+"""Exact resume: an interrupted run, resumed with `BackupAndRestore`, ends bit-identical.
+
+Runs in a subprocess (`tests/distributed_scenarios.py resume`) because op
+determinism (`tf.config.experimental.enable_op_determinism`) is process-wide.
+The model has two skipping `StochasticDepthBlock`s with BatchNormalization,
+a per-example `StochasticDepth` and a `SurvivalProbabilityScheduler`; every
+variable (weights, BatchNormalization statistics, survival probabilities,
+seed-generator states) must match the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.test_distribution import run_scenario
+
+
+@pytest.mark.parametrize("interrupt_after", [0, 2])
+def test_resumed_run_is_bit_identical_to_uninterrupted_run(interrupt_after):
+    findings = run_scenario("resume", str(interrupt_after))
+    assert findings["interrupted"]
+    reference, resumed = findings["reference"], findings["resumed"]
+    assert len(reference) == len(resumed)
+    for index, (expected, actual) in enumerate(zip(reference, resumed)):
+        assert np.array_equal(np.asarray(expected), np.asarray(actual)), f"variable {index} differs"
