@@ -186,6 +186,22 @@ def _rows(times: Dict[str, List[float]], network: str, compilation: str, what: s
     ]
 
 
+def device_description() -> str:
+    """The device TensorFlow's placer runs the steps on: the first TPU or GPU, else the CPU.
+
+    Nothing is pinned by the benchmark, so on a GPU machine it measures the
+    GPU, as a user's `fit` would.
+    """
+    for kind in ("TPU", "GPU"):
+        logical = tf.config.list_logical_devices(kind)
+        if logical:
+            physical = tf.config.list_physical_devices(kind)
+            details = tf.config.experimental.get_device_details(physical[0]) if physical else {}
+            name = details.get("device_name", kind)
+            return f"{logical[0].name} ({name}; {len(logical)} {kind} visible)"
+    return f"CPU ({platform.processor() or platform.machine()}; no GPU or TPU visible)"
+
+
 def markdown(rows: List[dict], command: str, settings: str) -> str:
     lines = [
         "# Step time of stochastic depth against the plain `Add` network",
@@ -193,6 +209,7 @@ def markdown(rows: List[dict], command: str, settings: str) -> str:
         f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
         f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
         f"stochastic_depth_tf {sdt.__version__}",
+        f"- device: {device_description()}",
         f"- command: `{command}`",
         f"- {settings}",
         "- ratio: contender / `add` of the same network and compilation (below 1 is faster);"

@@ -28,3 +28,13 @@ def test_contenders_are_built_for_the_input_shape():
         model = builders[name]()
         assert model.input_shape == (None, 12, 12, 1)
         assert model.output_shape == (None, 10)
+
+
+def test_table_header_names_the_device_tensorflow_chose():
+    table = step_time.markdown([], "python -m benchmarks.step_time", "settings")
+    assert "- device: " in table
+    assert step_time.device_description() in table
+    import tensorflow as tf
+
+    accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+    assert step_time.device_description().startswith(accelerators[0].name if accelerators else "CPU")
