@@ -352,3 +352,18 @@ def test_tflite_model_has_only_deterministic_builtin_ops(tflite, case):
         assert "CONV_2D" in ops, key
         assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", op) for op in ops), (key, ops)
         assert not {op for op in ops if "RANDOM" in op or "MULTINOMIAL" in op}, (key, ops)
+
+
+def test_tflite_cifar_resnet_folds_batch_normalization_and_survival_scale(tmp_path):
+    """A `cifar_resnet` export becomes convolutions, adds and the zero-pad shortcut's ops, nothing else.
+
+    BatchNormalization and the inference scale `p` are folded into the
+    convolution weights (no MUL op), as the README says.
+    """
+    model = build("cifar_resnet")
+    model.export(str(tmp_path / "resnet"), verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "resnet"))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    assert tflite_ops(converter.convert()) == {
+        "CONV_2D", "ADD", "STRIDED_SLICE", "PAD", "MEAN", "FULLY_CONNECTED", "SOFTMAX"
+    }
