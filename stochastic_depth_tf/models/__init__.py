@@ -1,5 +1,31 @@
-"""Model builders: the paper's CIFAR ResNets."""
+"""Model builders: the paper's CIFAR ResNets, EfficientNet B0-B7 on stochastic depth."""
 
 from stochastic_depth_tf.models.cifar_resnet import cifar_resnet
+from stochastic_depth_tf.models.efficientnet import (
+    EfficientNetB0,
+    EfficientNetB1,
+    EfficientNetB2,
+    EfficientNetB3,
+    EfficientNetB4,
+    EfficientNetB5,
+    EfficientNetB6,
+    EfficientNetB7,
+    efficientnet,
+    efficientnet_survival_probabilities,
+    load_keras_applications_weights,
+)
 
-__all__ = ["cifar_resnet"]
+__all__ = [
+    "EfficientNetB0",
+    "EfficientNetB1",
+    "EfficientNetB2",
+    "EfficientNetB3",
+    "EfficientNetB4",
+    "EfficientNetB5",
+    "EfficientNetB6",
+    "EfficientNetB7",
+    "cifar_resnet",
+    "efficientnet",
+    "efficientnet_survival_probabilities",
+    "load_keras_applications_weights",
+]

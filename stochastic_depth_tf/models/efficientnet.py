@@ -1,0 +1,797 @@
+"""EfficientNet B0-B7 on stochastic depth, weight-compatible with keras.applications.
+
+Tan and Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
+Networks", ICML 2019, rebuilt layer for layer as `keras.applications`
+builds it (same layer names, shapes, initializers and input preprocessing),
+with the drop-connect of every residual MBConv block made a stochastic-depth
+layer of this package.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+
+from stochastic_depth_tf import ops, schedules
+from stochastic_depth_tf.layers import StochasticDepth, StochasticDepthBlock
+
+DISTRIBUTIONS = ("keras", "linear", "uniform")
+POOLINGS = (None, "avg", "max")
+MIN_SIZE = 32  # five stride-2 stages
+
+
+class _Variant(NamedTuple):
+    width_coefficient: float
+    depth_coefficient: float
+    default_size: int
+    dropout_rate: float
+
+
+class _Stage(NamedTuple):
+    kernel_size: int
+    repeats: int
+    filters_in: int
+    filters_out: int
+    expand_ratio: int
+    strides: int
+
+
+class _Block(NamedTuple):
+    prefix: str
+    kernel_size: int
+    filters_in: int
+    filters_out: int
+    expand_ratio: int
+    strides: int
+    index: int  # among all blocks, from 0, as Keras counts for drop-connect
+
+    @property
+    def residual(self) -> bool:
+        return self.strides == 1 and self.filters_in == self.filters_out
+
+
+VARIANTS: Dict[str, _Variant] = {
+    "b0": _Variant(1.0, 1.0, 224, 0.2),
+    "b1": _Variant(1.0, 1.1, 240, 0.2),
+    "b2": _Variant(1.1, 1.2, 260, 0.3),
+    "b3": _Variant(1.2, 1.4, 300, 0.3),
+    "b4": _Variant(1.4, 1.8, 380, 0.4),
+    "b5": _Variant(1.6, 2.2, 456, 0.4),
+    "b6": _Variant(1.8, 2.6, 528, 0.5),
+    "b7": _Variant(2.0, 3.1, 600, 0.5),
+}
+
+# The B0 stages (the paper's table 1); every block has squeeze-and-excitation
+# with ratio 0.25 and an identity shortcut when its shape allows one.
+STAGES = (
+    _Stage(kernel_size=3, repeats=1, filters_in=32, filters_out=16, expand_ratio=1, strides=1),
+    _Stage(kernel_size=3, repeats=2, filters_in=16, filters_out=24, expand_ratio=6, strides=2),
+    _Stage(kernel_size=5, repeats=2, filters_in=24, filters_out=40, expand_ratio=6, strides=2),
+    _Stage(kernel_size=3, repeats=3, filters_in=40, filters_out=80, expand_ratio=6, strides=2),
+    _Stage(kernel_size=5, repeats=3, filters_in=80, filters_out=112, expand_ratio=6, strides=1),
+    _Stage(kernel_size=5, repeats=4, filters_in=112, filters_out=192, expand_ratio=6, strides=2),
+    _Stage(kernel_size=3, repeats=1, filters_in=192, filters_out=320, expand_ratio=6, strides=1),
+)
+SE_RATIO = 0.25
+ACTIVATION = "swish"
+
+
+def efficientnet(
+    variant: str = "b0",
+    include_top: bool = True,
+    weights: Optional[str] = None,
+    input_tensor: Optional[keras.KerasTensor] = None,
+    input_shape: Optional[Sequence[Optional[int]]] = None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation: Optional[str] = "softmax",
+    drop_connect_rate: float = 0.2,
+    distribution: str = "keras",
+    mode: str = "sample",
+    inverted: bool = True,
+    skip_compute: bool = False,
+    seed: Optional[int] = None,
+    name: Optional[str] = None,
+) -> keras.Model:
+    """Builds EfficientNet-B0 ... B7 with stochastic depth on its residual blocks.
+
+    The network of `keras.applications.EfficientNetB*` (Tan and Le, ICML
+    2019), layer for layer: the same input preprocessing (`Rescaling(1 /
+    255)` then a `Normalization` whose mean and variance come with the
+    weights), stem, MBConv blocks with squeeze-and-excitation, top
+    convolution and classifier, the same layer names, shapes and
+    initializers. What differs is the stochastic depth: Keras puts a
+    drop-connect `Dropout(rate, noise_shape=(None, 1, 1, 1))` before each
+    residual `add`; here the add itself is a `StochasticDepth` layer named
+    `<block>add` (or, with `skip_compute=True`, the whole block is a
+    `StochasticDepthBlock` of that name), configurable and serialized as
+    ours. In training a residual block returns `x + b * f(x)` with
+    `b ~ Bernoulli(p)`, scaled `b / p` with `inverted=True`; at inference
+    `x + f(x)` (inverted) or `x + p * f(x)` (the paper's convention; Huang
+    et al., "Deep Networks with Stochastic Depth", ECCV 2016).
+
+    Stochastic depth is on every MBConv block with an identity shortcut
+    (stride 1 and as many filters out as in; 9 of the 16 blocks of B0, 48
+    of 55 in B7), and only there. Block `b` of all `B` blocks (counted from
+    0 over every block, residual or not, as Keras counts) survives with:
+
+    - `distribution="keras"` (default): `p_b = 1 - drop_connect_rate * b / B`,
+      exactly Keras' drop-connect rule (that of the original TensorFlow
+      implementation), with Keras' float arithmetic. Block 0 would get
+      `p = 1` (it has no shortcut in any variant) and no block reaches
+      `1 - drop_connect_rate`: in B0 the last residual block is `b = 14` of
+      `B = 16`, `p = 0.825` at rate 0.2.
+    - `distribution="linear"`: the paper's linear decay over the `L` residual
+      blocks only, `p_l = 1 - (l / L) * drop_connect_rate` for `l = 1 .. L`,
+      so the last residual block gets exactly `1 - drop_connect_rate`
+      (`sdt.schedules.linear_decay(L, 1 - drop_connect_rate)`).
+    - `distribution="uniform"`: `1 - drop_connect_rate` for every residual
+      block.
+
+    The defaults keep keras.applications' behaviour: per-example gates
+    (`mode="sample"`), the inverted convention, rate 0.2, so weights trained
+    by Keras (copied with `load_keras_applications_weights`) give Keras'
+    predictions, and training draws gates with Keras' distribution.
+    `mode="batch"` is the paper's one gate per batch; `inverted=False` is the
+    paper's scaling at inference (which changes what Keras-trained weights
+    predict, see `load_keras_applications_weights`).
+
+    `skip_compute=True` builds each residual block as a `StochasticDepthBlock`
+    around a functional branch model named `<block>branch` whose layers keep
+    Keras' names (`block2b_expand_conv`, ...). With `mode="batch"`, in graph
+    mode (`jit_compile=False`) a dropped block then costs nothing: no forward,
+    no backward, no BatchNormalization update. Under XLA (`jit_compile=True`)
+    it saves nothing: the branch holds depthwise convolutions, which the
+    package's rewrite of convolution gradients inside a conditional (XLA on
+    CPU runs the stock ones very slowly there) does not cover, so under XLA
+    the block computes the branch and multiplies by the gate, exactly like
+    the merge layer (see `StochasticDepthBlock` and
+    `benchmarks/results/efficientnet_step_time.md`). In `mode="sample"` the
+    block computes every branch too.
+
+    With `drop_connect_rate=0.0` every residual add is a plain
+    `keras.layers.Add` (as Keras' own network without drop-connect).
+
+    Args:
+        variant: `"b0"` ... `"b7"`.
+        include_top: whether to end with global average pooling, Keras'
+            `top_dropout` (rate 0.2 for B0-B1, 0.3 B2-B3, 0.4 B4-B5, 0.5
+            B6-B7) and the dense classifier `predictions`.
+        weights: None (random initialization, the default), or the path to
+            a weights file of the matching keras.applications model (Keras'
+            `efficientnetb0.h5` / `efficientnetb0_notop.h5`, or what
+            `save_weights` of such a model writes): it is loaded into that
+            keras.applications model and copied with
+            `load_keras_applications_weights`. `"imagenet"` is refused:
+            nothing is downloaded (see the error for how to get them).
+        input_tensor: a Keras tensor to use as the image input, or None.
+        input_shape: `(height, width, channels)`, channels last, height and
+            width None or at least 32. Defaults to `(S, S, 3)` with the
+            variant's size `S` (224 for B0, 600 for B7) when `include_top`,
+            `(None, None, 3)` otherwise.
+        pooling: without the top, None (the 4D feature map), `"avg"` or
+            `"max"` global pooling.
+        classes: classes of the classifier.
+        classifier_activation: activation of `predictions`; None for logits.
+        drop_connect_rate: the drop rate of the rule above, in `[0, 1]`.
+            Keras' name for it; `1 - drop_connect_rate` is the paper's final
+            survival probability with `distribution="linear"`.
+        distribution: `"keras"`, `"linear"` or `"uniform"`, see above.
+        mode: `"sample"` (one gate per example, Keras) or `"batch"` (one gate
+            per call, the paper).
+        inverted: True (Keras) scales by `1 / p` in training; False scales
+            by `p` at inference (the paper).
+        skip_compute: False puts a `StochasticDepth` merge layer where Keras
+            has its `add`; True makes every residual block a
+            `StochasticDepthBlock`, which skips dropped branches in batch mode.
+        seed: None, or an int from which residual block `l` (from 1) gets
+            seed `seed + l`.
+        name: the model's name; `"efficientnet" + variant` by default, as Keras.
+
+    Returns:
+        A functional `keras.Model` from images with pixel values in `[0, 255]`
+        (the preprocessing is inside) to class scores, or to features without
+        the top.
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    model = sdt.models.efficientnet("b0", input_shape=(64, 64, 3), classes=10)
+    fast = sdt.models.efficientnet("b0", input_shape=(64, 64, 3), classes=10,
+                                   mode="batch", skip_compute=True)
+    ```
+    """
+    spec = _validate_variant(variant)
+    weights = _validate_weights(weights)
+    _validate_choice("pooling", pooling, POOLINGS)
+    _validate_choice("distribution", distribution, DISTRIBUTIONS)
+    mode = ops.validate_mode(mode)
+    inverted = ops.validate_inverted(inverted)
+    for argument, value in (("include_top", include_top), ("skip_compute", skip_compute)):
+        if not isinstance(value, bool):
+            raise TypeError(
+                f"Invalid type received for argument `{argument}`. Expected a "
+                f"bool. Received: {argument}={value!r}"
+            )
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+        raise ValueError(
+            "Invalid value received for argument `classes`. Expected a "
+            f"positive int. Received: classes={classes!r}"
+        )
+    if isinstance(seed, keras.random.SeedGenerator):
+        raise TypeError(
+            "Invalid type received for argument `seed`. Expected None or a "
+            "non-negative int (each block gets its own seed, `seed + l`). "
+            f"Received: seed={seed!r}"
+        )
+    seed = ops.validate_seed(seed)
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "Invalid Keras setting `image_data_format`. Expected "
+            "'channels_last' (EfficientNet is built channels last). "
+            f"Received: image_data_format={keras.config.image_data_format()!r}"
+        )
+
+    blocks = _blocks(spec)
+    probabilities = efficientnet_survival_probabilities(variant, drop_connect_rate, distribution)
+    if inverted and min(probabilities) == 0.0:
+        raise ValueError(
+            "Invalid value received for argument `drop_connect_rate`. Expected "
+            f"a rate below 1 with inverted=True and distribution={distribution!r} "
+            "(a block that always drops has no 1 / p training scale). "
+            f"Received: drop_connect_rate={drop_connect_rate!r}"
+        )
+    plain = all(p == 1.0 for p in probabilities)
+
+    inputs, x = _image_input(input_tensor, input_shape, include_top, spec.default_size)
+    image = x
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+    x = keras.layers.Normalization(axis=-1, name="normalization")(x)
+    x = keras.layers.ZeroPadding2D(_strided_padding(x.shape, 3), name="stem_conv_pad")(x)
+    x = keras.layers.Conv2D(
+        _round_filters(32, spec), 3, strides=2, padding="valid", use_bias=False,
+        kernel_initializer=_conv_initializer(), name="stem_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation(ACTIVATION, name="stem_activation")(x)
+
+    residual_index = 0
+    for block in blocks:
+        if not block.residual:
+            x = _mbconv_branch(x, block)
+            continue
+        probability = probabilities[residual_index]
+        residual_index += 1
+        block_seed = None if seed is None else seed + residual_index
+        if plain:
+            x = keras.layers.Add(name=block.prefix + "add")([_mbconv_branch(x, block), x])
+        elif skip_compute:
+            branch_input = keras.Input(tuple(x.shape[1:]), name=block.prefix + "input")
+            branch = keras.Model(branch_input, _mbconv_branch(branch_input, block), name=block.prefix + "branch")
+            x = StochasticDepthBlock(
+                branch, survival_probability=probability, mode=mode, inverted=inverted,
+                seed=block_seed, name=block.prefix + "add",
+            )(x)
+        else:
+            x = StochasticDepth(
+                probability, mode=mode, inverted=inverted, seed=block_seed, name=block.prefix + "add",
+            )([x, _mbconv_branch(x, block)])
+
+    x = keras.layers.Conv2D(
+        _round_filters(1280, spec), 1, padding="same", use_bias=False,
+        kernel_initializer=_conv_initializer(), name="top_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(name="top_bn")(x)
+    x = keras.layers.Activation(ACTIVATION, name="top_activation")(x)
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dropout(spec.dropout_rate, name="top_dropout")(x)
+        x = keras.layers.Dense(
+            int(classes), activation=classifier_activation,
+            kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform"),
+            name="predictions",
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    model = keras.Model(inputs, x, name=name or f"efficientnet{variant}")
+
+    if weights is not None:
+        keras_builder = getattr(keras.applications, f"EfficientNet{variant.upper()}")
+        source = keras_builder(
+            include_top=include_top, weights=weights, input_shape=tuple(image.shape[1:]),
+            pooling=pooling, classes=int(classes), classifier_activation=classifier_activation,
+        )
+        load_keras_applications_weights(model, source)
+    return model
+
+
+def _variant_docstring(variant: str) -> str:
+    spec = VARIANTS[variant]
+    return f"""EfficientNet-{variant.upper()} on stochastic depth, as `keras.applications.EfficientNet{variant.upper()}`.
+
+    Width x{spec.width_coefficient}, depth x{spec.depth_coefficient}, default
+    input {spec.default_size}x{spec.default_size}x3, top dropout {spec.dropout_rate}.
+    Every argument, its default and the block rule are those of
+    `stochastic_depth_tf.models.efficientnet` (`variant="{variant}"`):
+    Keras' conventions by default (per-example, inverted, drop-connect rate
+    0.2 decaying as `0.2 * b / B`), `weights=None` (nothing is downloaded).
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    model = sdt.models.EfficientNet{variant.upper()}(input_shape=(64, 64, 3), classes=10)
+    ```
+    """
+
+
+def EfficientNetB0(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b0", include_top=include_top, weights=weights, **kwargs)
+
+
+def EfficientNetB1(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b1", include_top=include_top, weights=weights, **kwargs)
+
+
+def EfficientNetB2(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b2", include_top=include_top, weights=weights, **kwargs)
+
+
+def EfficientNetB3(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b3", include_top=include_top, weights=weights, **kwargs)
+
+
+def EfficientNetB4(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b4", include_top=include_top, weights=weights, **kwargs)
+
+
+def EfficientNetB5(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b5", include_top=include_top, weights=weights, **kwargs)
+
+
+def EfficientNetB6(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b6", include_top=include_top, weights=weights, **kwargs)
+
+
+def EfficientNetB7(include_top: bool = True, weights: Optional[str] = None, **kwargs: Any) -> keras.Model:
+    return efficientnet("b7", include_top=include_top, weights=weights, **kwargs)
+
+
+for _builder in (EfficientNetB0, EfficientNetB1, EfficientNetB2, EfficientNetB3,
+                 EfficientNetB4, EfficientNetB5, EfficientNetB6, EfficientNetB7):
+    _builder.__doc__ = _variant_docstring(_builder.__name__[-2:].lower())
+del _builder
+
+
+def efficientnet_survival_probabilities(variant: str, drop_connect_rate: float = 0.2, distribution: str = "keras") -> List[float]:
+    """The survival probability of each residual block of an EfficientNet, in order.
+
+    Args:
+        variant: `"b0"` ... `"b7"`.
+        drop_connect_rate: the rate in `[0, 1]`.
+        distribution: `"keras"`, `"linear"` or `"uniform"`, the rules of
+            `efficientnet`.
+
+    Returns:
+        One float per residual MBConv block (9 for B0), in the order the
+        blocks are applied.
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    sdt.models.efficientnet_survival_probabilities("b0")[:2]   # [0.975, 0.95]
+    ```
+    """
+    spec = _validate_variant(variant)
+    _validate_choice("distribution", distribution, DISTRIBUTIONS)
+    if isinstance(drop_connect_rate, (bool, np.bool_)) or not isinstance(drop_connect_rate, numbers.Real):
+        raise TypeError(
+            "Invalid type received for argument `drop_connect_rate`. Expected a "
+            f"float between 0 and 1. Received: drop_connect_rate={drop_connect_rate!r} "
+            f"of type {type(drop_connect_rate).__name__}"
+        )
+    if not 0.0 <= float(drop_connect_rate) <= 1.0:  # NaN fails too
+        raise ValueError(
+            "Invalid value received for argument `drop_connect_rate`. Expected "
+            f"a float between 0 and 1. Received: drop_connect_rate={drop_connect_rate!r}"
+        )
+    rate = float(drop_connect_rate)
+    blocks = _blocks(spec)
+    residual = [block for block in blocks if block.residual]
+    if distribution == "keras":
+        # Keras' float arithmetic, so the rates equal its Dropout rates exactly.
+        return [1.0 - rate * block.index / float(len(blocks)) for block in residual]
+    return schedules.survival_probabilities(len(residual), 1.0 - rate, distribution)
+
+
+def load_keras_applications_weights(
+    model: keras.Model, source: keras.Model, *, allow_convention_change: bool = False
+) -> None:
+    """Copies every weight of a keras.applications EfficientNet into one of ours.
+
+    Layer by layer and by name (the `Normalization` of the input
+    preprocessing, whose name Keras generates, is matched as the only one
+    of each model): convolution kernels and biases, BatchNormalization
+    gammas, betas and moving statistics, the preprocessing mean and
+    variance, the classifier. Layers inside the branches of
+    `StochasticDepthBlock`s are found by the same names. Everything is checked
+    before anything is assigned, so on any error `model` is unchanged.
+
+    Keras built with `weights="imagenet"` adds a third preprocessing layer,
+    `Rescaling(1 / sqrt(stddev))`, after its `Normalization` (its ImageNet
+    file stores the standard deviation where the variance belongs). Ours has
+    no such layer: the scale is folded into the copied variance, exactly
+    (`variance / scale**2`), so the predictions are Keras' all the same.
+
+    Keras' EfficientNets are trained with inverted drop-connect, a plain add
+    at inference. A `model` with the paper's convention (`inverted=False`)
+    scales each residual branch by its survival probability at inference, so
+    the copied weights would predict something else. That is refused unless
+    `allow_convention_change=True` (for fine-tuning under the paper's
+    convention, say).
+
+    Args:
+        model: an EfficientNet of `stochastic_depth_tf.models`.
+        source: the keras.applications EfficientNet of the same variant and
+            configuration (`include_top`, `classes`; with the top, the same
+            `input_shape`), for instance built with `weights="imagenet"`.
+        allow_convention_change: copy even though `model` uses the paper's
+            convention and `source` the inverted one.
+
+    Raises:
+        TypeError: `model` or `source` is not a functional EfficientNet;
+            `allow_convention_change` is not a bool.
+        ValueError: a layer missing on either side, of another type, or with
+            weights of other shapes (another variant, `classes`); with the
+            top, another `input_shape`; the convention change above.
+
+    Example:
+
+    ```python
+    import keras
+    import stochastic_depth_tf as sdt
+
+    source = keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3), classes=10)
+    model = sdt.models.EfficientNetB0(input_shape=(64, 64, 3), classes=10)
+    sdt.models.load_keras_applications_weights(model, source)
+    ```
+    """
+    for argument, value in (("model", model), ("source", source)):
+        if not isinstance(value, keras.Model) or not hasattr(value, "inputs") or not _has_stem_and_top(value):
+            raise TypeError(
+                f"Invalid type received for argument `{argument}`. Expected a "
+                "functional EfficientNet (keras.applications.EfficientNetB* or "
+                "stochastic_depth_tf.models.EfficientNetB*). "
+                f"Received: {argument}={_describe(value)}"
+            )
+    if not isinstance(allow_convention_change, bool):
+        raise TypeError(
+            "Invalid type received for argument `allow_convention_change`. "
+            f"Expected a bool. Received: allow_convention_change={allow_convention_change!r}"
+        )
+    paper_blocks = _paper_convention_blocks(model)
+    if paper_blocks and not _paper_convention_blocks(source) and not allow_convention_change:
+        raise ValueError(
+            "Invalid value received for argument `model`. Expected the inverted "
+            "convention of `source` (keras.applications EfficientNets are trained "
+            "with inverted drop-connect, a plain add at inference), or "
+            "`allow_convention_change=True`: with inverted=False each residual "
+            "branch is scaled by its survival probability at inference, so the "
+            "copied weights predict differently. Received: model "
+            f"'{model.name}' with inverted=False on {len(paper_blocks)} blocks "
+            f"({paper_blocks[0]}, ...)"
+        )
+
+    targets = _weighted_layers(model, "model")
+    origins = _weighted_layers(source, "source")
+    missing = [layer for layer in origins if layer not in targets]
+    extra = [layer for layer in targets if layer not in origins]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"source '{source.name}' has {_names(missing)} that model '{model.name}' lacks")
+        if extra:
+            parts.append(f"model '{model.name}' has {_names(extra)} that source '{source.name}' lacks")
+        raise ValueError(
+            "Invalid value received for argument `source`. Expected a "
+            "keras.applications EfficientNet of the variant and configuration "
+            "of `model` (`include_top`, `classes`), with the same weighted "
+            f"layers. Received: {'; '.join(parts)}"
+        )
+    if "predictions" in targets and tuple(model.input_shape[1:]) != tuple(source.input_shape[1:]):
+        raise ValueError(
+            "Invalid value received for argument `source`. Expected the "
+            "input_shape of `model` (the classifier of a model with the top was "
+            "trained at one resolution). Received: source input_shape="
+            f"{tuple(source.input_shape[1:])}, model input_shape={tuple(model.input_shape[1:])}"
+        )
+
+    assignments = []
+    for key, target in targets.items():
+        origin = origins[key]
+        if type(target) is not type(origin):
+            raise ValueError(
+                f"Invalid value received for argument `source`. Expected layer "
+                f"'{origin.name}' of type {type(target).__name__}, as in `model`. "
+                f"Received: {type(origin).__name__}"
+            )
+        if [w.name for w in target.weights] != [w.name for w in origin.weights]:
+            raise ValueError(
+                f"Invalid value received for argument `source`. Expected layer "
+                f"'{origin.name}' with the weights {[w.name for w in target.weights]}. "
+                f"Received: {[w.name for w in origin.weights]}"
+            )
+        for variable, weight in zip(target.weights, origin.weights):
+            if tuple(variable.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"Invalid value received for argument `source`. Expected layer "
+                    f"'{origin.name}' with {weight.name} of shape "
+                    f"{tuple(variable.shape)}, as in `model` (another variant, "
+                    f"or other `classes`?). Received: shape {tuple(weight.shape)}"
+                )
+            assignments.append((variable, keras.ops.convert_to_numpy(weight.value)))
+
+    # (x - mean) / sqrt(variance) * scale == (x - mean) / sqrt(variance / scale**2)
+    scale = _input_scale(source) / _input_scale(model)
+    normalization = targets[_NORMALIZATION]
+    for index, (variable, value) in enumerate(assignments):
+        if variable is normalization.adapt_variance:
+            assignments[index] = (variable, (value / scale**2).astype(value.dtype))
+    for variable, value in assignments:
+        variable.assign(value)
+    # Normalization reads its statistics through tensors made from the
+    # variables; rebuild those, and drop functions that captured the old ones.
+    normalization.finalize_state()
+    for attribute in ("train_function", "test_function", "predict_function"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
+
+
+_NORMALIZATION = "<input normalization>"
+
+
+def _validate_variant(variant: Any) -> _Variant:
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ValueError(
+            "Invalid value received for argument `variant`. Expected one of "
+            f"{tuple(VARIANTS)}. Received: variant={variant!r}"
+        )
+    return VARIANTS[variant]
+
+
+def _validate_choice(argument: str, value: Any, choices: Tuple[Any, ...]) -> None:
+    if not any(value is choice or (isinstance(value, str) and value == choice) for choice in choices):
+        raise ValueError(
+            f"Invalid value received for argument `{argument}`. Expected one of "
+            f"{choices}. Received: {argument}={value!r}"
+        )
+
+
+def _validate_weights(weights: Any) -> Optional[str]:
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        raise ValueError(
+            "Invalid value received for argument `weights`. Expected None or "
+            "the path to a weights file: stochastic_depth_tf downloads nothing. "
+            "To start from Keras' ImageNet weights, build "
+            "`keras.applications.EfficientNetB0(weights='imagenet')` (the same "
+            "variant, `include_top` and `classes`) on a machine with network "
+            "(Keras caches the file in ~/.keras/models, where later builds find "
+            "it offline) and copy its weights with "
+            "`stochastic_depth_tf.models.load_keras_applications_weights(model, source)`. "
+            "Received: weights='imagenet'"
+        )
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        return os.fspath(weights)
+    raise ValueError(
+        "Invalid value received for argument `weights`. Expected None or the "
+        "path to an existing weights file of the matching keras.applications "
+        f"EfficientNet. Received: weights={weights!r}"
+    )
+
+
+def _image_input(
+    input_tensor: Any, input_shape: Any, include_top: bool, default_size: int
+) -> Tuple[Any, keras.KerasTensor]:
+    """The model's inputs and the image tensor the network starts from."""
+    if input_shape is None:
+        if input_tensor is not None:
+            input_shape = tuple(input_tensor.shape[1:])
+        else:
+            input_shape = (default_size, default_size, 3) if include_top else (None, None, 3)
+    valid = (
+        isinstance(input_shape, (tuple, list))
+        and len(input_shape) == 3
+        and all(d is None or (isinstance(d, numbers.Integral) and d >= MIN_SIZE) for d in input_shape[:2])
+        and isinstance(input_shape[2], numbers.Integral)
+        and input_shape[2] >= 1
+    )
+    if not valid:
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected "
+            f"(height, width, channels), channels last, height and width None or at least {MIN_SIZE}. "
+            f"Received: input_shape={input_shape!r}"
+        )
+    input_shape = tuple(None if d is None else int(d) for d in input_shape)
+    if input_tensor is None:
+        image = keras.Input(input_shape)
+        return image, image
+    if not isinstance(input_tensor, keras.KerasTensor):
+        raise TypeError(
+            "Invalid type received for argument `input_tensor`. Expected a Keras "
+            "tensor (from keras.Input or a layer) or None. "
+            f"Received: input_tensor of type {type(input_tensor).__name__}"
+        )
+    if tuple(input_tensor.shape[1:]) != input_shape:
+        raise ValueError(
+            "Invalid value received for argument `input_tensor`. Expected a "
+            f"tensor of shape (batch, *{input_shape}) to match `input_shape`. "
+            f"Received: input_tensor.shape={tuple(input_tensor.shape)}"
+        )
+    return keras.utils.get_source_inputs(input_tensor), input_tensor
+
+
+def _round_filters(filters: int, spec: _Variant, divisor: int = 8) -> int:
+    """Keras' width scaling: to a multiple of 8, never more than 10% below."""
+    scaled = filters * spec.width_coefficient
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def _round_repeats(repeats: int, spec: _Variant) -> int:
+    return int(math.ceil(spec.depth_coefficient * repeats))
+
+
+def _blocks(spec: _Variant) -> List[_Block]:
+    """Every MBConv block of a variant, named as Keras names them (`block2b_`)."""
+    blocks: List[_Block] = []
+    for stage_index, stage in enumerate(STAGES):
+        filters_in = _round_filters(stage.filters_in, spec)
+        filters_out = _round_filters(stage.filters_out, spec)
+        for repeat in range(_round_repeats(stage.repeats, spec)):
+            blocks.append(_Block(
+                prefix=f"block{stage_index + 1}{chr(ord('a') + repeat)}_",
+                kernel_size=stage.kernel_size,
+                filters_in=filters_in if repeat == 0 else filters_out,
+                filters_out=filters_out,
+                expand_ratio=stage.expand_ratio,
+                strides=stage.strides if repeat == 0 else 1,
+                index=len(blocks),
+            ))
+    return blocks
+
+
+def _conv_initializer() -> keras.initializers.Initializer:
+    # A new instance per layer: an unseeded initializer instance draws the
+    # same values each time it is called.
+    return keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
+
+
+def _strided_padding(shape: Sequence[Optional[int]], kernel_size: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """Keras' padding before a stride-2 `valid` convolution (one less on top and left for even sizes)."""
+    height, width = shape[1], shape[2]
+    adjust = (1, 1) if height is None else (1 - height % 2, 1 - width % 2)
+    half = kernel_size // 2
+    return (half - adjust[0], half), (half - adjust[1], half)
+
+
+def _mbconv_branch(x: Any, block: _Block) -> Any:
+    """The MBConv residual branch: expand, depthwise, squeeze-and-excite, project."""
+    prefix = block.prefix
+    filters = block.filters_in * block.expand_ratio
+    if block.expand_ratio != 1:
+        x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False,
+                                kernel_initializer=_conv_initializer(), name=prefix + "expand_conv")(x)
+        x = keras.layers.BatchNormalization(name=prefix + "expand_bn")(x)
+        x = keras.layers.Activation(ACTIVATION, name=prefix + "expand_activation")(x)
+    padding = "same"
+    if block.strides == 2:
+        x = keras.layers.ZeroPadding2D(_strided_padding(x.shape, block.kernel_size), name=prefix + "dwconv_pad")(x)
+        padding = "valid"
+    x = keras.layers.DepthwiseConv2D(block.kernel_size, strides=block.strides, padding=padding, use_bias=False,
+                                     depthwise_initializer=_conv_initializer(), name=prefix + "dwconv")(x)
+    x = keras.layers.BatchNormalization(name=prefix + "bn")(x)
+    x = keras.layers.Activation(ACTIVATION, name=prefix + "activation")(x)
+
+    squeezed = max(1, int(block.filters_in * SE_RATIO))
+    se = keras.layers.GlobalAveragePooling2D(name=prefix + "se_squeeze")(x)
+    se = keras.layers.Reshape((1, 1, filters), name=prefix + "se_reshape")(se)
+    se = keras.layers.Conv2D(squeezed, 1, padding="same", activation=ACTIVATION,
+                             kernel_initializer=_conv_initializer(), name=prefix + "se_reduce")(se)
+    se = keras.layers.Conv2D(filters, 1, padding="same", activation="sigmoid",
+                             kernel_initializer=_conv_initializer(), name=prefix + "se_expand")(se)
+    x = keras.layers.Multiply(name=prefix + "se_excite")([x, se])
+
+    x = keras.layers.Conv2D(block.filters_out, 1, padding="same", use_bias=False,
+                            kernel_initializer=_conv_initializer(), name=prefix + "project_conv")(x)
+    return keras.layers.BatchNormalization(name=prefix + "project_bn")(x)
+
+
+def _has_stem_and_top(model: keras.Model) -> bool:
+    names = {layer.name for layer in model.layers}
+    return {"stem_conv_pad", "stem_conv", "top_conv"} <= names
+
+
+def _describe(value: Any) -> str:
+    name = getattr(value, "name", None)
+    return f"{type(value).__name__} '{name}'" if name else repr(value)
+
+
+def _names(layers: List[str], shown: int = 3) -> str:
+    listed = ", ".join(repr(name) for name in layers[:shown])
+    more = f" and {len(layers) - shown} more" if len(layers) > shown else ""
+    return f"{'layer' if len(layers) == 1 else 'layers'} {listed}{more}"
+
+
+def _leaf_layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
+    """The layers of a model, looking inside nested models and our blocks."""
+    if isinstance(layer, StochasticDepthBlock):
+        nested = [layer.branch] + ([] if layer.shortcut is None else [layer.shortcut])
+        return [leaf for inner in nested for leaf in _leaf_layers(inner)]
+    if isinstance(layer, keras.Model):
+        return [leaf for inner in layer.layers for leaf in _leaf_layers(inner)]
+    return [layer]
+
+
+def _weighted_layers(model: keras.Model, argument: str) -> Dict[str, keras.layers.Layer]:
+    """The layers holding weights, by name; the input `Normalization` under one key."""
+    layers: Dict[str, keras.layers.Layer] = {}
+    normalizations = []
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.Normalization):
+            normalizations.append(layer)
+        elif layer.weights:
+            if layer.name in layers:
+                raise ValueError(
+                    f"Invalid value received for argument `{argument}`. Expected "
+                    "unique layer names (weights are matched by name). "
+                    f"Received: two layers named '{layer.name}' in '{model.name}'"
+                )
+            layers[layer.name] = layer
+    if len(normalizations) != 1:
+        raise ValueError(
+            f"Invalid value received for argument `{argument}`. Expected an "
+            "EfficientNet with exactly one input `Normalization` layer. "
+            f"Received: {len(normalizations)} in '{model.name}'"
+        )
+    layers[_NORMALIZATION] = normalizations[0]
+    return layers
+
+
+def _input_scale(model: keras.Model) -> np.ndarray:
+    """The product of the `Rescaling`s after the input `Normalization` (Keras' ImageNet fix), per channel."""
+    scale = np.ones((), "float64")
+    after_normalization = False
+    for layer in model.layers:
+        if layer.name == "stem_conv_pad":
+            break
+        if isinstance(layer, keras.layers.Normalization):
+            after_normalization = True
+        elif after_normalization and isinstance(layer, keras.layers.Rescaling):
+            scale = scale * np.asarray(layer.scale, "float64")
+    return scale
+
+
+def _paper_convention_blocks(model: keras.Model) -> List[str]:
+    """Names of the stochastic-depth layers that scale their branch at inference."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, (StochasticDepth, StochasticDepthBlock)) and not layer.inverted:
+            if float(keras.ops.convert_to_numpy(layer.survival_probability_variable)) < 1.0:
+                names.append(layer.name)
+    return names
