@@ -12,6 +12,7 @@ from stochastic_depth_tf.backend.tensorflow import (
     host_variables,
     num_replicas_in_sync,
     replica_uniform,
+    track_in_checkpoints,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "host_variables",
     "num_replicas_in_sync",
     "replica_uniform",
+    "track_in_checkpoints",
 ]

@@ -102,3 +102,14 @@ def branch_synchronizes_replicas(layer: keras.layers.Layer) -> bool:
         isinstance(sublayer, keras.layers.BatchNormalization) and bool(getattr(sublayer, "synchronized", False))
         for sublayer in layer._flatten_layers(include_self=True, recursive=True)
     )
+
+
+def track_in_checkpoints(layer: keras.layers.Layer, variable: Any, name: str) -> None:
+    """Makes `tf.train.Checkpoint` save and restore `variable` as a child of `layer`.
+
+    A `keras.random.SeedGenerator` is not a TensorFlow trackable, so a
+    checkpoint of a model would silently drop its state (and a restored run
+    would restart every gate sequence). Keras' own saving goes through
+    `save_own_variables` instead.
+    """
+    layer._track_trackable(variable, name=name, overwrite=True)

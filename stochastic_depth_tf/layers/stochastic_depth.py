@@ -106,6 +106,7 @@ class StochasticDepth(keras.layers.Layer):
                 autocast=False,
                 name="survival_probability",
             )
+        backend.track_in_checkpoints(self, self.seed_generator.state, SEED_STATE_KEY)
 
     @property
     def survival_probability(self) -> float:
@@ -120,12 +121,9 @@ class StochasticDepth(keras.layers.Layer):
 
     @property
     def weights(self) -> list:
-        """The layer's weights: none. The survival probability is state, not a weight."""
-        return [
-            weight
-            for weight in super().weights
-            if weight is not self.survival_probability_variable
-        ]
+        """The layer's weights: none. The survival probability and seed are state, not weights."""
+        state = (self.survival_probability_variable, self.seed_generator.state)
+        return [weight for weight in super().weights if not any(weight is v for v in state)]
 
     def save_own_variables(self, store: Any) -> None:
         """Saves the survival probability and the seed generator's state.

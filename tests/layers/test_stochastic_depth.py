@@ -353,3 +353,16 @@ def test_weights_saved_without_a_seed_state_still_load():
     assert float(layer.survival_probability_variable.numpy()) == 0.25
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.seed_generator.state), state)
 
+
+
+def test_tf_train_checkpoint_keeps_the_seed_generator_state(tmp_path):
+    """`tf.train.Checkpoint` restores the gate sequence, not only the weights."""
+    layer = sdt.StochasticDepth(0.5, mode="sample", seed=5)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layer([inputs, keras.layers.Dense(4)(inputs)]))
+    layer.seed_generator.state.assign([5, 77])
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "checkpoint"))
+    layer.seed_generator.state.assign([0, 0])
+    tf.train.Checkpoint(model=model).restore(path).assert_existing_objects_matched()
+    np.testing.assert_array_equal(layer.seed_generator.state.numpy(), [5, 77])
+    assert len(model.get_weights()) == 2  # the dense kernel and bias only
