@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import stochastic_depth_tf as sdt
 from benchmarks import step_time
 
 
@@ -38,3 +39,19 @@ def test_table_header_names_the_device_tensorflow_chose():
 
     accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
     assert step_time.device_description().startswith(accelerators[0].name if accelerators else "CPU")
+
+
+def test_efficientnet_contenders_share_the_survival_probabilities():
+    # A --quick run traces four EfficientNets (minutes on 2 cores), so only the builders are tested.
+    from benchmarks import efficientnet_step_time
+
+    builders = efficientnet_step_time.contenders(32, "linear")
+    expected = sdt.models.efficientnet_survival_probabilities("b0", 0.5, "linear")
+    keras_model = builders["keras"]()
+    assert [1.0 - l.rate for l in keras_model.layers if l.name.endswith("_drop")] == pytest.approx(expected)
+    for name in ("add", "merge_sample", "block_batch"):
+        model = builders[name]()
+        assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
+        layers = [l for l in model.layers if isinstance(l, (sdt.StochasticDepth, sdt.StochasticDepthBlock))]
+        assert [l.survival_probability for l in layers] == ([] if name == "add" else pytest.approx(expected))
+    assert efficientnet_step_time.expected_dropped_blocks("linear") == pytest.approx(2.5)

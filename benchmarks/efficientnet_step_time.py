@@ -1,0 +1,216 @@
+"""EfficientNetB0 training step: our stochastic depth against keras.applications' own.
+
+Follows the project's protocol (the team's BENCHMARKS.md): every contender
+is built in this one process, warmed up, then timed in interleaved rounds
+(`benchmarks.step_time.interleaved_times`); the table reports min and
+median seconds per step and each one's ratio to keras.applications'
+`EfficientNetB0` of the same drop rates and compilation, as the min of the
+per-contender minima and as the median of the per-round paired ratios.
+Run from the repository root:
+
+    python -m benchmarks.efficientnet_step_time            # the committed table (about 15 min on 2 cores)
+    python -m benchmarks.efficientnet_step_time --quick    # a smoke run (about a minute)
+
+By default both settings are timed in graph mode and Keras' setting under
+XLA too, with fewer steps there: XLA on CPU runs this network about 10
+times slower per step (the depthwise convolutions' gradients), and it
+compiles each contender for about a minute.
+
+Two settings of the same expected drop rate per block for every contender:
+
+- `keras`: Keras' own drop-connect rule, rate 0.2, `p_b = 1 - 0.2 * b / 16`
+  (about 1 of the 9 residual blocks dropped per step);
+- `linear`: the paper's linear decay over the 9 residual blocks to 0.5
+  (2.5 dropped per step); Keras' model gets each block's `Dropout` rate
+  set to `1 - p` of that block.
+
+Contenders, all EfficientNetB0 with random weights, 10 classes:
+
+- `keras`: `keras.applications.EfficientNetB0(weights=None)`, drop-connect
+  `Dropout(noise_shape=(None, 1, 1, 1))` on each residual branch (the baseline);
+- `add`: ours with `drop_connect_rate=0.0`, plain `Add` (no stochastic depth:
+  what the merge layer cannot beat);
+- `merge_sample`: ours with the defaults, the `StochasticDepth` merge layer
+  with Keras' convention (per example, inverted);
+- `block_batch`: ours with `mode="batch", skip_compute=True`:
+  `StochasticDepthBlock`s that skip dropped branches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import stochastic_depth_tf as sdt  # noqa: E402
+from benchmarks.step_time import interleaved_times  # noqa: E402
+
+CLASSES = 10
+SETTINGS = {
+    # name: (drop_connect_rate, distribution)
+    "keras": (0.2, "keras"),
+    "linear": (0.5, "linear"),
+}
+BASELINE = "keras"
+
+
+def keras_efficientnet(size: int, setting: str) -> keras.Model:
+    """keras.applications' EfficientNetB0, its drop-connect rates set to our blocks' `1 - p`."""
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3), classes=CLASSES)
+    rate, distribution = SETTINGS[setting]
+    probabilities = sdt.models.efficientnet_survival_probabilities("b0", rate, distribution)
+    drops = [layer for layer in model.layers if layer.name.endswith("_drop")]
+    if len(drops) != len(probabilities):
+        raise RuntimeError(f"expected {len(probabilities)} drop-connect layers in Keras' EfficientNetB0, found {len(drops)}")
+    for layer, probability in zip(drops, probabilities):
+        layer.rate = 1.0 - probability  # read when the step is traced
+    return model
+
+
+def contenders(size: int, setting: str) -> Dict[str, Callable[[], keras.Model]]:
+    rate, distribution = SETTINGS[setting]
+
+    def ours(**kwargs: object) -> Callable[[], keras.Model]:
+        arguments = {"input_shape": (size, size, 3), "classes": CLASSES, "seed": 0,
+                     "drop_connect_rate": rate, "distribution": distribution, **kwargs}
+        return lambda: sdt.models.EfficientNetB0(**arguments)
+
+    return {
+        "keras": lambda: keras_efficientnet(size, setting),
+        "add": ours(drop_connect_rate=0.0),
+        "merge_sample": ours(),
+        "block_batch": ours(mode="batch", skip_compute=True),
+    }
+
+
+def expected_dropped_blocks(setting: str) -> float:
+    rate, distribution = SETTINGS[setting]
+    return sum(1.0 - p for p in sdt.models.efficientnet_survival_probabilities("b0", rate, distribution))
+
+
+def batch_of(size: int, batch: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Random images with pixel values in [0, 255] (the preprocessing is in the model) and labels."""
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.0, 255.0, size=(batch, size, size, 3)).astype("float32"), rng.integers(0, CLASSES, size=(batch,))
+
+
+def time_training(setting: str, jit_compile: bool, x: np.ndarray, y: np.ndarray,
+                  rounds: int, steps: int, warmup: int) -> List[dict]:
+    """Interleaved training-step timings of every contender for one setting and compilation."""
+    steppers = {}
+    for name, build in contenders(x.shape[1], setting).items():
+        model = build()
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        started = time.perf_counter()
+        for _ in range(warmup):
+            model.train_on_batch(x, y)
+        print(f"  {name}: built and warmed up in {time.perf_counter() - started:.1f} s", flush=True)
+        steppers[name] = functools.partial(model.train_on_batch, x, y)
+    times = interleaved_times(steppers, rounds, steps)
+    return rows(times, setting, "XLA" if jit_compile else "graph")
+
+
+def rows(times: Dict[str, List[float]], setting: str, compilation: str) -> List[dict]:
+    """Per contender: min and median seconds, ratio of minima, median of paired per-round ratios."""
+    baseline = times[BASELINE]
+    return [
+        {
+            "setting": setting,
+            "compilation": compilation,
+            "contender": name,
+            "min": min(values),
+            "median": statistics.median(values),
+            "ratio_min": min(values) / min(baseline),
+            "ratio_paired": statistics.median(v / b for v, b in zip(values, baseline)),
+        }
+        for name, values in times.items()
+    ]
+
+
+def markdown(table_rows: List[dict], command: str, settings: str) -> str:
+    lines = [
+        "# EfficientNetB0 training step: stochastic depth against keras.applications' drop-connect",
+        "",
+        f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
+        f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"stochastic_depth_tf {sdt.__version__}",
+        f"- command: `{command}`",
+        f"- {settings}",
+        "- settings (same survival probability per block for every contender): "
+        + "; ".join(
+            f"`{name}` = rate {rate}, rule `{rule}`, {expected_dropped_blocks(name):.2f} of 9 residual blocks dropped per step in expectation"
+            for name, (rate, rule) in SETTINGS.items()
+        ),
+        f"- ratio: contender / `{BASELINE}` (keras.applications EfficientNetB0) of the same setting and "
+        "compilation, below 1 is faster; `ratio (min)` of the minima, `ratio (paired)` the median "
+        "of the per-round ratios (rounds timed next to each other)",
+        "",
+        "| setting | compilation | contender | min s | median s | ratio (min) | ratio (paired) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table_rows:
+        lines.append(
+            f"| {row['setting']} | {row['compilation']} | {row['contender']} | {row['min']:.4f} | "
+            f"{row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_paired']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.efficientnet_step_time",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="32x32, batch 8, graph mode, the linear setting, 2 rounds of 2 steps: a smoke run")
+    parser.add_argument("--size", type=int, default=64, help="image height and width (at least 32)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--graph-settings", nargs="*", choices=list(SETTINGS), default=list(SETTINGS),
+                        help="settings timed in graph mode (jit_compile=False)")
+    parser.add_argument("--xla-settings", nargs="*", choices=list(SETTINGS), default=["keras"],
+                        help="settings timed under XLA (jit_compile=True; about 10x slower per step on CPU)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10, help="graph-mode steps timed per contender per round")
+    parser.add_argument("--xla-steps", type=int, default=2, help="XLA steps timed per contender per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--output", default=None, help="write the Markdown table here too")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.batch, args.graph_settings, args.xla_settings = 32, 8, ["linear"], []
+        args.rounds, args.steps, args.warmup = 2, 2, 1
+
+    command = "python -m benchmarks.efficientnet_step_time " + " ".join(argv if argv is not None else sys.argv[1:])
+    x, y = batch_of(args.size, args.batch)
+    table_rows: List[dict] = []
+    groups = [(setting, False, args.steps) for setting in args.graph_settings]
+    groups += [(setting, True, args.xla_steps) for setting in args.xla_settings]
+    for setting, jit_compile, steps in groups:
+        print(f"EfficientNetB0, setting {setting}, {'XLA' if jit_compile else 'graph'}:", flush=True)
+        table_rows += time_training(setting, jit_compile, x, y, args.rounds, steps, args.warmup)
+    settings = (
+        f"EfficientNetB0, {args.size}x{args.size}x3 random images, batch {args.batch}, "
+        f"{args.rounds} rounds of {args.steps} steps ({args.xla_steps} under XLA), "
+        f"{args.warmup} warm-up steps, SGD with momentum"
+    )
+    table = markdown(table_rows, command.strip(), settings)
+    print(table)
+    if args.output:
+        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
