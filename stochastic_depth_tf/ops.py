@@ -29,7 +29,7 @@ check_tensorflow()
 
 from stochastic_depth_tf import backend  # noqa: E402  (after the TensorFlow check)
 
-MODES = ("batch", "sample")
+MODES = ("batch", "sample", "subset")
 
 SeedLike = Union[None, int, keras.random.SeedGenerator]
 
@@ -77,7 +77,7 @@ def validate_survival_probability(
 
 
 def validate_mode(mode: Any) -> str:
-    """Checks the gating mode, `"batch"` or `"sample"`, and returns it."""
+    """Checks the gating mode, `"batch"`, `"sample"` or `"subset"`, and returns it."""
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(
             "Invalid value received for argument `mode`. "
@@ -228,6 +228,12 @@ def bernoulli_gate(
         A float32 tensor of zeros and ones, shape `()` or `[batch, 1, ..., 1]`.
     """
     mode = validate_mode(mode)
+    if mode == "subset":
+        raise ValueError(
+            "Invalid value received for argument `mode`. Expected 'batch' or "
+            "'sample' (a Bernoulli gate; `subset_gate` draws the 'subset' gate). "
+            f"Received: mode={mode!r}"
+        )
     if mode == "batch":
         uniform = keras.random.uniform((), dtype="float32", seed=seed)
     else:
@@ -236,6 +242,99 @@ def bernoulli_gate(
         uniform = backend.replica_uniform(shape, seed)
     keep = keras.ops.less(uniform, keras.ops.cast(survival_probability, "float32"))
     return keras.ops.cast(keep, "float32")
+
+
+def kept_count(batch_size: Any, survival_probability: Any) -> Any:
+    """How many examples keep the branch in `mode="subset"`: `k = round(p * batch)`.
+
+    At least one when `p > 0` (as DINOv2), none when `p == 0`. With a Python
+    `p` and a batch size known when compiling, `k` is a compile-time
+    constant, which XLA needs for the static shape of the kept rows.
+    """
+    probability = keras.ops.cast(survival_probability, "float32")
+    count = keras.ops.cast(keras.ops.round(probability * keras.ops.cast(batch_size, "float32")), "int32")
+    return keras.ops.where(probability > 0, keras.ops.maximum(count, 1), 0)
+
+
+def subset_gate(residual: Any, survival_probability: Any, *, seed: SeedLike = None) -> Any:
+    """Draws the gate of `mode="subset"`: exactly `kept_count(batch, p)` ones, as float32.
+
+    The kept examples are a uniformly random subset of that size, drawn
+    without replacement: the `k` examples with the smallest uniform draws
+    (the same draws and the same rows as `kept_rows`). Shape
+    `[batch, 1, ..., 1]`; across replicas, each replica keeps its own
+    subset of its batch (the replica id is folded into the draw).
+    """
+    batch = keras.ops.shape(residual)[0]
+    uniform = backend.replica_uniform((batch,), seed)
+    ranks = keras.ops.argsort(keras.ops.argsort(uniform))
+    keep = keras.ops.less(ranks, kept_count(batch, survival_probability))
+    return keras.ops.reshape(keras.ops.cast(keep, "float32"), (batch,) + (1,) * (len(residual.shape) - 1))
+
+
+def draw_gate(residual: Any, survival_probability: Any, *, mode: str = "batch", seed: SeedLike = None) -> Any:
+    """The training gate of any mode: `bernoulli_gate` or, for `"subset"`, `subset_gate`."""
+    if validate_mode(mode) == "subset":
+        return subset_gate(residual, survival_probability, seed=seed)
+    return bernoulli_gate(residual, survival_probability, mode=mode, seed=seed)
+
+
+def keep_probability(residual: Any, survival_probability: Any, *, mode: str = "batch") -> Any:
+    """The probability that an example keeps the branch: `p`, or `k / batch` for `"subset"`.
+
+    The inverted convention divides by it, so that the training output's
+    expectation is exactly the inference output (DINOv2 scales by
+    `batch / k`).
+    """
+    if validate_mode(mode) != "subset":
+        return survival_probability
+    batch = keras.ops.shape(residual)[0]
+    return keras.ops.cast(kept_count(batch, survival_probability), "float32") / keras.ops.cast(batch, "float32")
+
+
+def kept_rows(
+    inputs: Any,
+    survival_probability: Any,
+    *,
+    mode: str,
+    seed: SeedLike = None,
+    count: Any = None,
+) -> tuple:
+    """The examples that keep the branch, for per-example compute skipping.
+
+    Draws the same gate as the merge layer of the same mode and seed and
+    returns its kept rows: in `"sample"` mode the examples whose Bernoulli
+    gate is open (their number varies, so the result has a dynamic shape),
+    in `"subset"` mode the `k` examples with the smallest uniform draws.
+
+    Args:
+        inputs: the block input; only its batch size is used.
+        survival_probability: `p`, a float or a scalar tensor or variable.
+        mode: `"sample"` or `"subset"`.
+        seed: as for `bernoulli_gate`.
+        count: `"subset"` only: the number kept, if it must be fixed when
+            compiling (XLA); default `kept_count(batch, p)`.
+
+    Returns:
+        `(indices, keep_probability)`: int32 row indices, and the float32
+        probability that an example is kept (`p`, or `k / batch`).
+    """
+    if mode == "sample":
+        gate = bernoulli_gate(inputs, survival_probability, mode="sample", seed=seed)
+        indices = keras.ops.nonzero(keras.ops.reshape(gate, (-1,)))[0]
+        return keras.ops.cast(indices, "int32"), keras.ops.cast(survival_probability, "float32")
+    if mode != "subset":
+        raise ValueError(
+            "Invalid value received for argument `mode`. Expected a per-example "
+            f"mode, 'sample' or 'subset'. Received: mode={mode!r}"
+        )
+    batch = keras.ops.shape(inputs)[0]
+    if count is None:
+        count = kept_count(batch, survival_probability)
+    uniform = backend.replica_uniform((batch,), seed)
+    _, indices = keras.ops.top_k(keras.ops.negative(uniform), count, sorted=False)
+    probability = keras.ops.cast(count, "float32") / keras.ops.cast(batch, "float32")
+    return keras.ops.cast(indices, "int32"), probability
 
 
 def gate_scale(gate: Any, survival_probability: Any, *, inverted: bool, dtype: Any) -> Any:
@@ -274,8 +373,13 @@ def stochastic_depth(
     Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016.
 
     The gate is one scalar per call in `mode="batch"` (the paper, TensorFlow
-    Addons, KerasCV) or one per example in `mode="sample"` (timm's DropPath).
-    A Python `p == 1` is an exact plain add in both phases.
+    Addons, KerasCV), one per example in `mode="sample"` (timm's DropPath),
+    or, in `mode="subset"`, one per example with exactly `k = round(p *
+    batch)` examples kept (at least one when `p > 0`), a uniformly random
+    subset without replacement, and `b / (k / batch)` in the inverted
+    convention (DINOv2's fixed-size subset). Subset mode's keep rate is
+    `k / batch`, which is `p` up to the rounding. A Python `p == 1` is an
+    exact plain add in both phases.
 
     Args:
         shortcut: the identity or projected input of the block.
@@ -285,7 +389,7 @@ def stochastic_depth(
             retrace; its value is not checked in the graph).
         training: True for the stochastic training form; False or None for
             the deterministic inference form.
-        mode: `"batch"` or `"sample"`.
+        mode: `"batch"`, `"sample"` or `"subset"`.
         inverted: False for the paper's convention (scale at inference), True
             for the inverted one (scale by `1 / p` in training).
         seed: None, an int or a `keras.random.SeedGenerator`. Inside a
@@ -321,8 +425,9 @@ def stochastic_depth(
             return keras.ops.add(shortcut, residual)
         scale = inference_scale(survival_probability, inverted=False, dtype=dtype)
         return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
-    gate = bernoulli_gate(residual, survival_probability, mode=mode, seed=seed)
-    scale = gate_scale(gate, survival_probability, inverted=inverted, dtype=dtype)
+    gate = draw_gate(residual, survival_probability, mode=mode, seed=seed)
+    kept = keep_probability(residual, survival_probability, mode=mode)
+    scale = gate_scale(gate, kept, inverted=inverted, dtype=dtype)
     return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
 
 

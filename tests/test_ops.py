@@ -271,7 +271,7 @@ def test_inverted_with_zero_is_refused():
 @pytest.mark.parametrize("mode", ["row", "Batch", None, 1])
 def test_unknown_mode_is_refused(mode):
     shortcut, residual = pair()
-    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample'\). Received: mode="):
+    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample', 'subset'\). Received: mode="):
         ops.stochastic_depth(shortcut, residual, 0.5, mode=mode)
 
 
@@ -313,3 +313,62 @@ def test_integer_inputs_are_refused():
     residual = np.zeros((2, 3), "int32")
     with pytest.raises(TypeError, match=r"Expected a floating point tensor.*Received: shortcut with dtype=int32"):
         ops.stochastic_depth(shortcut, residual, 0.5)
+
+
+# mode="subset": a fixed number of kept examples per call.
+
+
+@pytest.mark.parametrize(
+    "batch, p, expected",
+    [(10, 0.6, 6), (10, 0.04, 1), (10, 0.0, 0), (10, 1.0, 10), (8, 0.55, 4), (3, 0.5, 2)],
+)
+def test_kept_count_rounds_and_keeps_at_least_one(batch, p, expected):
+    assert int(ops.kept_count(batch, p)) == expected
+
+
+def test_subset_gate_keeps_exactly_k_uniformly_random_examples():
+    generator = keras.random.SeedGenerator(0)
+    residual = np.zeros((10, 3, 3, 2), "float32")
+    calls = 500
+    gates = np.stack([keras.ops.convert_to_numpy(ops.subset_gate(residual, 0.6, seed=generator)) for _ in range(calls)])
+    assert gates.shape == (calls, 10, 1, 1, 1)
+    assert np.all(gates.reshape(calls, 10).sum(axis=1) == 6)
+    # Every example is kept with probability k / batch = 0.6.
+    assert np.all(np.abs(gates.reshape(calls, 10).mean(axis=0) - 0.6) <= binomial_bound(0.6, calls))
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_subset_training_scales_kept_rows_by_batch_over_k(inverted):
+    shortcut, residual = pair(shape=(8, 2))
+    output = ops.stochastic_depth(shortcut, residual, 0.55, training=True, mode="subset", inverted=inverted, seed=3)
+    scale = (output - shortcut) / residual
+    kept = np.abs(scale) > 1e-6
+    assert kept.all(axis=1).sum() == 4 and (kept.any(axis=1) == kept.all(axis=1)).all()
+    np.testing.assert_allclose(scale[kept], 8 / 4 if inverted else 1.0, rtol=1e-5)
+
+
+def test_subset_inference_is_the_sample_inference():
+    shortcut, residual = pair()
+    for inverted in (False, True):
+        np.testing.assert_array_equal(
+            ops.stochastic_depth(shortcut, residual, 0.7, mode="subset", inverted=inverted),
+            ops.stochastic_depth(shortcut, residual, 0.7, mode="sample", inverted=inverted),
+        )
+
+
+def test_kept_rows_are_the_rows_the_gate_keeps():
+    inputs = np.zeros((12, 4), "float32")
+    for mode in ("sample", "subset"):
+        gate = ops.draw_gate(inputs, 0.5, mode=mode, seed=9)
+        indices, _ = ops.kept_rows(inputs, 0.5, mode=mode, seed=9)
+        assert sorted(keras.ops.convert_to_numpy(indices).tolist()) == np.flatnonzero(keras.ops.convert_to_numpy(gate)).tolist()
+
+
+def test_kept_rows_refuses_batch_mode():
+    with pytest.raises(ValueError, match="Invalid value received for argument `mode`. Expected a per-example mode"):
+        ops.kept_rows(np.zeros((2, 3), "float32"), 0.5, mode="batch")
+
+
+def test_bernoulli_gate_refuses_subset_mode():
+    with pytest.raises(ValueError, match="Invalid value received for argument `mode`. Expected 'batch' or 'sample'"):
+        ops.bernoulli_gate(np.zeros((2, 3), "float32"), 0.5, mode="subset")

@@ -192,13 +192,13 @@ def replace(**values):
 # nested object is deserialized is wrapped in a TypeError by Keras.
 TAMPERED = {
     "merge_mode": ("merge", replace(mode="banana"), TypeError,
-                   r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample'\)\. Received: mode='banana'"),
+                   r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample', 'subset'\)\. Received: mode='banana'"),
     "merge_survival_probability": ("merge", replace(survival_probability=7), TypeError,
                                    r"Invalid value received for argument `survival_probability`\. Expected a float between 0 and 1"),
     "merge_inverted": ("merge", replace(inverted="yes"), TypeError,
                        r"Invalid type received for argument `inverted`\. Expected a bool"),
     "block_mode": ("block", replace(mode="banana"), ValueError,
-                   r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample'\)"),
+                   r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample', 'subset'\)"),
     "block_survival_probability": ("block", replace(survival_probability=7), ValueError,
                                    r"Invalid value received for argument `survival_probability`\. Expected a float between 0 and 1"),
     "block_branch_number": ("block", replace(branch=3), TypeError,

@@ -28,6 +28,11 @@ class StochasticDepth(keras.layers.Layer):
     - `mode="batch"` (default) draws one gate per call: the whole batch keeps
       or drops the block, as in the paper, TensorFlow Addons and KerasCV.
       `mode="sample"` draws one gate per example (timm's DropPath).
+      `mode="subset"` keeps exactly `k = round(p * batch)` examples (at
+      least one when `p > 0`), a random subset without replacement, and
+      scales them by `batch / k` in the inverted convention (DINOv2): the
+      per-example mode whose kept count is fixed, so a
+      `StochasticDepthBlock` can skip dropped examples under XLA too.
     - `inverted=False` (default) is the paper's scaling at inference.
 
     The survival probability lives in a non-trainable float32 variable,
@@ -46,7 +51,7 @@ class StochasticDepth(keras.layers.Layer):
         survival_probability: probability `p` in `[0, 1]` that the residual
             branch is kept in training. `1.0` makes the layer a plain add;
             `0.0` always drops the branch (refused with `inverted=True`).
-        mode: `"batch"` or `"sample"`, see above.
+        mode: `"batch"`, `"sample"` or `"subset"`, see above.
         inverted: False for the paper's convention, True for the inverted one.
         seed: int or None. A seeded layer draws a reproducible sequence of
             gates; two unseeded layers draw independent ones.

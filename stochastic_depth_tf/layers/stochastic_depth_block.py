@@ -12,6 +12,12 @@ from stochastic_depth_tf import _xla, backend, ops
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 
 
+# Per-example skipping gathers and scatters rows: below a drop rate of about
+# 0.1 that costs more than it saves (DINOv2's remark; measured in
+# benchmarks/results/per_example.md), so there the branch is multiplied.
+PER_EXAMPLE_SKIP_ABOVE = 0.9
+
+
 @keras.saving.register_keras_serializable(package="stochastic_depth_tf")
 class StochasticDepthBlock(keras.layers.Layer):
     """A residual block `shortcut(x) + gate * branch(x)` that skips dropped branches.
@@ -168,20 +174,38 @@ class StochasticDepthBlock(keras.layers.Layer):
         if self.shortcut is not None and not self.shortcut.built:
             self.shortcut.build(input_shape)
         self.compute_output_shape(input_shape)
+        if self.mode != "batch" and self.skip_compute:
+            self._check_branch_keeps_the_batch(input_shape)
+
+    def _check_branch_keeps_the_batch(self, input_shape: Any) -> None:
+        """Per-example skipping adds row `i` of the branch output to row `i` of the shortcut."""
+        for batch in (3, 5):
+            spec = keras.KerasTensor((batch,) + tuple(input_shape[1:]), dtype=self.compute_dtype)
+            output_batch = self.branch.compute_output_spec(spec).shape[0]
+            if output_batch != batch:
+                raise ValueError(
+                    f"Invalid `branch` received by StochasticDepthBlock '{self.name}' "
+                    f"with mode={self.mode!r} and skip_compute=True. Expected a branch "
+                    "whose output has the batch size of its input (it runs on the "
+                    "kept examples only). Received: a branch mapping a batch of "
+                    f"{batch} to a batch of {output_batch}"
+                )
 
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
         training = ops.validate_training(training)
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
-        rewrite = False
-        if self._skips(training) and _xla.under_xla():
-            rewrite = _xla.rewrite_applies(_xla.device_type(inputs.device))
-            skip = not rewrite or self._conditional_is_fast_under_xla(inputs)
-        else:
-            skip = self._skips(training)
-        if not skip:
-            residual = self.branch(inputs, training=training)
-            return self.merge([shortcut, keras.ops.cast(residual, shortcut.dtype)], training=training)
+        xla = _xla.under_xla()
+        if self._skips(training) and self.mode == "batch":
+            rewrite = xla and _xla.rewrite_applies(_xla.device_type(inputs.device))
+            if not rewrite or self._conditional_is_fast_under_xla(inputs):
+                return self._skip_dropped_batch(inputs, shortcut, rewrite)
+        elif self._skips(training) and not (xla and self.mode == "sample"):
+            return self._skip_dropped_examples(inputs, shortcut, xla)
+        residual = self.branch(inputs, training=training)
+        return self.merge([shortcut, keras.ops.cast(residual, shortcut.dtype)], training=training)
 
+    def _skip_dropped_batch(self, inputs: Any, shortcut: Any, rewrite: bool) -> Any:
+        """Batch mode: the branch runs inside a conditional on the one gate."""
         probability = self.survival_probability_variable
         with backend.host_device():
             gate = ops.bernoulli_gate(shortcut, probability, mode="batch", seed=self.merge.seed_generator)
@@ -194,11 +218,47 @@ class StochasticDepthBlock(keras.layers.Layer):
                 residual = keras.ops.cast(self.branch(inputs, training=True), shortcut.dtype)
             return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
 
-        def dropped() -> Any:
-            return shortcut
+        return self._conditional(keep, kept, shortcut)
 
+    def _skip_dropped_examples(self, inputs: Any, shortcut: Any, xla: bool) -> Any:
+        """Per-example modes: the branch runs on the kept examples only.
+
+        They are gathered, run through the branch, scaled, and added back
+        into their rows of the shortcut; dropped rows are the shortcut as is.
+        Under XLA (subset mode only) the kept count comes from the
+        configured survival probability, a compile-time constant.
+        """
+        count = None
+        if xla:
+            if self.survival_probability == 0.0:
+                return shortcut
+            count = ops.kept_count(keras.ops.shape(inputs)[0], self.survival_probability)
+        with backend.host_device():
+            indices, keep_probability = ops.kept_rows(
+                inputs,
+                self.survival_probability_variable,
+                mode=self.mode,
+                seed=self.merge.seed_generator,
+                count=count,
+            )
+            any_kept = keras.ops.greater(keras.ops.size(indices), 0)
+        scale = ops.gate_scale(keras.ops.ones(()), keep_probability, inverted=self.inverted, dtype=shortcut.dtype)
+
+        def kept() -> Any:
+            residual = self.branch(keras.ops.take(inputs, indices, axis=0), training=True)
+            rows = keras.ops.take(shortcut, indices, axis=0)
+            rows = keras.ops.add(rows, keras.ops.multiply(scale, keras.ops.cast(residual, shortcut.dtype)))
+            return keras.ops.scatter_update(shortcut, keras.ops.expand_dims(indices, -1), rows)
+
+        if xla:  # at least one example is kept whenever p > 0
+            return kept()
+        # In graph mode no example may be kept: the branch (BatchNormalization
+        # in particular) must not see an empty batch.
+        return self._conditional(any_kept, kept, shortcut)
+
+    def _conditional(self, predicate: Any, kept: Any, shortcut: Any) -> Any:
         try:
-            return keras.ops.cond(keep, kept, dropped)
+            return keras.ops.cond(predicate, kept, lambda: shortcut)
         except RuntimeError as error:
             if "merge_call" not in str(error):
                 raise
@@ -212,8 +272,10 @@ class StochasticDepthBlock(keras.layers.Layer):
             ) from error
 
     def _skips(self, training: bool) -> bool:
-        """Whether this call may skip a dropped branch (before XLA is considered)."""
-        if not (training and self.mode == "batch" and self.skip_compute):
+        """Whether this call may skip dropped branches or examples (before XLA is considered)."""
+        if not (training and self.skip_compute):
+            return False
+        if self.mode != "batch" and self.survival_probability > PER_EXAMPLE_SKIP_ABOVE:
             return False
         # Every replica draws the same batch gate, so skipping is consistent;
         # but TensorFlow's all-reduce cannot sit inside a conditional.

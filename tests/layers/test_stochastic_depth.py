@@ -287,7 +287,7 @@ def test_bad_constructor_arguments_are_refused():
         sdt.StochasticDepth(True)
     with pytest.raises(TypeError, match=r"argument `survival_probability`. Expected a float.*Received: survival_probability='high'"):
         sdt.StochasticDepth("high")
-    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample'\). Received: mode='row'"):
+    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample', 'subset'\). Received: mode='row'"):
         sdt.StochasticDepth(0.5, mode="row")
     with pytest.raises(ValueError, match=r"greater than 0 with `inverted=True`"):
         sdt.StochasticDepth(0.0, inverted=True)
