@@ -1,0 +1,146 @@
+"""Tests of `stochastic_depth_tf.recipes`: the recipe's pieces and the statistics the demo prints."""
+
+import keras
+import numpy as np
+import pytest
+
+from stochastic_depth_tf import datasets, recipes
+
+
+def test_digits_recipe_is_the_papers_optimizer_with_digit_shifts():
+    recipe = recipes.DIGITS
+    assert (recipe.momentum, recipe.nesterov, recipe.decay) == (0.9, True, "cosine")
+    assert recipe.shift == 2 and not recipe.horizontal_flip
+    assert recipe.warmup_learning_rate == recipe.learning_rate / 10
+    assert recipes.RECIPES["paper"] is recipes.PAPER
+    assert (recipes.PAPER.epochs, recipes.PAPER.batch_size, recipes.PAPER.learning_rate) == (500, 128, 0.1)
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
+    recipe = recipes.DIGITS.replace(epochs=10, warmup_epochs=2)
+    schedule = recipes.learning_rate_schedule(recipe, steps_per_epoch=20)
+    rate = lambda step: float(schedule(step))  # noqa: E731
+    assert rate(0) == pytest.approx(recipe.warmup_learning_rate)
+    assert rate(20) == pytest.approx((recipe.warmup_learning_rate + recipe.learning_rate) / 2)
+    assert rate(40) == pytest.approx(recipe.learning_rate)
+    assert rate(120) == pytest.approx(recipe.learning_rate / 2, rel=1e-3)
+    assert rate(200) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_step_schedule_is_the_papers_divided_by_ten_at_half_and_three_quarters():
+    schedule = recipes.learning_rate_schedule(recipes.PAPER, steps_per_epoch=352)
+    total = 500 * 352
+    rates = [float(schedule(step)) for step in (0, 351, 353, total // 2 - 1, total // 2 + 1, total * 3 // 4 + 1)]
+    assert rates == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.001])
+
+
+def test_optimizer_is_nesterov_sgd_with_weight_decay():
+    optimizer = recipes.optimizer(recipes.DIGITS, steps_per_epoch=20)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.nesterov and optimizer.momentum == 0.9
+    assert optimizer.weight_decay == recipes.DIGITS.weight_decay
+
+
+def test_augmentation_shifts_whole_pixels_within_the_zero_padding():
+    images = datasets.load_digits()["train"][0][:256]
+    shifted = np.asarray(recipes.augmentation(recipes.DIGITS, images.shape[1:], seed=0)(images, training=True))
+    # Whole-pixel shifts of at most 2 keep every pixel of the 8x8 digit inside the 12x12 image.
+    np.testing.assert_allclose(shifted.sum(axis=(1, 2, 3)), images.sum(axis=(1, 2, 3)), rtol=1e-5)
+    moved = [not np.array_equal(a, b) for a, b in zip(shifted, images)]
+    # 25 integer offsets per image; "no move" has probability about 1/9 under nearest rounding.
+    assert 0.6 < np.mean(moved) < 1.0
+
+
+def test_training_dataset_batches_every_example_each_epoch():
+    images, labels = datasets.load_digits()["train"]
+    dataset = recipes.training_dataset(recipes.DIGITS, images, labels, seed=0)
+    seen = np.concatenate([y.numpy() for _, y in dataset])
+    assert sorted(seen.tolist()) == sorted(labels.tolist())
+    first = next(iter(dataset))[0]
+    assert tuple(first.shape) == (recipes.DIGITS.batch_size, 12, 12, 1)
+
+
+@pytest.mark.parametrize("changes, argument", [
+    ({"epochs": 0}, "epochs"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"decay": "linear"}, "decay"),
+    ({"epochs": 2, "warmup_epochs": 2}, "warmup_epochs"),
+])
+def test_bad_recipes_are_refused(changes, argument):
+    with pytest.raises(ValueError, match=rf"Invalid value received for argument `{argument}`"):
+        recipes.DIGITS.replace(**changes)
+
+
+def test_mean_interval_is_the_student_t_interval():
+    mean, half_width = recipes.mean_interval([1.0, 2.0, 3.0])
+    # t(0.975, 2) = 4.3027; std 1; three values.
+    assert mean == 2.0 and half_width == pytest.approx(4.3027 / np.sqrt(3), rel=1e-4)
+    assert np.isnan(recipes.mean_interval([0.5])[1])
+
+
+@pytest.mark.parametrize("differences, verdict", [
+    ([0.01, -0.01, 0.005], "within the spread of the seeds"),
+    ([-0.030, -0.028, -0.032], "stochastic depth lower by more than the spread of the seeds"),
+    ([0.020, 0.021, 0.019], "stochastic depth higher by more than the spread of the seeds"),
+    ([0.02], "one seed cannot tell"),
+])
+def test_describe_difference_computes_its_verdict(differences, verdict):
+    assert verdict in recipes.describe_difference(differences)
+
+
+def test_describe_difference_refuses_no_values():
+    with pytest.raises(ValueError, match="Invalid value received for argument `differences`"):
+        recipes.describe_difference([])
+
+
+@pytest.mark.parametrize("final_survival_probability", [1.0, 0.5])
+def test_zero_init_residual_makes_every_block_start_as_the_identity(final_survival_probability):
+    import stochastic_depth_tf as sdt
+
+    model = sdt.models.cifar_resnet(depth=14, final_survival_probability=final_survival_probability, input_shape=(12, 12, 1))
+    assert recipes.zero_init_residual_branches(model) == 6
+    last_gammas = [v for v in model.trainable_weights if v.path.endswith("_bn2/gamma")]
+    assert all(np.all(np.asarray(v) == 0.0) for v in last_gammas)
+    assert all(np.all(np.asarray(v) == 1.0) for v in model.trainable_weights if v.path.endswith("_bn1/gamma"))
+
+
+def test_with_epochs_keeps_the_warm_up_within_a_quarter_of_a_short_run():
+    assert recipes.DIGITS.with_epochs(60).warmup_epochs == recipes.DIGITS.warmup_epochs
+    assert recipes.DIGITS.with_epochs(4).warmup_epochs == 1.0
+    with pytest.raises(ValueError, match="Invalid value received for argument `epochs`. Expected a positive int"):
+        recipes.DIGITS.with_epochs(0)
+
+
+def test_trainer_reuses_one_compiled_step_and_sets_each_runs_survival_probabilities():
+    import stochastic_depth_tf as sdt
+
+    data = datasets.load_digits()
+    trainer = recipes.Trainer(data, recipes.DIGITS.with_epochs(1), depth=8, plain=False, validation=False)
+    first = trainer.run(final_survival_probability=0.5, seed=0)
+    step = trainer.model.train_function
+    second = trainer.run(final_survival_probability=0.8, seed=1)
+    assert trainer.model.train_function is step  # not traced again
+    layers = sdt.callbacks.stochastic_depth_layers(trainer.model)
+    expected = sdt.schedules.linear_decay(3, 0.8)
+    np.testing.assert_allclose([layer.survival_probability for layer in layers], expected, rtol=1e-6)
+    np.testing.assert_allclose([float(np.asarray(layer.survival_probability_variable)) for layer in layers],
+                               expected, rtol=1e-6)
+    assert int(trainer.model.optimizer.iterations) == recipes.steps_per_epoch(trainer.recipe, len(data["train"][0]))
+    for run in (first, second):
+        assert 0.0 <= run["test_accuracy"] <= 1.0 and len(run["epoch_seconds"]) == 1
+
+
+def test_trainer_refuses_a_survival_probability_of_the_other_architecture():
+    trainer = recipes.Trainer(datasets.load_digits(), recipes.DIGITS.with_epochs(1), depth=8, plain=True)
+    with pytest.raises(ValueError, match="argument `final_survival_probability`. Expected 1.0 for a plain trainer"):
+        trainer.run(final_survival_probability=0.5)
+
+
+@pytest.mark.parametrize("final_survival_probability", [1.0, 0.5])
+def test_batch_norm_momentum_reaches_every_batch_normalization(final_survival_probability):
+    import stochastic_depth_tf as sdt
+
+    model = sdt.models.cifar_resnet(depth=14, final_survival_probability=final_survival_probability,
+                                    shortcut="projection", input_shape=(12, 12, 1))
+    # stem + 2 per block x 6 blocks + 2 projection shortcuts
+    assert recipes.set_batch_norm_momentum(model, 0.9) == 15
