@@ -85,6 +85,14 @@ def apply_stochastic_depth(
     state). With `final_survival_probability=1.0` the new model computes
     exactly what the original does.
 
+    Surgery writes merge layers, never `StochasticDepthBlock`s, so the new
+    model computes every branch (in any mode). A block needs its branch as
+    one layer; moving a keras.applications branch into a nested model would
+    change its layers' paths and the order of `get_weights()`, and the
+    point of surgery is a model that still loads the original's weight files
+    and `set_weights`. To skip compute, build the network on blocks
+    (`stochastic_depth_tf.models`, or `StochasticDepthBlock` in your own).
+
     Args:
         model: a functional `keras.Model` (built with `keras.Model(inputs,
             outputs)`, as every keras.applications model is), with at least
@@ -93,8 +101,9 @@ def apply_stochastic_depth(
             survival probability with `"linear"`, every block's with
             `"uniform"`. Must be greater than 0 with `inverted=True`.
         distribution: `"linear"` (the paper's decay) or `"uniform"`.
-        mode: `"batch"` (one gate per call, the paper) or `"sample"` (one gate
-            per example, as Keras' EfficientNet drop-connect and timm).
+        mode: `"batch"` (one gate per call, the paper), `"sample"` (one gate
+            per example, as Keras' EfficientNet drop-connect and timm) or
+            `"subset"` (a fixed number of kept examples, DINOv2).
         inverted: False for the paper's scaling at inference, True for the
             inverted scaling in training.
         seed: None or a non-negative int. With an int, the `l`-th layer (from

@@ -35,8 +35,32 @@ class StochasticDepthBlock(keras.layers.Layer):
     backward pass, and leaves the branch's BatchNormalization moving
     statistics untouched, as in the paper's implementation. That is the
     paper's speed-up: with linear decay to 0.5 about a quarter of the blocks
-    are skipped at each step. `mode="sample"` computes the branch and gates
-    each example, like the merge layer; so does inference.
+    are skipped at each step. Inference computes the branch, like the merge
+    layer.
+
+    In the per-example modes the block skips the dropped *examples*
+    (DINOv2's idea): the kept rows are gathered, run through the branch,
+    scaled and added back into their rows of the shortcut; dropped rows are
+    the shortcut as is, with no forward and no backward pass. The gate is
+    the merge layer's gate of the same mode and seed, so the training output
+    is the merge layer's:
+
+    - `mode="sample"`: each example kept with probability `p` (a Bernoulli
+      count). In graph mode only: under XLA a varying count has no static
+      shape, so there the branch is computed and multiplied.
+    - `mode="subset"`: exactly `k = round(p * batch)` examples (at least one
+      when `p > 0`), a uniformly random subset, scaled by `batch / k` in the
+      inverted convention. Skips in graph mode and under XLA. Under XLA `k`
+      is fixed when compiling, from the configured `survival_probability`;
+      a schedule that moves `survival_probability_variable` changes `k` in
+      graph mode only.
+
+    BatchNormalization inside the branch then normalizes over, and updates
+    its moving statistics from, the kept examples only. A branch must act
+    on examples independently (anything else that mixes the batch is the
+    user's responsibility) and keep the batch size, which is checked when
+    the block is built. Above `p = 0.9` gathering costs more than it saves,
+    so there the branch is computed and multiplied.
 
     Under XLA (`jit_compile=True`) the block skips too, with one twist: XLA
     on CPU runs the stock gradients of a convolution inside a conditional
@@ -66,13 +90,15 @@ class StochasticDepthBlock(keras.layers.Layer):
             subsampling) for blocks that change shape.
         survival_probability: probability `p` in `[0, 1]` of keeping the
             branch in training.
-        mode: `"batch"` (one gate per call; skips compute) or `"sample"`
-            (one gate per example; computes the branch).
+        mode: `"batch"` (one gate per call; skips dropped branches),
+            `"sample"` (one Bernoulli gate per example) or `"subset"` (a
+            fixed number of kept examples); the per-example modes skip
+            dropped examples.
         inverted: False for the paper's scaling at inference, True for the
             inverted scaling in training.
         seed: int or None, as for `StochasticDepth`.
-        skip_compute: True (default) to skip dropped branches where that is
-            possible (batch mode, training); False to always compute the
+        skip_compute: True (default) to skip dropped branches or examples
+            where that is possible (training); False to always compute the
             branch and multiply by the gate.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
