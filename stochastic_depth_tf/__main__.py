@@ -1,11 +1,14 @@
 """`python -m stochastic_depth_tf`: train a plain and a stochastic-depth ResNet, compare.
 
 On scikit-learn's bundled digits (offline; 8x8 images zero-padded to 12x12)
-the demo trains the paper's CIFAR ResNet twice per seed, once plain (`Add`)
-and once with stochastic depth (linear decay, blocks that skip the compute
-of dropped branches), prints test accuracy, training time per epoch and
-their ratio, then exports the stochastic model as a SavedModel, reloads it
-and checks that it predicts what the Keras model predicts.
+the demo trains the paper's CIFAR ResNet twice per seed with the package's
+training recipe (`sdt.recipes`: SGD with Nesterov momentum, warm-up and
+cosine decay, weight decay, random shifts), once plain (`Add`) and once with
+stochastic depth (linear decay, blocks that skip the compute of dropped
+branches), prints test accuracy over the seeds, the paired difference, the
+training time per epoch and their ratio, and a conclusion computed from those
+numbers; then exports the stochastic model as a SavedModel, reloads it and
+checks that it predicts what the Keras model predicts.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import tempfile
-import time
 from typing import Dict, List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,21 +27,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from stochastic_depth_tf import datasets  # noqa: E402
+from stochastic_depth_tf import datasets, recipes  # noqa: E402
 
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each training epoch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: List[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self.seconds.append(time.perf_counter() - self._started)
+MODELS = ("plain", "stochastic depth")
+DEFAULT_RECIPE = {"digits": "digits", "cifar10": "paper"}
 
 
 def load_data(name: str) -> Dict[str, tuple]:
@@ -54,41 +46,9 @@ def load_data(name: str) -> Dict[str, tuple]:
         ) from None
     x_train, x_test = x_train.astype("float32") / 255.0, x_test.astype("float32") / 255.0
     y_train, y_test = y_train.ravel().astype("int64"), y_test.ravel().astype("int64")
-    cut = len(x_train) - 5000
+    # The paper holds out 5,000 training images for validation (45,000 / 5,000 / 10,000).
+    cut = len(x_train) - min(5000, len(x_train) // 10)
     return {"train": (x_train[:cut], y_train[:cut]), "validation": (x_train[cut:], y_train[cut:]), "test": (x_test, y_test)}
-
-
-def train_once(args: argparse.Namespace, data: Dict[str, tuple], stochastic: bool, seed: int) -> dict:
-    keras.utils.set_random_seed(seed)
-    x_train, y_train = data["train"]
-    model = sdt.models.cifar_resnet(
-        depth=args.depth,
-        num_classes=10,
-        final_survival_probability=args.final_survival_probability if stochastic else 1.0,
-        mode=args.mode,
-        skip_compute=True,
-        seed=seed,
-        input_shape=x_train.shape[1:],
-        name="stochastic_depth" if stochastic else "plain",
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=args.jit_compile,
-    )
-    timer = EpochTimer()
-    label = "stochastic depth" if stochastic else "plain"
-    print(f"\n== {label}, ResNet-{args.depth}, seed {seed} ==", flush=True)
-    history = model.fit(
-        x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-        validation_data=data["validation"], callbacks=[timer], verbose=args.verbose,
-    )
-    _, test_accuracy = model.evaluate(*data["test"], batch_size=256, verbose=0)
-    # The first epoch includes tracing and compilation; the others are the step cost.
-    steady = timer.seconds[1:] or timer.seconds
-    return {"model": model, "history": history.history, "test_accuracy": test_accuracy,
-            "seconds_per_epoch": float(np.mean(steady))}
 
 
 def check_export(model: keras.Model, images: np.ndarray) -> float:
@@ -101,6 +61,7 @@ def check_export(model: keras.Model, images: np.ndarray) -> float:
 
 
 def summarize(results: Dict[str, List[dict]]) -> List[dict]:
+    """One row per model: test accuracy mean and std over seeds, s / epoch, ratio to plain."""
     plain_time = np.mean([r["seconds_per_epoch"] for r in results["plain"]])
     rows = []
     for name, runs in results.items():
@@ -109,7 +70,7 @@ def summarize(results: Dict[str, List[dict]]) -> List[dict]:
         rows.append({
             "model": name,
             "test_accuracy_mean": float(np.mean(accuracies)),
-            "test_accuracy_std": float(np.std(accuracies)),
+            "test_accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
             "seconds_per_epoch": float(seconds),
             "time_ratio": float(seconds / plain_time),
         })
@@ -127,6 +88,34 @@ def markdown_table(rows: List[dict], seeds: int) -> str:
             f"{row['seconds_per_epoch']:.2f} | {row['time_ratio']:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def conclusion(plain_accuracies: Sequence[float], stochastic_accuracies: Sequence[float],
+               time_ratio: float, expected_share: float) -> str:
+    """What the run showed, computed from its numbers: accuracy (paired by seed) and time.
+
+    Args:
+        plain_accuracies: test accuracy of the plain model, one per seed.
+        stochastic_accuracies: the stochastic model's, same seeds, same order.
+        time_ratio: stochastic / plain seconds per epoch.
+        expected_share: the expected share of residual branches computed
+            per step (the mean survival probability).
+
+    Returns:
+        Two lines of text.
+    """
+    plain, stochastic = np.asarray(plain_accuracies, float), np.asarray(stochastic_accuracies, float)
+    if plain.shape != stochastic.shape:
+        raise ValueError(
+            "Invalid values received for arguments `plain_accuracies` and `stochastic_accuracies`. "
+            f"Expected one value per seed in each. Received: {len(plain)} and {len(stochastic)} values"
+        )
+    accuracy = "Test accuracy, " + recipes.describe_difference(stochastic - plain, "stochastic depth", "plain") + "."
+    saving = 1.0 - time_ratio
+    speed = (f"Time per epoch: stochastic depth took {time_ratio:.2f} of the plain network's "
+             f"({'less' if saving > 0 else 'more'} by {abs(saving):.0%}); the expected share of "
+             f"residual branches computed is {expected_share:.2f}.")
+    return accuracy + "\n" + speed
 
 
 def write_outputs(directory: str, rows: List[dict], results: Dict[str, List[dict]], table: str) -> None:
@@ -159,53 +148,111 @@ def write_outputs(directory: str, rows: List[dict], results: Dict[str, List[dict
     plt.close(figure)
 
 
+def _check_output_directory(directory: str) -> Optional[str]:
+    """Creates `directory` and writes a probe file in it; returns why that failed, or None."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        return f"{type(error).__name__}: {error.strerror or error}"
+    return None
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stochastic_depth_tf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=["digits", "cifar10"], default="digits",
                         help="digits ships with scikit-learn (default); cifar10 downloads through keras.datasets")
+    parser.add_argument("--recipe", choices=sorted(recipes.RECIPES), default=None,
+                        help="training recipe of sdt.recipes: digits (15 epochs, cosine) or paper "
+                             "(500 epochs, step decay); default: digits for --dataset digits, paper for cifar10")
     parser.add_argument("--depth", type=int, default=32, help="ResNet depth, 6n + 2 (default 32: 15 blocks)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs per model (default 10)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per model; mean and spread are reported (default 1)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per model (default: the recipe's; the warm-up is then at most a quarter of them)")
+    parser.add_argument("--seeds", type=int, default=2,
+                        help="seeds per model, the same for both; mean, spread and paired difference (default 2)")
     parser.add_argument("--final-survival-probability", type=float, default=0.5, help="p_L of the linear decay (default 0.5)")
     parser.add_argument("--mode", choices=["batch", "sample"], default="batch", help="gate per batch (skips compute) or per example")
     parser.add_argument("--jit-compile", action="store_true", help="compile the training step with XLA")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the recipe's)")
     parser.add_argument("--output", default=None, help="directory for results.md, results.csv and curves.png")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (default 1)")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.seeds < 1 or args.batch_size < 1:
-        parser.error("--epochs, --seeds and --batch-size must be positive")
+
+    # Everything is checked here, before minutes of training can be lost.
+    for name in ("epochs", "seeds", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"argument --{name.replace('_', '-')}: expected a positive int, received {value}")
+    if args.depth < 8 or (args.depth - 2) % 6:
+        parser.error("Invalid value received for argument `depth`. Expected an int of the form 6n + 2 "
+                     f"with n >= 1 (20, 32, 44, 56, 110). Received: depth={args.depth}")
     try:
         sdt.schedules.linear_decay(1, args.final_survival_probability)
-        sdt.models.cifar_resnet(depth=args.depth, input_shape=(12, 12, 1))
     except (TypeError, ValueError) as error:
         parser.error(str(error))
+    recipe = recipes.RECIPES[args.recipe or DEFAULT_RECIPE[args.dataset]]
+    if args.epochs is not None:
+        recipe = recipe.with_epochs(args.epochs)
+    if args.batch_size is not None:
+        recipe = recipe.replace(batch_size=args.batch_size)
+    args.recipe = recipe
+    if args.output is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("argument --output: writing curves.png needs matplotlib; "
+                         "install it with pip install \"stochastic_depth_tf[demo]\"")
+        problem = _check_output_directory(args.output)
+        if problem:
+            parser.error(f"argument --output: expected a directory that can be created and written, "
+                         f"received {args.output!r} ({problem})")
     return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    recipe = args.recipe
     data = load_data(args.dataset)
     print(f"stochastic_depth_tf {sdt.__version__}: {args.dataset}, "
-          f"{len(data['train'][0])} training images of shape {data['train'][0].shape[1:]}")
-    results: Dict[str, List[dict]] = {"plain": [], "stochastic depth": []}
+          f"{len(data['train'][0])} training images of shape {data['train'][0].shape[1:]}; {recipe}")
+    survival = {"plain": 1.0, "stochastic depth": args.final_survival_probability}
+    # One compiled step per model for all seeds; each run starts from its seed's fresh weights.
+    trainers = {name: recipes.Trainer(data, recipe, depth=args.depth, plain=survival[name] == 1.0, mode=args.mode,
+                                      jit_compile=args.jit_compile) for name in MODELS}
+    results: Dict[str, List[dict]] = {name: [] for name in MODELS}
     for seed in range(args.seeds):
-        results["plain"].append(train_once(args, data, stochastic=False, seed=seed))
-        results["stochastic depth"].append(train_once(args, data, stochastic=True, seed=seed))
+        for name in MODELS:
+            print(f"\n== {name}, ResNet-{args.depth}, seed {seed} ==", flush=True)
+            results[name].append(trainers[name].run(survival[name], seed, verbose=args.verbose))
     rows = summarize(results)
     table = markdown_table(rows, args.seeds)
-    print(f"\nResNet-{args.depth}, {args.epochs} epochs, linear decay to "
-          f"{args.final_survival_probability}, mode {args.mode}, "
+    print(f"\nResNet-{args.depth}, recipe {recipe.name}: {recipe.epochs} epochs of batch {recipe.batch_size}, "
+          f"linear decay to {args.final_survival_probability}, mode {args.mode}, "
           f"{'XLA' if args.jit_compile else 'graph mode'} (s / epoch leaves out the first epoch):\n")
     print(table)
-    difference = check_export(results["stochastic depth"][-1]["model"], data["test"][0][:64])
+    num_blocks = 3 * ((args.depth - 2) // 6)
+    print(conclusion(
+        [r["test_accuracy"] for r in results["plain"]],
+        [r["test_accuracy"] for r in results["stochastic depth"]],
+        rows[1]["time_ratio"],
+        float(np.mean(sdt.schedules.linear_decay(num_blocks, args.final_survival_probability))),
+    ))
+    # The trainer's model holds the last seed's training.
+    difference = check_export(trainers["stochastic depth"].model, data["test"][0][:64])
     status = "match" if difference < 1e-4 else "DIFFER"
     print(f"SavedModel export of the stochastic model, reloaded: predictions {status} "
           f"(largest difference {difference:.2e})")
+    exit_code = 0 if difference < 1e-4 else 1
     if args.output:
-        write_outputs(args.output, rows, results, table)
+        try:
+            write_outputs(args.output, rows, results, table)
+        except OSError as error:
+            print(f"Could not write the outputs to {args.output!r} ({type(error).__name__}: {error}); "
+                  "the table above holds the results.", file=sys.stderr)
+            return 1
         print(f"Wrote results.md, results.csv and curves.png to {args.output}")
-    return 0 if difference < 1e-4 else 1
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 import csv
 import os
 
+import numpy as np
 import pytest
 
+import stochastic_depth_tf as sdt
+from stochastic_depth_tf import __main__ as demo
 from stochastic_depth_tf.__main__ import main
 
 
@@ -13,6 +16,9 @@ def test_demo_trains_both_models_compares_and_checks_export(capsys, tmp_path):
     assert main(["--depth", "8", "--epochs", "2", "--seeds", "2", "--verbose", "0", "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "| plain |" in printed and "| stochastic depth |" in printed
+    assert "recipe digits: 2 epochs of batch 64" in printed
+    assert "(95% interval over 2 paired seeds)" in printed
+    assert "Time per epoch: stochastic depth took" in printed
     assert "predictions match" in printed
     with open(output / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -24,16 +30,111 @@ def test_demo_trains_both_models_compares_and_checks_export(capsys, tmp_path):
     assert (output / "results.md").read_text().startswith("| model |")
 
 
+def _refused(argv, capsys):
+    """Runs the demo with bad arguments: it must exit 2 before training anything."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "==" not in captured.out  # no model was trained
+    return captured.err
+
+
 def test_demo_refuses_a_bad_depth(capsys):
-    with pytest.raises(SystemExit):
-        main(["--depth", "21"])
-    assert "argument `depth`" in capsys.readouterr().err
+    assert "argument `depth`" in _refused(["--depth", "21"], capsys)
 
 
 def test_demo_refuses_a_bad_survival_probability(capsys):
-    with pytest.raises(SystemExit):
-        main(["--final-survival-probability", "1.5"])
-    assert "final_survival_probability" in capsys.readouterr().err
+    assert "final_survival_probability" in _refused(["--final-survival-probability", "1.5"], capsys)
+
+
+@pytest.mark.parametrize("argument", ["--epochs", "--seeds", "--batch-size"])
+def test_demo_refuses_a_count_below_one(argument, capsys):
+    error = _refused([argument, "0"], capsys)
+    assert f"argument {argument}: expected a positive int, received 0" in error
+
+
+def test_demo_refuses_an_output_it_cannot_create_before_training(capsys, tmp_path):
+    regular_file = tmp_path / "a_file"
+    regular_file.write_text("not a directory")
+    last_line = _refused(["--output", str(regular_file / "results")], capsys).strip().splitlines()[-1]
+    # argparse's usage, then one line that names the argument, the expectation and the value.
+    assert last_line.startswith("python -m stochastic_depth_tf: error: argument --output: expected a directory "
+                                "that can be created and written")
+    assert str(regular_file / "results") in last_line and "Not a directory" in last_line
+
+
+class _FakeTrainer:
+    """Stands in for `recipes.Trainer`: an untrained model and fixed numbers, no training."""
+
+    def __init__(self, data, recipe, depth, plain, mode, jit_compile):
+        self.model = sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0 if plain else 0.5,
+                                             input_shape=data["train"][0].shape[1:])
+
+    def run(self, final_survival_probability, seed, verbose):
+        stochastic = final_survival_probability < 1.0
+        curve = [0.5, 0.6]
+        return {"test_accuracy": 0.90 + 0.01 * seed - (0.05 if stochastic else 0.0),
+                "seconds_per_epoch": 0.75 if stochastic else 1.0,
+                "history": {"val_accuracy": curve, "val_loss": curve}}
+
+
+def test_a_failure_to_write_outputs_after_training_still_prints_the_table(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo.recipes, "Trainer", _FakeTrainer)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(demo, "write_outputs", full_disk)
+    assert main(["--depth", "8", "--seeds", "2", "--output", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "| plain | 0.9050 ± 0.0071 | 1.00 | 1.00 |" in captured.out
+    assert "| stochastic depth | 0.8550 ± 0.0071 | 0.75 | 0.75 |" in captured.out
+    assert "Could not write the outputs" in captured.err and "No space left on device" in captured.err
+
+
+def test_conclusion_within_the_spread_of_the_seeds():
+    text = demo.conclusion([0.97, 0.98, 0.99], [0.98, 0.97, 0.99], 0.80, 0.73)
+    assert "stochastic depth − plain: +0.0000 ± " in text
+    assert "within the spread of the seeds" in text
+    assert "took 0.80 of the plain network's (less by 20%)" in text
+    assert "expected share of residual branches computed is 0.73" in text
+
+
+def test_conclusion_lower_by_more_than_the_spread():
+    text = demo.conclusion([0.99, 0.98, 0.97], [0.95, 0.94, 0.93], 1.05, 0.73)
+    assert "-0.0400 ± 0.0000" in text
+    assert "stochastic depth lower by more than the spread of the seeds" in text
+    assert "(more by 5%)" in text
+
+
+def test_conclusion_of_one_seed_draws_no_verdict():
+    text = demo.conclusion([0.97], [0.98], 0.9, 0.73)
+    assert "+0.0100 on one seed; one seed cannot tell" in text
+
+
+def test_conclusion_needs_one_value_per_seed_in_each():
+    with pytest.raises(ValueError, match="Expected one value per seed in each. Received: 2 and 1 values"):
+        demo.conclusion([0.9, 0.9], [0.9], 1.0, 0.5)
+
+
+def test_cifar10_path_trains_with_the_paper_recipe_offline(capsys, monkeypatch):
+    import keras
+
+    rng = np.random.default_rng(0)
+
+    def small_cifar10():  # only the download is replaced: 80 / 40 random 32x32x3 images
+        images = lambda n: rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)  # noqa: E731
+        labels = lambda n: rng.integers(0, 10, size=(n, 1), dtype=np.uint8)  # noqa: E731
+        return (images(80), labels(80)), (images(40), labels(40))
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", small_cifar10)
+    assert main(["--dataset", "cifar10", "--depth", "8", "--epochs", "1", "--seeds", "1",
+                 "--batch-size", "16", "--verbose", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "cifar10, 72 training images of shape (32, 32, 3)" in printed
+    assert "recipe paper: 1 epochs of batch 16" in printed
+    assert "| stochastic depth |" in printed and "predictions match" in printed
 
 
 def test_cifar10_offline_gives_a_clear_error(monkeypatch):
