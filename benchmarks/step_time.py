@@ -118,16 +118,22 @@ def batch_of(data: str, batch: int) -> Tuple[np.ndarray, np.ndarray]:
     return rng.normal(size=(batch, *CIFAR_SHAPE)).astype("float32"), rng.integers(0, 10, size=(batch,))
 
 
-def time_training(depth: int, jit_compile: bool, x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int) -> List[dict]:
-    """Interleaved training-step timings of every contender at one depth and compilation."""
+def time_training(depth: int, jit_compile: bool, x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int,
+                  recipe: Optional["sdt.recipes.Recipe"] = None) -> List[dict]:
+    """Interleaved training-step timings of every contender at one depth and compilation.
+
+    With a `recipe` (the digits mode: `sdt.recipes.DIGITS`, the demo's) the
+    step uses its optimizer: Nesterov SGD with weight decay and its schedule.
+    """
     models = {}
     for name, build in contenders(depth, x.shape[1:]).items():
         model = build()
         if model is None:
             print(f"  {name}: not importable, skipped", flush=True)
             continue
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        optimizer = (sdt.recipes.optimizer(recipe, steps_per_epoch=20) if recipe is not None
+                     else keras.optimizers.SGD(0.01, momentum=0.9))
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
         started = time.perf_counter()
         for _ in range(warmup):
             model.train_on_batch(x, y)
@@ -249,14 +255,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     for depth in args.depths:
         for compilation in args.compilations:
             print(f"ResNet-{depth}, {compilation}:", flush=True)
-            rows += time_training(depth, compilation == "xla", x, y, args.rounds, args.steps, args.warmup)
+            rows += time_training(depth, compilation == "xla", x, y, args.rounds, args.steps, args.warmup,
+                                  recipe=sdt.recipes.DIGITS if args.data == "digits" else None)
         if not args.no_serving:
             print(f"ResNet-{depth}, SavedModel inference:", flush=True)
             rows += time_serving(depth, x, args.rounds, args.steps * 4)
     settings = (
         f"batch {args.batch}, {args.rounds} rounds of {args.steps} steps (inference: {args.steps * 4} calls), "
         f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; "
-        f"{'the bundled digits, 12x12x1' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
+        f"{'the bundled digits, 12x12x1, the optimizer of sdt.recipes.DIGITS' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
     )
     table = markdown(rows, command.strip(), settings)
     print(table)

@@ -55,3 +55,18 @@ def test_efficientnet_contenders_share_the_survival_probabilities():
         layers = [l for l in model.layers if isinstance(l, (sdt.StochasticDepth, sdt.StochasticDepthBlock))]
         assert [l.survival_probability for l in layers] == ([] if name == "add" else pytest.approx(expected))
     assert efficientnet_step_time.expected_dropped_blocks("linear") == pytest.approx(2.5)
+
+
+def test_digits_mode_trains_with_the_recipes_optimizer(monkeypatch):
+    import keras
+
+    import stochastic_depth_tf as sdt
+
+    compiled = []
+    monkeypatch.setattr(step_time, "contenders", lambda depth, shape: {"add": lambda: step_time.plain_network(depth, shape)})
+    monkeypatch.setattr(keras.Model, "compile", lambda self, optimizer, **kwargs: compiled.append(optimizer))
+    monkeypatch.setattr(keras.Model, "train_on_batch", lambda self, x, y: 0.0)
+    x, y = step_time.batch_of("digits", 8)
+    step_time.time_training(8, False, x, y, rounds=1, steps=1, warmup=1, recipe=sdt.recipes.DIGITS)
+    assert isinstance(compiled[0], keras.optimizers.SGD) and compiled[0].nesterov
+    assert compiled[0].weight_decay == sdt.recipes.DIGITS.weight_decay
