@@ -473,3 +473,248 @@ def _as_shape_tuple(shape: Any) -> Optional[tuple]:
             return None
         shape = shape.as_list()
     return tuple(None if d is None else int(d) for d in shape)
+
+
+# ShakeDrop (Yamada et al., "ShakeDrop Regularization for Deep Residual
+# Learning", arXiv 1802.02375): the stochastic depth gate generalized to a
+# random forward scale and a different random backward scale.
+
+SHAKE_DROP_MODES = ("batch", "sample")
+SHAKE_MODES = ("sample", "element")
+
+
+def validate_shake_drop_mode(mode: Any) -> str:
+    """Checks ShakeDrop's gate mode, `"batch"` or `"sample"`, and returns it.
+
+    Its own list rather than `MODES`: the modes that skip compute for a
+    subset of the rows have no meaning for a branch that is always computed.
+    """
+    if not isinstance(mode, str) or mode not in SHAKE_DROP_MODES:
+        raise ValueError(
+            "Invalid value received for argument `mode`. "
+            f"Expected one of {SHAKE_DROP_MODES}. Received: mode={mode!r}"
+        )
+    return mode
+
+
+def validate_shake_mode(shake_mode: Any) -> str:
+    """Checks how many `alpha` and `beta` are drawn, `"sample"` or `"element"`."""
+    if not isinstance(shake_mode, str) or shake_mode not in SHAKE_MODES:
+        raise ValueError(
+            "Invalid value received for argument `shake_mode`. "
+            f"Expected one of {SHAKE_MODES}. Received: shake_mode={shake_mode!r}"
+        )
+    return shake_mode
+
+
+def validate_range(value: Any, *, name: str) -> tuple:
+    """Checks a `(low, high)` pair of finite reals with `low <= high`; returns it as floats.
+
+    Raises:
+        TypeError: `value` is not a list or tuple of two real numbers.
+        ValueError: a bound is NaN or infinite, or `low > high`.
+    """
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) for v in value)
+    ):
+        raise TypeError(
+            f"Invalid type received for argument `{name}`. Expected a pair "
+            f"(low, high) of floats. Received: {name}={value!r}"
+        )
+    low, high = float(value[0]), float(value[1])
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected a pair "
+            f"(low, high) of finite floats with low <= high. Received: {name}={value!r}"
+        )
+    return (low, high)
+
+
+def shake_drop_coefficients(
+    residual: Any,
+    *,
+    alpha_range: tuple = (-1.0, 1.0),
+    beta_range: tuple = (0.0, 1.0),
+    shake_mode: str = "sample",
+    seed: SeedLike = None,
+) -> tuple:
+    """Draws ShakeDrop's `alpha ~ U(alpha_range)` and `beta ~ U(beta_range)`, as float32.
+
+    One uniform draw holds both, so they are independent for any seed. Under
+    `tf.distribute` the replica id is folded into the draw, as for
+    per-example gates (`backend.replica_uniform`).
+
+    Args:
+        residual: the tensor to be scaled; only its shape is used.
+        alpha_range: `(low, high)` of the forward coefficient.
+        beta_range: `(low, high)` of the backward coefficient.
+        shake_mode: `"sample"`, one `alpha` and one `beta` per example, shape
+            `[batch, 1, ..., 1]`; or `"element"`, one per element, the shape
+            of `residual`.
+        seed: None, an int or a `keras.random.SeedGenerator`.
+
+    Returns:
+        `(alpha, beta)`, two float32 tensors of the same shape.
+    """
+    shake_mode = validate_shake_mode(shake_mode)
+    if shake_mode == "sample":
+        shape = (keras.ops.shape(residual)[0],) + (1,) * (len(residual.shape) - 1)
+    else:
+        shape = tuple(keras.ops.shape(residual))
+    uniform = backend.replica_uniform((2,) + shape, seed)
+    (alpha_low, alpha_high), (beta_low, beta_high) = alpha_range, beta_range
+    alpha = alpha_low + (alpha_high - alpha_low) * uniform[0]
+    beta = beta_low + (beta_high - beta_low) * uniform[1]
+    return alpha, beta
+
+
+def shake_drop_scales(gate: Any, alpha: Any, beta: Any) -> tuple:
+    """ShakeDrop's training scales of the residual: `(b + alpha - b * alpha, b + beta - b * beta)`.
+
+    The first multiplies the residual in the forward pass, the second its
+    gradient in the backward pass (see `scale_with_gradient`). As `b` is 0
+    or 1 they are selected, `1` where `b = 1` and `alpha` (`beta`) where
+    `b = 0`, rather than computed: in floating point `1 + alpha - alpha` is
+    not always 1, and a kept branch must be exactly a plain add.
+    """
+    kept = keras.ops.equal(gate, 1.0)
+    forward = keras.ops.where(kept, 1.0, alpha)
+    backward = keras.ops.where(kept, 1.0, beta)
+    return forward, backward
+
+
+def shake_drop_expected_scale(survival_probability: Any, alpha_range: tuple) -> Any:
+    """ShakeDrop's inference scale, `E[b + alpha - b * alpha] = p + (1 - p) * E[alpha]`.
+
+    `E[alpha] = (low + high) / 2`, so the scale is `p` for the default
+    `alpha_range=(-1, 1)`. Works on a Python float (surgery folds it into a
+    `Rescaling`) and on a scalar tensor or variable.
+    """
+    low, high = alpha_range
+    mean_alpha = 0.5 * (low + high)
+    return survival_probability + (1.0 - survival_probability) * mean_alpha
+
+
+def scale_with_gradient(residual: Any, forward_scale: Any, backward_scale: Any) -> Any:
+    """`forward_scale * residual`, whose gradient is `backward_scale` times the upstream one.
+
+    Written as `forward * stop_gradient(r) + backward * (r - stop_gradient(r))`:
+    the second term is exactly zero in the forward pass, so the value is
+    exactly `forward * r`, and the gradient with respect to `r` is
+    `backward` times the upstream gradient. Plain `keras.ops`, no custom
+    gradient: it compiles with XLA, keeps the compute dtype (float16,
+    bfloat16) and runs on every backend. The scales carry no gradient.
+    """
+    frozen = keras.ops.stop_gradient(residual)
+    moving = keras.ops.subtract(residual, frozen)
+    return keras.ops.add(
+        keras.ops.multiply(keras.ops.stop_gradient(forward_scale), frozen),
+        keras.ops.multiply(keras.ops.stop_gradient(backward_scale), moving),
+    )
+
+
+def shake_drop(
+    shortcut: Any,
+    residual: Any,
+    survival_probability: Any,
+    *,
+    training: Optional[bool] = False,
+    alpha_range: tuple = (-1.0, 1.0),
+    beta_range: tuple = (0.0, 1.0),
+    mode: str = "batch",
+    shake_mode: str = "sample",
+    seed: SeedLike = None,
+) -> Any:
+    """Adds a residual to its shortcut, scaled by ShakeDrop.
+
+    Training computes `shortcut + (b + alpha - b * alpha) * residual` in the
+    forward pass, and scales the residual's gradient by `b + beta - b * beta`
+    in the backward pass; inference computes `shortcut + E[b + alpha - b *
+    alpha] * residual = shortcut + (p + (1 - p) * E[alpha]) * residual`.
+    `b ~ Bernoulli(p)`, `alpha ~ U(alpha_range)`, `beta ~ U(beta_range)`, all
+    drawn in the graph. A kept branch (`b = 1`) is a plain residual add; a
+    dropped one is multiplied by `alpha` (possibly negative) forward and its
+    gradient by `beta` backward. Yamada et al., "ShakeDrop Regularization for
+    Deep Residual Learning", arXiv 1802.02375.
+
+    The defaults follow the reference implementation of the paper's PyramidNet
+    (and its common PyTorch port): one `b` per call (`mode="batch"`) and one
+    `alpha` and one `beta` per example (`shake_mode="sample"`).
+    `mode="sample"` draws `b` per example; `shake_mode="element"` draws
+    `alpha` and `beta` per element. A Python `p == 1` is an exact plain add
+    in both phases. With `alpha_range=(0, 0)` the forward pass is stochastic
+    depth's `b * residual` while the backward pass still lets a dropped
+    branch learn, scaled by `beta` (the paper's other good setting).
+
+    Args:
+        shortcut: the identity or projected input of the block.
+        residual: the output of the residual branch, same shape as `shortcut`.
+        survival_probability: `p` in `[0, 1]`: a Python float (validated), or
+            a scalar tensor or variable (a schedule can change it without a
+            retrace; its value is not checked in the graph).
+        training: True for the stochastic training form; False or None for
+            the deterministic inference form.
+        alpha_range: `(low, high)`, finite, `low <= high`: the forward scale
+            of a dropped branch.
+        beta_range: `(low, high)`, finite, `low <= high`: the backward scale
+            of a dropped branch.
+        mode: `"batch"` (one `b` per call) or `"sample"` (one per example).
+        shake_mode: `"sample"` (one `alpha`, `beta` per example) or
+            `"element"` (one per element).
+        seed: None, an int or a `keras.random.SeedGenerator`. Inside a
+            compiled custom training loop pass a `SeedGenerator`: an int seed
+            is a stateless draw and gives the same draws at every call.
+
+    Returns:
+        A tensor of the shape of `shortcut`, in the dtype of the inputs.
+
+    Example:
+
+    ```python
+    import keras
+    import stochastic_depth_tf as sdt
+
+    generator = keras.random.SeedGenerator(0)
+    y = sdt.ops.shake_drop(x, branch(x), 0.5, training=True, seed=generator)
+    ```
+    """
+    mode = validate_shake_drop_mode(mode)
+    shake_mode = validate_shake_mode(shake_mode)
+    alpha_range = validate_range(alpha_range, name="alpha_range")
+    beta_range = validate_range(beta_range, name="beta_range")
+    training = validate_training(training)
+    seed = validate_seed(seed)
+    shortcut, residual = check_pair([shortcut, residual])
+    if _static_survival_probability(survival_probability, inverted=False) == 1.0:
+        return keras.ops.add(shortcut, residual)
+    dtype = residual.dtype
+    if not training:
+        probability = keras.ops.cast(survival_probability, "float32")
+        scale = keras.ops.cast(shake_drop_expected_scale(probability, alpha_range), dtype)
+        return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
+    gate = bernoulli_gate(residual, survival_probability, mode=mode, seed=seed)
+    alpha, beta = shake_drop_coefficients(
+        residual,
+        alpha_range=alpha_range,
+        beta_range=beta_range,
+        shake_mode=shake_mode,
+        seed=_coefficient_seed(seed),
+    )
+    forward, backward = shake_drop_scales(gate, alpha, beta)
+    scaled = scale_with_gradient(residual, keras.ops.cast(forward, dtype), keras.ops.cast(backward, dtype))
+    return keras.ops.add(shortcut, scaled)
+
+
+def _coefficient_seed(seed: SeedLike) -> SeedLike:
+    """The seed of the `alpha`, `beta` draw, given the seed of the gate `b`.
+
+    A generator (or None, Keras' global one) advances between the two draws.
+    An int seed is stateless: with the same int the gate's uniform would be
+    the first of the coefficients' uniforms, so `b` and `alpha` would be
+    correlated; the coefficients get another int, derived from it.
+    """
+    if isinstance(seed, int):
+        return (seed + 0x9E3779B9) % 2**32
+    return seed

@@ -1,0 +1,182 @@
+"""`ShakeDrop`: stochastic depth generalized, a random scale forward and another backward."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import keras
+
+from stochastic_depth_tf import backend, ops
+from stochastic_depth_tf.layers.stochastic_depth import SEED_STATE_KEY
+
+
+@keras.saving.register_keras_serializable(package="stochastic_depth_tf")
+class ShakeDrop(keras.layers.Layer):
+    """Adds a residual branch to its shortcut, scaled at random forward and backward.
+
+    In training the layer returns `shortcut + (b + alpha - b * alpha) *
+    residual` and scales the residual's gradient by `b + beta - b * beta`
+    instead, with `b ~ Bernoulli(survival_probability)`, `alpha ~
+    U(alpha_range)` and `beta ~ U(beta_range)` drawn in the graph at every
+    call: a kept branch (`b = 1`) is a plain add, a dropped one is multiplied
+    by `alpha`, possibly negative, in the forward pass and its gradient by
+    `beta` in the backward pass. At inference it returns `shortcut +
+    E[b + alpha - b * alpha] * residual`, which is `shortcut + p * residual`
+    for the default `alpha_range=(-1, 1)` (Yamada et al., "ShakeDrop
+    Regularization for Deep Residual Learning", arXiv 1802.02375; the maths
+    is `stochastic_depth_tf.ops.shake_drop`).
+
+    Choices others disagree on, made explicit:
+    - `mode="batch"` (default) draws one `b` per call, the whole batch keeps
+      or shakes the branch, as the reference PyramidNet implementation does
+      (and its common PyTorch port, used by Fast AutoAugment); `mode="sample"`
+      draws one `b` per example.
+    - `shake_mode="sample"` (default) draws one `alpha` and one `beta` per
+      example, as that implementation does; `shake_mode="element"` draws one
+      per element of the residual (the paper's equations leave the level
+      open; per element costs a uniform draw twice the residual's size).
+    - The paper's scaling at inference (there is no inverted form).
+
+    The survival probability lives in a non-trainable float32 variable,
+    `survival_probability_variable`, as in `StochasticDepth`: a schedule
+    (`stochastic_depth_tf.callbacks.SurvivalProbabilityScheduler`) changes it
+    without a retrace, checkpoints and `.keras` files keep it (with the seed
+    generator's state), and it is not one of `layer.weights`, so a model with
+    `ShakeDrop` in place of `Add` has the plain model's weights.
+    `stochastic_depth_tf.strip_stochastic_depth` folds the inference scale
+    into a `Rescaling` in front of an `Add`.
+
+    Args:
+        survival_probability: probability `p` in `[0, 1]` that `b = 1`. The
+            paper uses the linear decay rule to `p_L = 0.5` over the blocks.
+            `1.0` makes the layer a plain add.
+        alpha_range: `(low, high)` of the forward coefficient, finite,
+            `low <= high`; the paper's best is `(-1, 1)`.
+        beta_range: `(low, high)` of the backward coefficient; the paper's
+            best is `(0, 1)`.
+        mode: `"batch"` or `"sample"`: how many `b` are drawn, see above.
+        seed: int or None. A seeded layer draws a reproducible sequence; two
+            unseeded layers draw independent ones.
+        shake_mode: `"sample"` or `"element"`: how many `alpha` and `beta`
+            are drawn, see above.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: `[shortcut, residual]`, two floating tensors of the same shape.
+        training: Python bool or None. None follows Keras: True inside
+            `fit`, False in `predict`, `evaluate` and a plain call.
+
+    Returns:
+        A tensor of the shape of the inputs, in the layer's compute dtype.
+
+    Example:
+
+    ```python
+    import keras
+    import stochastic_depth_tf as sdt
+
+    inputs = keras.Input((32, 32, 16))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same")(x)
+    outputs = sdt.ShakeDrop(survival_probability=0.5)([inputs, x])
+    model = keras.Model(inputs, outputs)
+    ```
+    """
+
+    def __init__(
+        self,
+        survival_probability: float = 0.5,
+        alpha_range: Sequence[float] = (-1.0, 1.0),
+        beta_range: Sequence[float] = (0.0, 1.0),
+        mode: str = "batch",
+        seed: Optional[int] = None,
+        shake_mode: str = "sample",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._survival_probability = ops.validate_survival_probability(survival_probability)
+        self.alpha_range = ops.validate_range(alpha_range, name="alpha_range")
+        self.beta_range = ops.validate_range(beta_range, name="beta_range")
+        self.mode = ops.validate_shake_drop_mode(mode)
+        self.shake_mode = ops.validate_shake_mode(shake_mode)
+        if isinstance(seed, keras.random.SeedGenerator):
+            raise TypeError(
+                "Invalid type received for argument `seed`. Expected None or "
+                "an int (the layer makes its own SeedGenerator). "
+                f"Received: seed={seed!r}"
+            )
+        self.seed = ops.validate_seed(seed)
+        with backend.host_variables():
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
+            self.survival_probability_variable = self.add_weight(
+                shape=(),
+                dtype="float32",
+                initializer=keras.initializers.Constant(self._survival_probability),
+                trainable=False,
+                autocast=False,
+                name="survival_probability",
+            )
+        backend.track_in_checkpoints(self, self.seed_generator.state, SEED_STATE_KEY)
+
+    @property
+    def survival_probability(self) -> float:
+        """The configured survival probability (what `get_config` records)."""
+        return self._survival_probability
+
+    @survival_probability.setter
+    def survival_probability(self, value: float) -> None:
+        value = ops.validate_survival_probability(value)
+        self._survival_probability = value
+        self.survival_probability_variable.assign(value)
+
+    @property
+    def weights(self) -> list:
+        """The layer's weights: none. The survival probability and seed are state, not weights."""
+        state = (self.survival_probability_variable, self.seed_generator.state)
+        return [weight for weight in super().weights if not any(weight is v for v in state)]
+
+    def save_own_variables(self, store: Any) -> None:
+        """Saves the survival probability and the seed generator's state."""
+        store["0"] = self.survival_probability_variable
+        store[SEED_STATE_KEY] = self.seed_generator.state
+
+    def load_own_variables(self, store: Any) -> None:
+        """Loads what `save_own_variables` saved."""
+        self.survival_probability_variable.assign(store["0"])
+        if SEED_STATE_KEY in store:
+            self.seed_generator.state.assign(store[SEED_STATE_KEY])
+
+    def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
+        shortcut, residual = ops.check_pair(inputs)
+        return ops.shake_drop(
+            shortcut,
+            residual,
+            self.survival_probability_variable,
+            training=training,
+            alpha_range=self.alpha_range,
+            beta_range=self.beta_range,
+            mode=self.mode,
+            shake_mode=self.shake_mode,
+            seed=self.seed_generator,
+        )
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(
+                "Invalid value received for argument `input_shape`. Expected "
+                "the shapes of exactly two tensors [shortcut, residual]. "
+                f"Received: input_shape={input_shape!r}"
+            )
+        return ops.check_same_shape(input_shape[0], input_shape[1])
+
+    def get_config(self) -> dict:
+        base_config = super().get_config()
+        config = {
+            "survival_probability": self.survival_probability,
+            "alpha_range": self.alpha_range,
+            "beta_range": self.beta_range,
+            "mode": self.mode,
+            "seed": self.seed,
+            "shake_mode": self.shake_mode,
+        }
+        return {**base_config, **config}
