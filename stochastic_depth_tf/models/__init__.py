@@ -1,4 +1,4 @@
-"""Model builders: the paper's CIFAR ResNets, EfficientNet B0-B7 on stochastic depth."""
+"""Model builders: the paper's CIFAR ResNets, EfficientNet B0-B7 on stochastic depth, PyramidNet."""
 
 from stochastic_depth_tf.models.cifar_resnet import cifar_resnet
 from stochastic_depth_tf.models.efficientnet import (
@@ -14,6 +14,7 @@ from stochastic_depth_tf.models.efficientnet import (
     efficientnet_survival_probabilities,
     load_keras_applications_weights,
 )
+from stochastic_depth_tf.models.pyramidnet import pyramidnet, pyramidnet_widths
 
 __all__ = [
     "EfficientNetB0",
@@ -28,4 +29,6 @@ __all__ = [
     "efficientnet",
     "efficientnet_survival_probabilities",
     "load_keras_applications_weights",
+    "pyramidnet",
+    "pyramidnet_widths",
 ]

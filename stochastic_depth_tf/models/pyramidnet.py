@@ -1,0 +1,277 @@
+"""The CIFAR PyramidNets of Han et al., regularized with ShakeDrop or stochastic depth."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, List, Optional, Sequence, Tuple
+
+import keras
+
+from stochastic_depth_tf import ops, schedules
+from stochastic_depth_tf.layers import ShakeDrop, StochasticDepth, StochasticDepthBlock, ZeroPadShortcut
+
+BLOCKS = ("basic", "bottleneck")
+REGULARIZATIONS = ("shake_drop", "stochastic_depth", None)
+STEM_FILTERS = 16
+# He et al.'s initialization as the reference code writes it: normal with
+# variance 2 / (kernel area * output channels).
+CONV_INITIALIZER = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def pyramidnet(
+    depth: int,
+    alpha: float,
+    num_classes: int = 10,
+    block: str = "bottleneck",
+    regularization: Optional[str] = "shake_drop",
+    final_survival_probability: float = 0.5,
+    distribution: str = "linear",
+    mode: str = "batch",
+    alpha_range: Sequence[float] = (-1.0, 1.0),
+    beta_range: Sequence[float] = (0.0, 1.0),
+    shake_mode: str = "sample",
+    skip_compute: bool = True,
+    seed: Optional[int] = None,
+    input_shape: Sequence[int] = (32, 32, 3),
+    classifier_activation: Optional[str] = "softmax",
+    name: Optional[str] = None,
+) -> keras.Model:
+    """Builds the CIFAR PyramidNet, with ShakeDrop (the default) or stochastic depth.
+
+    Han et al.'s additive PyramidNet ("Deep Pyramidal Residual Networks",
+    CVPR 2017): a 3x3 convolution with 16 filters and BatchNormalization,
+    three stages of `n` residual blocks whose branch widens by `alpha / 3n`
+    channels at every block (block `k` has `round(16 + k * alpha / 3n)`,
+    rounded half up from the running sum as the reference code does; a
+    bottleneck block outputs 4 times that), then BatchNormalization, ReLU,
+    global average pooling and a dense classifier. The blocks:
+
+    - `"basic"`: BN - conv 3x3 - BN - ReLU - conv 3x3 - BN, `depth = 6n + 2`
+      (PyramidNet-110: `n = 18`);
+    - `"bottleneck"`: BN - conv 1x1 - BN - ReLU - conv 3x3 - BN - ReLU -
+      conv 1x1 (4x) - BN, `depth = 9n + 2` (PyramidNet-272: `n = 30`).
+
+    No ReLU after the addition. The shortcut has no weights: the first block
+    of stages 2 and 3 halves the resolution with its strided 3x3 convolution
+    and the shortcut with a 2x2 average pooling (the paper's choice; the
+    CIFAR ResNets of `cifar_resnet` subsample instead), and every shortcut
+    is zero-padded to the branch's channels (`sdt.layers.ZeroPadShortcut`).
+
+    The ShakeDrop paper's network is the default: bottleneck blocks, each
+    residual merged by `sdt.ShakeDrop`, with the linear rule `p_l = 1 - (l /
+    L) * (1 - p_L)` over the `L = 3n` blocks and `p_L = 0.5` (Yamada et al.,
+    arXiv 1802.02375: PyramidNet-272, `alpha=200`). `regularization=
+    "stochastic_depth"` puts stochastic depth on the same blocks (a
+    `StochasticDepthBlock` that skips dropped branches, or with
+    `skip_compute=False` a `StochasticDepth` merge layer), and `None` or
+    `final_survival_probability=1.0` gives the plain PyramidNet, with
+    `keras.layers.Add`. The three have the same weights.
+
+    Args:
+        depth: `6n + 2` for basic blocks (110), `9n + 2` for bottleneck
+            blocks (164, 200, 236, 272).
+        alpha: the widening factor, the number of channels added over all
+            blocks, a non-negative number (48, 84, 200, 270 in the papers).
+        num_classes: classes of the classifier.
+        block: `"bottleneck"` or `"basic"`.
+        regularization: `"shake_drop"`, `"stochastic_depth"` or None.
+        final_survival_probability: `p_L` in `[0, 1]`.
+        distribution: `"linear"` (the papers' rule) or `"uniform"`.
+        mode: `"batch"` or `"sample"`: one gate `b` per call or per example.
+        alpha_range: ShakeDrop's forward coefficient range.
+        beta_range: ShakeDrop's backward coefficient range.
+        shake_mode: ShakeDrop's `"sample"` or `"element"` coefficients.
+        skip_compute: with stochastic depth, True builds
+            `StochasticDepthBlock`s, False `StochasticDepth` merge layers.
+        seed: None, or an int from which block `l` gets seed `seed + l`.
+        input_shape: channels-last image shape, `(32, 32, 3)` for CIFAR.
+        classifier_activation: the activation of the last layer; None for
+            logits.
+        name: the model's name; `"pyramidnet{depth}_alpha{alpha}"` by default.
+
+    Returns:
+        A functional `keras.Model` from images to class scores.
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    model = sdt.models.pyramidnet(depth=272, alpha=200)            # ShakeDrop, 26.0M parameters
+    small = sdt.models.pyramidnet(depth=20, alpha=48, block="basic", input_shape=(16, 16, 3))
+    ```
+    """
+    if not isinstance(block, str) or block not in BLOCKS:
+        raise ValueError(
+            "Invalid value received for argument `block`. Expected one of "
+            f"{BLOCKS}. Received: block={block!r}"
+        )
+    blocks_per_stage = _validate_depth(depth, block)
+    alpha = _validate_alpha(alpha)
+    if regularization not in REGULARIZATIONS:
+        raise ValueError(
+            "Invalid value received for argument `regularization`. Expected "
+            f"one of {REGULARIZATIONS}. Received: regularization={regularization!r}"
+        )
+    if not isinstance(skip_compute, bool):
+        raise TypeError(
+            "Invalid type received for argument `skip_compute`. Expected a "
+            f"bool. Received: skip_compute={skip_compute!r}"
+        )
+    if regularization == "shake_drop":
+        mode = ops.validate_shake_drop_mode(mode)
+        alpha_range = ops.validate_range(alpha_range, name="alpha_range")
+        beta_range = ops.validate_range(beta_range, name="beta_range")
+        shake_mode = ops.validate_shake_mode(shake_mode)
+    else:
+        mode = ops.validate_mode(mode)
+    seed = ops.validate_seed(seed)
+    num_blocks = 3 * blocks_per_stage
+    probabilities = schedules.survival_probabilities(num_blocks, final_survival_probability, distribution)
+    plain = regularization is None or all(p == 1.0 for p in probabilities)
+    expansion = 4 if block == "bottleneck" else 1
+
+    inputs = keras.Input(tuple(input_shape))
+    x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False,
+                            kernel_initializer=CONV_INITIALIZER, name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+
+    channels = STEM_FILTERS
+    for index, width in enumerate(pyramidnet_widths(depth, alpha, block)):
+        stage, position = divmod(index, blocks_per_stage)
+        strides = 2 if stage > 0 and position == 0 else 1
+        prefix = f"stage{stage + 1}_block{position + 1}_"
+        filters = width * expansion
+        branch = _branch_layers(block, width, filters, strides, prefix)
+        shortcut = _shortcut_layers(channels, filters, strides, prefix)
+        block_seed = None if seed is None else seed + index + 1
+        if regularization == "stochastic_depth" and skip_compute and not plain:
+            x = StochasticDepthBlock(
+                keras.Sequential(branch, name=prefix + "branch"),
+                shortcut=keras.Sequential(shortcut, name=prefix + "shortcut") if shortcut else None,
+                survival_probability=probabilities[index],
+                mode=mode,
+                seed=block_seed,
+                name=prefix + "stochastic_depth_block",
+            )(x)
+        else:
+            residual = x
+            for layer in branch:
+                residual = layer(residual)
+            identity = x
+            for layer in shortcut:
+                identity = layer(identity)
+            if plain:
+                merge = keras.layers.Add(name=prefix + "add")
+            elif regularization == "shake_drop":
+                merge = ShakeDrop(
+                    probabilities[index], alpha_range=alpha_range, beta_range=beta_range, mode=mode,
+                    seed=block_seed, shake_mode=shake_mode, name=prefix + "shake_drop",
+                )
+            else:
+                merge = StochasticDepth(probabilities[index], mode=mode, seed=block_seed, name=prefix + "stochastic_depth")
+            x = merge([identity, residual])
+        channels = filters
+
+    x = keras.layers.BatchNormalization(name="final_bn")(x)
+    x = keras.layers.ReLU(name="final_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name or f"pyramidnet{depth}_alpha{alpha:g}")
+
+
+def pyramidnet_widths(depth: int, alpha: float, block: str = "bottleneck") -> List[int]:
+    """The branch width of every block of a PyramidNet, from the first to the last.
+
+    Block `k = 1 .. 3n` has `16 + k * alpha / 3n` channels, accumulated as a
+    running float sum and rounded half up, as the reference implementation
+    does (a bottleneck block's output has 4 times that). The last width is
+    the network's output feature dimension for basic blocks, a quarter of it
+    for bottleneck blocks.
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    sdt.models.pyramidnet_widths(110, 48, "basic")[-1]  # 64, the paper's output feature dimension
+    ```
+    """
+    if not isinstance(block, str) or block not in BLOCKS:
+        raise ValueError(
+            "Invalid value received for argument `block`. Expected one of "
+            f"{BLOCKS}. Received: block={block!r}"
+        )
+    num_blocks = 3 * _validate_depth(depth, block)
+    step = _validate_alpha(alpha) / num_blocks
+    widths, running = [], float(STEM_FILTERS)
+    for _ in range(num_blocks):
+        running += step
+        widths.append(int(math.floor(running + 0.5)))
+    return widths
+
+
+def _validate_depth(depth: Any, block: str) -> int:
+    per_block, examples = (6, "20, 56, 110") if block == "basic" else (9, "164, 200, 236, 272")
+    if (
+        isinstance(depth, bool)
+        or not isinstance(depth, numbers.Integral)
+        or depth < per_block + 2
+        or (depth - 2) % per_block != 0
+    ):
+        raise ValueError(
+            "Invalid value received for argument `depth`. Expected an int of "
+            f"the form {per_block}n + 2 with n >= 1 for {block} blocks ({examples}). "
+            f"Received: depth={depth!r}"
+        )
+    return (int(depth) - 2) // per_block
+
+
+def _validate_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(
+            "Invalid value received for argument `alpha`. Expected a "
+            "non-negative number (the channels added over all blocks, e.g. 48 "
+            f"or 200). Received: alpha={alpha!r}"
+        )
+    return float(alpha)
+
+
+def _conv(filters: int, kernel_size: int, strides: int, name: str) -> keras.layers.Layer:
+    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
+                               kernel_initializer=CONV_INITIALIZER, name=name)
+
+
+def _branch_layers(block: str, width: int, filters: int, strides: int, prefix: str) -> List[keras.layers.Layer]:
+    """The pyramidal residual branch: BN first, no ReLU at the end."""
+    if block == "basic":
+        return [
+            keras.layers.BatchNormalization(name=prefix + "bn1"),
+            _conv(width, 3, strides, prefix + "conv1"),
+            keras.layers.BatchNormalization(name=prefix + "bn2"),
+            keras.layers.ReLU(name=prefix + "relu1"),
+            _conv(width, 3, 1, prefix + "conv2"),
+            keras.layers.BatchNormalization(name=prefix + "bn3"),
+        ]
+    return [
+        keras.layers.BatchNormalization(name=prefix + "bn1"),
+        _conv(width, 1, 1, prefix + "conv1"),
+        keras.layers.BatchNormalization(name=prefix + "bn2"),
+        keras.layers.ReLU(name=prefix + "relu1"),
+        _conv(width, 3, strides, prefix + "conv2"),
+        keras.layers.BatchNormalization(name=prefix + "bn3"),
+        keras.layers.ReLU(name=prefix + "relu2"),
+        _conv(filters, 1, 1, prefix + "conv3"),
+        keras.layers.BatchNormalization(name=prefix + "bn4"),
+    ]
+
+
+def _shortcut_layers(channels: int, filters: int, strides: int, prefix: str) -> Tuple[keras.layers.Layer, ...]:
+    """Average pooling when the block downsamples, zero channels when it widens; () for identity."""
+    layers: List[keras.layers.Layer] = []
+    if strides > 1:
+        layers.append(keras.layers.AveragePooling2D(strides, padding="same", name=prefix + "shortcut_pool"))
+    if filters != channels:
+        layers.append(ZeroPadShortcut(filters, strides=1, name=prefix + "shortcut_pad"))
+    return tuple(layers)
