@@ -5,8 +5,8 @@ add (`keras.layers.Add` or the `x + y` op node, with one input the block's
 shortcut and the other a branch computed from it) is a
 `stochastic_depth_tf.StochasticDepth` called as `[shortcut, residual]`, with a
 survival probability per block. `strip_stochastic_depth` is the inverse for
-export: every `StochasticDepth` becomes a plain `Add`, with the inference
-scale `p` folded in front of it as a `keras.layers.Rescaling`.
+export: every `StochasticDepth` (and `ShakeDrop`) becomes a plain `Add`, with
+the inference scale folded in front of it as a `keras.layers.Rescaling`.
 
 Both functions copy: the new model has new layers holding copies of the
 original's weights, so training one never changes the other.
@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import keras
 
 from stochastic_depth_tf import ops
+from stochastic_depth_tf.layers.shake_drop import ShakeDrop
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
 from stochastic_depth_tf.schedules import DISTRIBUTIONS, survival_probabilities
@@ -202,13 +203,18 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     shortcut (if any) and branch called on the block's input, then the
     `Rescaling` and `Add`, named after the block.
 
+    Each `stochastic_depth_tf.ShakeDrop` becomes the same `Rescaling` and
+    `Add`, with its inference scale `E[b + alpha - b * alpha] = p + (1 - p)
+    * (low + high) / 2` (`alpha_range=(low, high)`; `p` for the default
+    `(-1, 1)`), from the current `p`; no `Rescaling` when that scale is 1.
+
     Like `apply_stochastic_depth`, the new model is a copy: new layers with
     copies of the original's weights. `StochasticDepth` layers inside nested
     functional models are stripped too.
 
     Args:
-        model: a functional `keras.Model` with at least one `StochasticDepth`
-            or `StochasticDepthBlock` layer.
+        model: a functional `keras.Model` with at least one `StochasticDepth`,
+            `StochasticDepthBlock` or `ShakeDrop` layer.
 
     Returns:
         A new functional `keras.Model`, with the name of `model`.
@@ -216,7 +222,7 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     Raises:
         TypeError: `model` is not a `keras.Model`.
         ValueError: `model` is Sequential, subclassed, or has neither a
-            `StochasticDepth` nor a `StochasticDepthBlock` layer.
+            `StochasticDepth`, `StochasticDepthBlock` nor `ShakeDrop` layer.
 
     Example:
 
@@ -238,11 +244,13 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
                 plans[id(node)] = _strip_plan(node)
             elif isinstance(node.operation, StochasticDepthBlock):
                 plans[id(node)] = _strip_block_plan(node)
+            elif isinstance(node.operation, ShakeDrop):
+                plans[id(node)] = _strip_shake_drop_plan(node)
     if not plans:
         raise ValueError(
             "Invalid value received for argument `model`. Expected a "
             "functional keras.Model with at least one "
-            "stochastic_depth_tf.StochasticDepth or StochasticDepthBlock "
+            "stochastic_depth_tf.StochasticDepth, StochasticDepthBlock or ShakeDrop "
             f"layer. Received: model '{model.name}' has none"
         )
     return _rebuild_top_level(model, plans)
@@ -589,6 +597,23 @@ def _strip_plan(node: Any) -> _Plan:
     return _Plan(list(node.input_tensors), lambda inputs: _inference_add(layer, *inputs))
 
 
+def _strip_shake_drop_plan(node: Any) -> _Plan:
+    """`ShakeDrop` as `shortcut + E[b + alpha - b * alpha] * residual` from stock layers."""
+    layer = node.operation
+
+    def build(inputs: List[Any]) -> Any:
+        shortcut, residual = inputs
+        survival_probability = float(keras.ops.convert_to_numpy(layer.survival_probability_variable))
+        scale = ops.shake_drop_expected_scale(survival_probability, layer.alpha_range)
+        if scale != 1.0:
+            residual = keras.layers.Rescaling(
+                scale, name=f"{layer.name}_expected_scale", dtype=layer.dtype_policy
+            )(residual)
+        return keras.layers.Add(name=layer.name, dtype=layer.dtype_policy)([shortcut, residual])
+
+    return _Plan(list(node.input_tensors), build)
+
+
 def _strip_block_plan(node: Any) -> _Plan:
     """A `StochasticDepthBlock` unrolled: copies of its shortcut and branch, then the add."""
     block = node.operation
@@ -619,7 +644,7 @@ def _rebuild_top_level(model: keras.Model, plans: Dict[int, _Plan]) -> keras.Mod
         copy.set_weights(original.get_weights())
         # Our layers keep their survival probability out of the weights; a
         # schedule may have moved it from the configured value.
-        if isinstance(original, StochasticDepth):
+        if isinstance(original, (StochasticDepth, ShakeDrop)):
             copy.survival_probability_variable.assign(original.survival_probability_variable)
     # The setter is recursive, and each copied layer already has its own
     # flag from its config: only a frozen model needs it.
