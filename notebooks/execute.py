@@ -23,6 +23,8 @@ from nbclient import NotebookClient
 SMALL_PARAMETERS = {
     "stochastic_depth_resnet.ipynb": {"DEPTH": 8, "EPOCHS": 2, "SEEDS": 2, "BATCH_SIZE": 128},
     "stochastic_depth_semantics.ipynb": {"STEPS": 40, "BATCH_SIZE": 8, "DRAWS": 2000},
+    "stochastic_depth_sweep.ipynb": {"DEPTHS": [8, 14], "FINAL_SURVIVAL_PROBABILITIES": [1.0, 0.5], "SEEDS": 2,
+                                     "EPOCHS": 1, "MODE_POINT": (8, 0.5), "RESULTS_FILE": None},
 }
 
 
@@ -35,7 +37,7 @@ def parameters_cell(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return cells[0]
 
 
-def execute(path: str, parameters: Optional[Mapping[str, object]] = None, timeout: int = 1800) -> nbformat.NotebookNode:
+def execute(path: str, parameters: Optional[Mapping[str, object]] = None, timeout: int = 7200) -> nbformat.NotebookNode:
     """Executes the notebook at `path` in its directory and returns it with outputs.
 
     Raises `nbclient.exceptions.CellExecutionError` when a cell raises.

@@ -39,8 +39,8 @@ def _text(notebook):
     return "".join(pieces)
 
 
-def test_the_two_notebooks_exist_and_each_has_a_small_size():
-    assert NAMES == ["stochastic_depth_resnet.ipynb", "stochastic_depth_semantics.ipynb"]
+def test_the_three_notebooks_exist_and_each_has_a_small_size():
+    assert NAMES == ["stochastic_depth_resnet.ipynb", "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
     assert sorted(runner.SMALL_PARAMETERS) == NAMES
 
 
@@ -87,8 +87,26 @@ def test_resnet_notebook_runs_at_small_size():
     text = _text(notebook)
     for seed in range(parameters["SEEDS"]):
         assert f"seed {seed}  plain" in text and f"seed {seed}  stochastic depth" in text
-    assert f"mean ± std over {parameters['SEEDS']} seeds" in text
+    assert f"mean ± 95% interval over {parameters['SEEDS']} seeds" in text
+    assert f"(95% interval over {parameters['SEEDS']} paired seeds)" in text
     assert re.search(r"time per epoch, stochastic depth / plain: \d+\.\d\d", text)
     # depth 8: 3 blocks at 1 - (l / 3) * 0.5 = 5/6, 4/6, 3/6, so 2 branches expected per step
     assert "expected branches per step: 2.00 of 3" in text
-    assert len(_images(notebook)) == 4
+    assert len(_images(notebook)) == 5
+
+
+def test_sweep_notebook_runs_at_small_size():
+    name = "stochastic_depth_sweep.ipynb"
+    parameters = runner.SMALL_PARAMETERS[name]
+    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
+    assert not _outputs(notebook, "error")
+    text = _text(notebook)
+    for depth in parameters["DEPTHS"]:
+        for p in parameters["FINAL_SURVIVAL_PROBABILITIES"]:
+            for seed in range(parameters["SEEDS"]):
+                assert re.search(rf"ResNet-{depth} +p_L={p} +batch +seed {seed}: test accuracy", text)
+    assert re.search(r"ResNet-8 +p_L=0.5 +sample +seed 1: test accuracy", text)
+    assert f"mean ± 95% interval over {parameters['SEEDS']} seeds" in text
+    assert "| mode | test accuracy" in text and "| sample |" in text
+    assert "ResNet-14: best p_L" in text
+    assert len(_images(notebook)) == 2
