@@ -442,7 +442,10 @@ def train(
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float, float]:
-    """The mean and the half-width of its Student-t confidence interval (nan for one value)."""
+    """The mean and the half-width of its Student-t confidence interval (nan for one value).
+
+    Needs scipy, which comes with scikit-learn (the `demo` and `notebooks` extras).
+    """
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return float(values.mean()), float("nan")
