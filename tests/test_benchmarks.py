@@ -70,3 +70,15 @@ def test_digits_mode_trains_with_the_recipes_optimizer(monkeypatch):
     step_time.time_training(8, False, x, y, rounds=1, steps=1, warmup=1, recipe=sdt.recipes.DIGITS)
     assert isinstance(compiled[0], keras.optimizers.SGD) and compiled[0].nesterov
     assert compiled[0].weight_decay == sdt.recipes.DIGITS.weight_decay
+
+
+@pytest.mark.parametrize("network", ["vit", "convnext"])
+def test_per_example_contenders_build_the_same_network(network):
+    from benchmarks import per_example
+
+    counts = set()
+    for contender in per_example.CONTENDERS:
+        model = per_example.build(network, contender, drop_rate=0.4, blocks=1)
+        assert model.output_shape == (None, 10)
+        counts.add(model.count_params())
+    assert len(counts) == 1, "every contender trains the same weights"
