@@ -33,8 +33,10 @@ class ShakeDrop(keras.layers.Layer):
       draws one `b` per example.
     - `shake_mode="sample"` (default) draws one `alpha` and one `beta` per
       example, as that implementation does; `shake_mode="element"` draws one
-      per element of the residual (the paper's equations leave the level
-      open; per element costs a uniform draw twice the residual's size).
+      per element of the residual. Per element costs a uniform draw twice
+      the residual's size: about what the add costs in graph mode, but under
+      XLA on CPU Keras' draw is slow (a PyramidNet-20 training step took
+      12.7 times the plain step; see `benchmarks/shake_drop_step_time.py`).
     - The paper's scaling at inference (there is no inverted form).
 
     The survival probability lives in a non-trainable float32 variable,
