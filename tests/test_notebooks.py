@@ -108,5 +108,5 @@ def test_sweep_notebook_runs_at_small_size():
     assert re.search(r"ResNet-8 +p_L=0.5 +sample +seed 1: test accuracy", text)
     assert f"mean ± 95% interval over {parameters['SEEDS']} seeds" in text
     assert "| mode | test accuracy" in text and "| sample |" in text
-    assert "ResNet-14: best p_L" in text
+    assert "ResNet-8: best p_L" in text
     assert len(_images(notebook)) == 2
