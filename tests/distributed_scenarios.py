@@ -88,6 +88,9 @@ def toy_model(kind: str, mode: str, synchronized: bool = False, seed: int = 1):
     if kind == "merge":
         branch = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
         x = sdt.StochasticDepth(0.5, mode=mode, seed=seed, name="sd")([inputs, branch])
+    elif kind == "shake":
+        branch = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+        x = sdt.ShakeDrop(0.5, mode=mode, seed=seed, name="sd")([inputs, branch])
     elif kind == "add":  # the plain residual network, for comparison
         branch = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
         branch = keras.layers.BatchNormalization(synchronized=synchronized, name="bn")(branch)
@@ -115,7 +118,8 @@ def scenario_mirrored_fit_save_reload() -> dict:
     x, y = toy_data()
     findings = {}
     with tempfile.TemporaryDirectory() as directory:
-        for kind, mode in [("merge", "batch"), ("merge", "sample"), ("block", "batch"), ("block", "sample"), ("add", "")]:
+        for kind, mode in [("merge", "batch"), ("merge", "sample"), ("block", "batch"), ("block", "sample"),
+                       ("shake", "batch"), ("shake", "sample"), ("add", "")]:
             name = f"{kind}-{mode}" if mode else kind
             with strategy.scope():
                 model = toy_model(kind, mode)
