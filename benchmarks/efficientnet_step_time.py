@@ -8,7 +8,7 @@ median seconds per step and each one's ratio to keras.applications'
 per-contender minima and as the median of the per-round paired ratios.
 Run from the repository root:
 
-    python -m benchmarks.efficientnet_step_time            # the committed table (about 15 min on 2 cores)
+    python -m benchmarks.efficientnet_step_time            # the committed table (about 10 min on 2 cores)
     python -m benchmarks.efficientnet_step_time --quick    # a smoke run (about a minute)
 
 By default both settings are timed in graph mode and Keras' setting under
@@ -140,7 +140,7 @@ def rows(times: Dict[str, List[float]], setting: str, compilation: str) -> List[
     ]
 
 
-def markdown(table_rows: List[dict], command: str, settings: str) -> str:
+def markdown(table_rows: List[dict], command: str, settings: str, load: str = "") -> str:
     lines = [
         "# EfficientNetB0 training step: stochastic depth against keras.applications' drop-connect",
         "",
@@ -149,6 +149,7 @@ def markdown(table_rows: List[dict], command: str, settings: str) -> str:
         f"stochastic_depth_tf {sdt.__version__}",
         f"- command: `{command}`",
         f"- {settings}",
+    ] + ([f"- {load}"] if load else []) + [
         "- settings (same survival probability per block for every contender): "
         + "; ".join(
             f"`{name}` = rate {rate}, rule `{rule}`, {expected_dropped_blocks(name):.2f} of 9 residual blocks dropped per step in expectation"
@@ -180,8 +181,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="settings timed in graph mode (jit_compile=False)")
     parser.add_argument("--xla-settings", nargs="*", choices=list(SETTINGS), default=["keras"],
                         help="settings timed under XLA (jit_compile=True; about 10x slower per step on CPU)")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=10, help="graph-mode steps timed per contender per round")
+    # Many short rounds: the median of paired per-round ratios is what a load
+    # spike on a shared machine cannot fake.
+    parser.add_argument("--rounds", type=int, default=12, help="graph-mode rounds")
+    parser.add_argument("--steps", type=int, default=4, help="graph-mode steps timed per contender per round")
+    parser.add_argument("--xla-rounds", type=int, default=6)
     parser.add_argument("--xla-steps", type=int, default=2, help="XLA steps timed per contender per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
@@ -192,18 +196,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     command = "python -m benchmarks.efficientnet_step_time " + " ".join(argv if argv is not None else sys.argv[1:])
     x, y = batch_of(args.size, args.batch)
+    load_before = os.getloadavg()[0]
     table_rows: List[dict] = []
-    groups = [(setting, False, args.steps) for setting in args.graph_settings]
-    groups += [(setting, True, args.xla_steps) for setting in args.xla_settings]
-    for setting, jit_compile, steps in groups:
+    groups = [(setting, False, args.rounds, args.steps) for setting in args.graph_settings]
+    groups += [(setting, True, args.xla_rounds, args.xla_steps) for setting in args.xla_settings]
+    for setting, jit_compile, rounds, steps in groups:
         print(f"EfficientNetB0, setting {setting}, {'XLA' if jit_compile else 'graph'}:", flush=True)
-        table_rows += time_training(setting, jit_compile, x, y, args.rounds, steps, args.warmup)
+        table_rows += time_training(setting, jit_compile, x, y, rounds, steps, args.warmup)
     settings = (
         f"EfficientNetB0, {args.size}x{args.size}x3 random images, batch {args.batch}, "
-        f"{args.rounds} rounds of {args.steps} steps ({args.xla_steps} under XLA), "
+        f"{args.rounds} rounds of {args.steps} steps ({args.xla_rounds} of {args.xla_steps} under XLA), "
         f"{args.warmup} warm-up steps, SGD with momentum"
     )
-    table = markdown(table_rows, command.strip(), settings)
+    load = (f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end, "
+            f"on {os.cpu_count()} cores (above {os.cpu_count()}, other processes shared them: expect noise)")
+    table = markdown(table_rows, command.strip(), settings, load)
     print(table)
     if args.output:
         os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
