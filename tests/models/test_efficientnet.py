@@ -321,6 +321,20 @@ def test_export_serves_the_deterministic_inference_form(source, tmp_path):
     assert_close(first, source(x, training=False))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="surgery copies the input Normalization's mean and variance with set_weights but never "
+           "calls finalize_state(), so the copy keeps normalizing with 0 and 1 (apply_stochastic_depth "
+           "on a keras.applications EfficientNet too); remove this mark when surgery.py calls it",
+)
+def test_strip_gives_stock_layers_with_the_same_inference(source):
+    model = our_b0(mode="batch", skip_compute=True, inverted=False)
+    sdt.models.load_keras_applications_weights(model, source, allow_convention_change=True)
+    plain = sdt.strip_stochastic_depth(model)
+    assert not stochastic_layers(plain)
+    assert_close(plain(images()), model(images(), training=False))
+
+
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")  # dropped branches have none, as intended
 def test_batch_mode_blocks_skip_dropped_branches_in_training():
     # p = 0 everywhere (paper's convention): every residual branch is dropped,
