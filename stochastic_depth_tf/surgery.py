@@ -622,7 +622,7 @@ def _strip_block_plan(node: Any) -> _Plan:
         copy = keras.models.clone_model(layer) if isinstance(layer, keras.Model) else _copy_from_config(layer)
         output = copy(tensor)
         if copy is not layer:  # variables exist only once the copy has been called
-            copy.set_weights(layer.get_weights())
+            _copy_weights(layer, copy)
         return output
 
     def build(inputs: List[Any]) -> Any:
@@ -634,6 +634,20 @@ def _strip_block_plan(node: Any) -> _Plan:
     return _Plan(list(node.input_tensors), build)
 
 
+def _copy_weights(original: Any, copy: Any) -> None:
+    """`copy.set_weights(original.get_weights())`, then lets every layer derive its state.
+
+    `set_weights` only assigns variables: a `Normalization` layer keeps
+    normalizing with the mean and variance it had until `finalize_state()`
+    recomputes them from its variables (keras.applications EfficientNet's
+    input normalization).
+    """
+    copy.set_weights(original.get_weights())
+    for layer in copy._flatten_layers(include_self=True, recursive=True):
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
+
+
 def _rebuild_top_level(model: keras.Model, plans: Dict[int, _Plan]) -> keras.Model:
     """Rebuilds `model` with `plans` applied, then copies every weight across."""
     weight_pairs: List[Tuple[Any, Any]] = []
@@ -641,7 +655,7 @@ def _rebuild_top_level(model: keras.Model, plans: Dict[int, _Plan]) -> keras.Mod
     # Weights are set once everything is built: a layer's variables exist
     # only after its first call.
     for original, copy in weight_pairs:
-        copy.set_weights(original.get_weights())
+        _copy_weights(original, copy)
         # Our layers keep their survival probability out of the weights; a
         # schedule may have moved it from the configured value.
         if isinstance(original, (StochasticDepth, ShakeDrop)):

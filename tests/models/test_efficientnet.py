@@ -321,12 +321,6 @@ def test_export_serves_the_deterministic_inference_form(source, tmp_path):
     assert_close(first, source(x, training=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="surgery copies the input Normalization's mean and variance with set_weights but never "
-           "calls finalize_state(), so the copy keeps normalizing with 0 and 1 (apply_stochastic_depth "
-           "on a keras.applications EfficientNet too); remove this mark when surgery.py calls it",
-)
 def test_strip_gives_stock_layers_with_the_same_inference(source):
     model = our_b0(mode="batch", skip_compute=True, inverted=False)
     sdt.models.load_keras_applications_weights(model, source, allow_convention_change=True)
