@@ -8,7 +8,7 @@ the baseline, and the median of the per-round paired ratios (round i of a
 contender over round i of `add`, timed next to each other, which a load
 spike cannot fake). Run from the repository root:
 
-    python -m benchmarks.shake_drop_step_time            # the committed table
+    python -m benchmarks.shake_drop_step_time --rounds 8 # the committed table (about 40 min)
     python -m benchmarks.shake_drop_step_time --quick    # a smoke run (about a minute)
 
 Contenders, all `stochastic_depth_tf.models.pyramidnet` of the same depth

@@ -34,9 +34,10 @@ class ShakeDrop(keras.layers.Layer):
     - `shake_mode="sample"` (default) draws one `alpha` and one `beta` per
       example, as that implementation does; `shake_mode="element"` draws one
       per element of the residual. Per element costs a uniform draw twice
-      the residual's size: about what the add costs in graph mode, but under
-      XLA on CPU Keras' draw is slow (a PyramidNet-20 training step took
-      12.7 times the plain step; see `benchmarks/shake_drop_step_time.py`).
+      the residual's size: 1.13 to 1.24 times the plain PyramidNet-110 step
+      in graph mode, and under XLA on CPU Keras' draw is slow (a
+      PyramidNet-20 step took 12.7 times the plain step; see
+      `benchmarks/shake_drop_step_time.py`).
     - The paper's scaling at inference (there is no inverted form).
 
     The survival probability lives in a non-trainable float32 variable,
