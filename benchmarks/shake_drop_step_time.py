@@ -9,7 +9,7 @@ contender over round i of `add`, timed next to each other, which a load
 spike cannot fake). Run from the repository root:
 
     python -m benchmarks.shake_drop_step_time --rounds 8 # the committed table (about 40 min)
-    python -m benchmarks.shake_drop_step_time --quick    # a smoke run (about a minute)
+    python -m benchmarks.shake_drop_step_time --quick    # a smoke run (a few minutes: XLA compiles)
 
 Contenders, all `stochastic_depth_tf.models.pyramidnet` of the same depth
 and widening (linear decay to 0.5 over the blocks), on random CIFAR-shaped
