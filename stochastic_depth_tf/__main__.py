@@ -24,10 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from stochastic_depth_tf import datasets, recipes  # noqa: E402
+from stochastic_depth_tf import backend, datasets, recipes  # noqa: E402
+from stochastic_depth_tf._requirements import import_tensorflow  # noqa: E402
 
 MODELS = ("plain", "stochastic depth")
 DEFAULT_RECIPE = {"digits": "digits", "cifar10": "paper"}
@@ -53,6 +53,7 @@ def load_data(name: str) -> Dict[str, tuple]:
 
 def check_export(model: keras.Model, images: np.ndarray) -> float:
     """Exports, reloads and returns the largest difference of the predictions."""
+    tf = import_tensorflow("The demo's SavedModel check")
     with tempfile.TemporaryDirectory() as directory:
         model.export(directory, verbose=False)
         served = tf.saved_model.load(directory)
@@ -238,12 +239,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows[1]["time_ratio"],
         float(np.mean(sdt.schedules.linear_decay(num_blocks, args.final_survival_probability))),
     ))
-    # The trainer's model holds the last seed's training.
-    difference = check_export(trainers["stochastic depth"].model, data["test"][0][:64])
-    status = "match" if difference < 1e-4 else "DIFFER"
-    print(f"SavedModel export of the stochastic model, reloaded: predictions {status} "
-          f"(largest difference {difference:.2e})")
-    exit_code = 0 if difference < 1e-4 else 1
+    exit_code = 0
+    if backend.NAME == "tensorflow":  # SavedModel export is TensorFlow's
+        # The trainer's model holds the last seed's training.
+        difference = check_export(trainers["stochastic depth"].model, data["test"][0][:64])
+        status = "match" if difference < 1e-4 else "DIFFER"
+        print(f"SavedModel export of the stochastic model, reloaded: predictions {status} "
+              f"(largest difference {difference:.2e})")
+        exit_code = 0 if difference < 1e-4 else 1
     if args.output:
         try:
             write_outputs(args.output, rows, results, table)

@@ -23,11 +23,7 @@ from typing import Any, Optional, Union
 import keras
 import numpy as np
 
-from stochastic_depth_tf._requirements import check_tensorflow
-
-check_tensorflow()
-
-from stochastic_depth_tf import backend  # noqa: E402  (after the TensorFlow check)
+from stochastic_depth_tf import backend
 
 MODES = ("batch", "sample", "subset")
 
@@ -249,8 +245,13 @@ def kept_count(batch_size: Any, survival_probability: Any) -> Any:
 
     At least one when `p > 0` (as DINOv2), none when `p == 0`. With a Python
     `p` and a batch size known when compiling, `k` is a compile-time
-    constant, which XLA needs for the static shape of the kept rows.
+    constant, which XLA needs for the static shape of the kept rows; with a
+    Python `p` and batch size it is a Python int (JAX needs one to trace).
     """
+    if isinstance(batch_size, numbers.Integral) and isinstance(survival_probability, numbers.Real):
+        # float32 as below, so both paths round the same product.
+        count = int(np.round(np.float32(survival_probability) * np.float32(batch_size)))
+        return max(count, 1) if survival_probability > 0 else 0
     probability = keras.ops.cast(survival_probability, "float32")
     count = keras.ops.cast(keras.ops.round(probability * keras.ops.cast(batch_size, "float32")), "int32")
     return keras.ops.where(probability > 0, keras.ops.maximum(count, 1), 0)

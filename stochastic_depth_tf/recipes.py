@@ -31,10 +31,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from stochastic_depth_tf import callbacks as callbacks_module
 from stochastic_depth_tf import models
+from stochastic_depth_tf._requirements import import_tensorflow
 
 Split = Tuple[np.ndarray, np.ndarray]
 DECAYS = ("cosine", "step")
@@ -223,8 +223,13 @@ def augmentation(recipe: Recipe, image_shape: Sequence[int], seed: Optional[int]
     return keras.Sequential(layers, name="augmentation")
 
 
-def training_dataset(recipe: Recipe, images: np.ndarray, labels: np.ndarray, seed: Optional[int] = None) -> tf.data.Dataset:
-    """A `tf.data` pipeline: shuffled every epoch, batched, augmented, prefetched."""
+def training_dataset(recipe: Recipe, images: np.ndarray, labels: np.ndarray, seed: Optional[int] = None) -> "tf.data.Dataset":
+    """A `tf.data` pipeline: shuffled every epoch, batched, augmented, prefetched.
+
+    Needs TensorFlow on every backend (Keras' JAX and PyTorch trainers read
+    `tf.data` too).
+    """
+    tf = import_tensorflow("`recipes.training_dataset` (a tf.data pipeline)")
     augment = augmentation(recipe, images.shape[1:], seed)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)

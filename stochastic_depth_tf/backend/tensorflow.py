@@ -19,7 +19,7 @@ Three facts of TensorFlow the layers depend on, kept in one place:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -88,6 +88,59 @@ def host_variables() -> Iterator[None]:
         return
     with tf.device(HOST):
         yield
+
+
+def static_shapes() -> bool:
+    """True when tracing for XLA (`jit_compile=True`), where every shape is fixed when compiling."""
+    return _xla.under_xla()
+
+
+def conditional(
+    predicate: Any,
+    kept: Callable[[], Any],
+    skipped: Callable[[], Any],
+    layers: Sequence[keras.layers.Layer],
+    owner: str,
+) -> Any:
+    """`tf.cond` on the gate; `kept()` updates its layers' variables inside it, as TensorFlow allows.
+
+    A cross-replica collective inside `kept()` is refused by TensorFlow
+    (`merge_call` in a conditional); the error then names `owner` and the
+    way out, `skip_compute=False`.
+    """
+    try:
+        return keras.ops.cond(predicate, kept, skipped)
+    except RuntimeError as error:
+        if "merge_call" not in str(error):
+            raise
+        raise RuntimeError(
+            f"The branch of StochasticDepthBlock '{owner}' synchronizes "
+            "replicas (it calls `all_reduce` through `merge_call`), which "
+            "TensorFlow refuses inside the conditional that skips it. "
+            "Expected a branch without cross-replica collectives, or "
+            "`skip_compute=False`. Received: a collective inside the branch "
+            f"under {type(tf.distribute.get_strategy()).__name__}"
+        ) from error
+
+
+def branch_gradient_scope(
+    function: Callable[[Any], Any], inputs: Any, cache: Dict[str, bool]
+) -> Optional[ContextManager[None]]:
+    """How the skipped branch is differentiated, or None to compute and multiply it instead.
+
+    Under XLA on CPU the stock gradients of a convolution inside a
+    conditional are about 150x slower, so there the branch's `Conv2D` ops get
+    a gradient written with forward convolutions only (`_xla`); a branch
+    with convolutions that cannot be rewritten returns None. `cache` keeps
+    that answer per input shape and dtype for the caller (string keys: a
+    SavedModel tracks the dict).
+    """
+    if not (_xla.under_xla() and _xla.rewrite_applies(_xla.device_type(inputs.device))):
+        return contextlib.nullcontext()
+    key = f"{tuple(inputs.shape)} {inputs.dtype}"
+    if key not in cache:
+        cache[key] = _xla.conditional_is_fast_under_xla(function, tf.TensorSpec(inputs.shape, inputs.dtype))
+    return _xla.canonical_conv2d_gradient_scope() if cache[key] else None
 
 
 def branch_synchronizes_replicas(layer: keras.layers.Layer) -> bool:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Dict, Optional
 
 import keras
-import tensorflow as tf
 
-from stochastic_depth_tf import _xla, backend, ops
+from stochastic_depth_tf import backend, ops
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 
 
@@ -220,17 +218,19 @@ class StochasticDepthBlock(keras.layers.Layer):
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
         training = ops.validate_training(training)
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
-        xla = _xla.under_xla()
+        static = backend.static_shapes()
         if self._skips(training) and self.mode == "batch":
-            rewrite = xla and _xla.rewrite_applies(_xla.device_type(inputs.device))
-            if not rewrite or self._conditional_is_fast_under_xla(inputs):
-                return self._skip_dropped_batch(inputs, shortcut, rewrite)
-        elif self._skips(training) and not (xla and self.mode == "sample"):
-            return self._skip_dropped_examples(inputs, shortcut, xla)
+            gradients = backend.branch_gradient_scope(
+                lambda x: self.branch(x, training=True), inputs, self._fast_under_xla
+            )
+            if gradients is not None:
+                return self._skip_dropped_batch(inputs, shortcut, gradients)
+        elif self._skips(training) and not (static and self.mode == "sample"):
+            return self._skip_dropped_examples(inputs, shortcut, static)
         residual = self.branch(inputs, training=training)
         return self.merge([shortcut, keras.ops.cast(residual, shortcut.dtype)], training=training)
 
-    def _skip_dropped_batch(self, inputs: Any, shortcut: Any, rewrite: bool) -> Any:
+    def _skip_dropped_batch(self, inputs: Any, shortcut: Any, gradients: Any) -> Any:
         """Batch mode: the branch runs inside a conditional on the one gate."""
         probability = self.survival_probability_variable
         with backend.host_device():
@@ -239,23 +239,23 @@ class StochasticDepthBlock(keras.layers.Layer):
         scale = ops.gate_scale(gate, probability, inverted=self.inverted, dtype=shortcut.dtype)
 
         def kept() -> Any:
-            gradients = _xla.canonical_conv2d_gradient_scope() if rewrite else contextlib.nullcontext()
             with gradients:
                 residual = keras.ops.cast(self.branch(inputs, training=True), shortcut.dtype)
             return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
 
-        return self._conditional(keep, kept, shortcut)
+        return backend.conditional(keep, kept, lambda: shortcut, [self.branch], self.name)
 
-    def _skip_dropped_examples(self, inputs: Any, shortcut: Any, xla: bool) -> Any:
+    def _skip_dropped_examples(self, inputs: Any, shortcut: Any, static: bool) -> Any:
         """Per-example modes: the branch runs on the kept examples only.
 
         They are gathered, run through the branch, scaled, and added back
         into their rows of the shortcut; dropped rows are the shortcut as is.
-        Under XLA (subset mode only) the kept count comes from the
-        configured survival probability, a compile-time constant.
+        Where shapes are static (XLA, JAX; subset mode only) the kept count
+        comes from the configured survival probability, a constant when
+        tracing.
         """
         count = None
-        if xla:
+        if static:
             if self.survival_probability == 0.0:
                 return shortcut
             count = ops.kept_count(keras.ops.shape(inputs)[0], self.survival_probability)
@@ -276,29 +276,14 @@ class StochasticDepthBlock(keras.layers.Layer):
             rows = keras.ops.add(rows, keras.ops.multiply(scale, keras.ops.cast(residual, shortcut.dtype)))
             return keras.ops.scatter_update(shortcut, keras.ops.expand_dims(indices, -1), rows)
 
-        if xla:  # at least one example is kept whenever p > 0
+        if static:  # at least one example is kept whenever p > 0
             return kept()
-        # In graph mode no example may be kept: the branch (BatchNormalization
-        # in particular) must not see an empty batch.
-        return self._conditional(any_kept, kept, shortcut)
-
-    def _conditional(self, predicate: Any, kept: Any, shortcut: Any) -> Any:
-        try:
-            return keras.ops.cond(predicate, kept, lambda: shortcut)
-        except RuntimeError as error:
-            if "merge_call" not in str(error):
-                raise
-            raise RuntimeError(
-                f"The branch of StochasticDepthBlock '{self.name}' synchronizes "
-                "replicas (it calls `all_reduce` through `merge_call`), which "
-                "TensorFlow refuses inside the conditional that skips it. "
-                "Expected a branch without cross-replica collectives, or "
-                "`skip_compute=False`. Received: a collective inside the branch "
-                f"under {type(tf.distribute.get_strategy()).__name__}"
-            ) from error
+        # With a varying count no example may be kept: the branch
+        # (BatchNormalization in particular) must not see an empty batch.
+        return backend.conditional(any_kept, kept, lambda: shortcut, [self.branch], self.name)
 
     def _skips(self, training: bool) -> bool:
-        """Whether this call may skip dropped branches or examples (before XLA is considered)."""
+        """Whether this call may skip dropped branches or examples (before static shapes are considered)."""
         if not (training and self.skip_compute):
             return False
         if self.mode != "batch" and self.survival_probability > PER_EXAMPLE_SKIP_ABOVE:
@@ -306,15 +291,6 @@ class StochasticDepthBlock(keras.layers.Layer):
         # Every replica draws the same batch gate, so skipping is consistent;
         # but TensorFlow's all-reduce cannot sit inside a conditional.
         return backend.num_replicas_in_sync() == 1 or not backend.branch_synchronizes_replicas(self.branch)
-
-    def _conditional_is_fast_under_xla(self, inputs: Any) -> bool:
-        key = f"{tuple(inputs.shape)} {inputs.dtype}"  # strings: SavedModel tracks this dict
-        if key not in self._fast_under_xla:
-            spec = tf.TensorSpec(inputs.shape, inputs.dtype)
-            self._fast_under_xla[key] = _xla.conditional_is_fast_under_xla(
-                lambda x: self.branch(x, training=True), spec
-            )
-        return self._fast_under_xla[key]
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         spec = keras.KerasTensor(input_shape, dtype=self.compute_dtype)

@@ -1,0 +1,93 @@
+"""JAX: a skipped branch inside `lax.cond`, with its state updates carried out as values.
+
+Keras trains JAX models statelessly: inside the jitted step every variable
+read and every assignment goes through a `keras.StatelessScope`, and the new
+values of the non-trainable variables (BatchNormalization's moving
+statistics, seed generator states) are returned by the step. An assignment
+made inside one arm of `lax.cond` would leave a tracer of that arm in the
+scope, which JAX refuses ("leaked tracer"). So `conditional` runs the kept
+arm in a scope of its own, returns the branch's new non-trainable values
+from the arm beside its output (the skipped arm returns the current ones),
+and assigns them after the conditional: a dropped branch leaves its moving
+statistics untouched, as on TensorFlow.
+
+JAX traces every step, jitted or not, so shapes are always static: a
+per-example kept count must be known when tracing (`mode="subset"`), and a
+Bernoulli count (`mode="sample"`) is computed and multiplied.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Sequence
+
+import jax
+import keras
+
+from stochastic_depth_tf.backend._single_device import (
+    branch_gradient_scope,
+    branch_synchronizes_replicas,
+    host_device,
+    host_variables,
+    num_replicas_in_sync,
+    replica_uniform,
+    track_in_checkpoints,
+)
+
+__all__ = [
+    "branch_gradient_scope",
+    "branch_synchronizes_replicas",
+    "conditional",
+    "host_device",
+    "host_variables",
+    "num_replicas_in_sync",
+    "replica_uniform",
+    "static_shapes",
+    "track_in_checkpoints",
+]
+
+
+def static_shapes() -> bool:
+    """True: JAX traces the step, and a traced array has a fixed shape."""
+    return True
+
+
+def _variables(layers: Sequence[keras.layers.Layer]) -> List[keras.Variable]:
+    seen, variables = set(), []
+    for layer in layers:
+        for variable in layer.variables:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                variables.append(variable)
+    return variables
+
+
+def conditional(
+    predicate: Any,
+    kept: Callable[[], Any],
+    skipped: Callable[[], Any],
+    layers: Sequence[keras.layers.Layer],
+    owner: str,
+) -> Any:
+    """`lax.cond` on the gate; the state `kept()` assigns in `layers` comes out as values.
+
+    `kept()` may call `layers` (the branch and what it holds) with
+    `training=True`: their non-trainable variables are read and assigned in
+    a scope local to the arm. Gradients reach the trainable variables
+    through the values the arm closes over.
+    """
+    variables = _variables(layers)
+    state = [variable for variable in variables if not variable.trainable]
+    current = [variable.value for variable in variables]
+
+    def kept_arm() -> Any:
+        with keras.StatelessScope(state_mapping=list(zip(variables, current))) as scope:
+            output = kept()
+        return output, [scope.get_current_value(variable) for variable in state]
+
+    def skipped_arm() -> Any:
+        return skipped(), [value for variable, value in zip(variables, current) if not variable.trainable]
+
+    output, new_state = jax.lax.cond(jax.numpy.reshape(predicate, ()), kept_arm, skipped_arm)
+    for variable, value in zip(state, new_state):
+        variable.assign(value)
+    return output
