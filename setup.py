@@ -29,6 +29,11 @@ setup(
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "tensorflow": ["tensorflow>=2.16"],
+        # Keras' other backends (TensorFlow stays needed for the tests and
+        # for SavedModel export). PyTorch's default wheel pulls CUDA; for a
+        # CPU-only machine install `torch==2.13.0+cpu` (PyTorch's CPU index).
+        "jax": ["jax[cpu]"],
+        "torch": ["torch>=2.1"],
         "demo": ["scikit-learn", "matplotlib"],
         "test": ["pytest>=7", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],

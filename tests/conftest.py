@@ -1,4 +1,11 @@
-"""Shared pytest set-up: quiet TensorFlow, isolate global Keras state."""
+"""Shared pytest set-up: quiet TensorFlow, isolate global Keras state, skip TensorFlow-only tests elsewhere.
+
+The suite runs under every Keras backend (`KERAS_BACKEND=jax python -m
+pytest`); a test of a TensorFlow-only feature (SavedModel, `tf.distribute`,
+XLA's conditional rewrite, graph-mode placement) carries the
+`tensorflow_only` mark, or its module a `pytestmark` of it, and is skipped
+under JAX and PyTorch. `tests/all_backends.py` runs the three.
+"""
 
 import os
 
@@ -6,6 +13,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return f"Keras {keras.__version__}, backend: {BACKEND}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow only (KERAS_BACKEND={BACKEND})")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,9 @@ import pytest
 import stochastic_depth_tf as sdt
 from benchmarks import step_time
 
+# TensorFlow only: the benchmarks' graph-mode, XLA and SavedModel contenders.
+pytestmark = pytest.mark.tensorflow_only
+
 
 def test_digits_batch_is_the_demo_data():
     x, y = step_time.batch_of("digits", 64)

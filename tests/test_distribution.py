@@ -19,6 +19,9 @@ import sys
 import numpy as np
 import pytest
 
+# TensorFlow only: tf.distribute strategies.
+pytestmark = pytest.mark.tensorflow_only
+
 SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_scenarios.py")
 TIME_LIMIT = 240  # seconds; each scenario takes 5 to 40 s on 2 cores
 

@@ -35,6 +35,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 import stochastic_depth_tf as sdt
 from tests.serve_saved_model import HLO_RANDOM
 
+# TensorFlow only: SavedModel and TFLite export.
+pytestmark = pytest.mark.tensorflow_only
+
 SERVER = pathlib.Path(__file__).with_name("serve_saved_model.py")
 BATCH = 4
 

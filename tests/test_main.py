@@ -10,6 +10,9 @@ import stochastic_depth_tf as sdt
 from stochastic_depth_tf import __main__ as demo
 from stochastic_depth_tf.__main__ import main
 
+# TensorFlow only: the demo's SavedModel check and tf.data pipeline.
+pytestmark = pytest.mark.tensorflow_only
+
 
 def test_demo_trains_both_models_compares_and_checks_export(capsys, tmp_path):
     output = tmp_path / "out"

@@ -7,6 +7,9 @@ import re
 import nbformat
 import pytest
 
+# TensorFlow only: the notebooks train on tf.data and export SavedModels.
+pytestmark = pytest.mark.tensorflow_only
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
 

@@ -5,6 +5,9 @@ import re
 
 import pytest
 
+# TensorFlow only: the README's snippets include SavedModel export and tf.distribute.
+pytestmark = pytest.mark.tensorflow_only
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
 

@@ -7,6 +7,9 @@ import tensorflow as tf
 
 from stochastic_depth_tf import _xla
 
+# TensorFlow only: TensorFlow's XLA conditional rewrite.
+pytestmark = pytest.mark.tensorflow_only
+
 
 PADDINGS = [("SAME", 1), ("SAME", 3), ("SAME", 4), ("VALID", 3), ([[0, 0], [2, 0], [1, 1], [0, 0]], 3)]
 
