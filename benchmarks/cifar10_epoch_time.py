@@ -10,8 +10,8 @@ multiplies: the model and compiled step of `recipes.Trainer`, fed by
 random arrays of CIFAR-10's shape (32x32x3 in [0, 1), 10 classes) instead of
 the download. Run from the repository root:
 
-    python -m benchmarks.cifar10_epoch_time --output benchmarks/results/cifar10_epoch_time.md  # about 20 min
-    python -m benchmarks.cifar10_epoch_time --quick   # ResNet-20, a smoke run (about 2 min)
+    python -m benchmarks.cifar10_epoch_time --output benchmarks/results/cifar10_epoch_time.md  # 6 to 15 min
+    python -m benchmarks.cifar10_epoch_time --quick   # ResNet-20, a smoke run (about 1 min)
 
 Protocol: each model is built and traced, warmed up for `--warmup` steps,
 then timed in `--rounds` interleaved rounds (plain, stochastic, plain, ...)
