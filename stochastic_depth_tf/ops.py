@@ -467,13 +467,18 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _as_shape_tuple(shape: Any) -> Optional[tuple]:
+    """A static shape as a tuple of ints, with None for every size not known when tracing.
+
+    A symbolic size (JAX's shape polymorphism, as when Keras exports a
+    model with a variable batch size) is unknown: `int()` of one raises.
+    """
     if shape is None:
         return None
     if hasattr(shape, "as_list"):
         if shape.rank is None:
             return None
         shape = shape.as_list()
-    return tuple(None if d is None else int(d) for d in shape)
+    return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in shape)
 
 
 # ShakeDrop (Yamada et al., "ShakeDrop Regularization for Deep Residual
@@ -610,6 +615,8 @@ def scale_with_gradient(residual: Any, forward_scale: Any, backward_scale: Any) 
     gradient: it compiles with XLA, keeps the compute dtype (float16,
     bfloat16) and runs on every backend. The scales carry no gradient.
     """
+    # PyTorch's `stop_gradient` takes tensors only (a NumPy residual is refused).
+    residual = keras.ops.convert_to_tensor(residual)
     frozen = keras.ops.stop_gradient(residual)
     moving = keras.ops.subtract(residual, frozen)
     return keras.ops.add(

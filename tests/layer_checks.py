@@ -14,6 +14,10 @@
    dtype in training and inference.
 
 Layers with more than one input take a list of input shapes (without batch).
+
+For tests that hold on every backend: `outputs_and_gradients`
+differentiates a function of layers on whichever backend Keras runs, and
+`GateLog` records the gate of each step inside a compiled `fit`.
 """
 
 from __future__ import annotations
@@ -21,12 +25,26 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, List, Sequence, Tuple
 
 import keras
 import numpy as np
+import pytest
 
 BATCH = 4
+
+# `jit_compile` of `fit`: False is TensorFlow's graph mode and PyTorch's
+# eager step, True TensorFlow's XLA and JAX's jitted step. The other two
+# combinations are slow and test nothing those do not: JAX without `jit`
+# dispatches op by op (30 times slower), and PyTorch with it runs
+# `torch.compile`, about half a minute per small model here.
+skip_jax_eager = pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="un-jitted JAX fit is slow; the jitted step is tested"
+)
+skip_torch_compile = pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="torch.compile of a fit step is slow; eager PyTorch is tested"
+)
+JIT_COMPILE = [pytest.param(False, marks=skip_jax_eager), pytest.param(True, marks=skip_torch_compile)]
 
 
 def _inputs_for(input_shapes: Sequence[tuple], seed: int = 0) -> list:
@@ -119,3 +137,111 @@ def run_standard_layer_checks(make_layer: Callable[..., Any], input_shapes: Sequ
     assert_keras_file_round_trip(make_layer, input_shapes)
     assert_training_step(make_layer, input_shapes)
     assert_mixed_precision(make_layer, input_shapes)
+
+
+def outputs_and_gradients(
+    function: Callable[..., Any],
+    inputs: Sequence[np.ndarray],
+    variables: Sequence[keras.Variable] = (),
+    state: Sequence[keras.Variable] = (),
+    jit_compile: bool = False,
+    calls: int = 1,
+) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """Calls `function(*inputs)` `calls` times and differentiates the sum of each output.
+
+    The gradients are taken with respect to the `inputs`, then the
+    `variables`, on Keras' backend: `tf.GradientTape` (in one
+    `tf.function(jit_compile=True)` with `jit_compile`), `jax.grad` of a
+    stateless call (jitted with `jit_compile`), or PyTorch's autograd
+    (always eager). Under JAX the non-trainable `state` the function
+    assigns (seed generator states, moving statistics) is threaded through
+    the calls, so that every call draws afresh as on the other backends;
+    variables must exist before the call (build the layers first).
+
+    Returns:
+        `(outputs, gradients)`: the outputs stacked on a new first axis, and
+        for each input and variable its gradients stacked likewise, all as
+        float32 NumPy arrays.
+    """
+    name = keras.backend.backend()
+    step = {"tensorflow": _tensorflow_step, "jax": _jax_step, "torch": _torch_step}[name](
+        function, list(variables), list(state), jit_compile
+    )
+    results = [step([np.asarray(array) for array in inputs]) for _ in range(calls)]
+    as_float32 = lambda tensor: keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32"))  # noqa: E731
+    outputs = np.stack([as_float32(output) for output, _ in results])
+    gradients = [np.stack([as_float32(grads[i]) for _, grads in results]) for i in range(len(results[0][1]))]
+    return outputs, gradients
+
+
+def _tensorflow_step(function, variables, state, jit_compile):
+    import tensorflow as tf
+
+    def step(arrays):
+        arrays = [tf.convert_to_tensor(array) for array in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(arrays)
+            output = function(*arrays)
+            loss = tf.reduce_sum(tf.cast(output, tf.float32))
+        return output, tape.gradient(loss, arrays + variables)
+
+    return tf.function(step, jit_compile=True) if jit_compile else step
+
+
+def _jax_step(function, variables, state, jit_compile):
+    import jax
+
+    def loss(arrays, values, state_values):
+        mapping = list(zip(variables, values)) + list(zip(state, state_values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            output = function(*arrays)
+        new_state = [scope.get_current_value(v) for v in state]
+        return keras.ops.sum(keras.ops.cast(output, "float32")), (output, new_state)
+
+    differentiate = jax.grad(loss, argnums=(0, 1), has_aux=True)
+    differentiate = jax.jit(differentiate) if jit_compile else differentiate
+
+    def step(arrays):
+        (input_gradients, variable_gradients), (output, new_state) = differentiate(
+            arrays, [v.value for v in variables], [v.value for v in state]
+        )
+        for variable, value in zip(state, new_state):
+            variable.assign(value)
+        return output, list(input_gradients) + list(variable_gradients)
+
+    return step
+
+
+def _torch_step(function, variables, state, jit_compile):
+    import torch
+
+    def step(arrays):
+        arrays = [keras.ops.convert_to_tensor(array).detach().requires_grad_() for array in arrays]
+        output = function(*arrays)
+        sources = arrays + [v.value for v in variables]
+        gradients = torch.autograd.grad(torch.sum(output.float()), sources, allow_unused=True)
+        return output.detach(), [torch.zeros_like(s) if g is None else g for s, g in zip(sources, gradients)]
+
+    return step
+
+
+class GateLog(keras.layers.Layer):
+    """Identity that records, at training step `t`, the mean of its input in `gates[t]`.
+
+    Fed `shortcut + b * 1` with a zero shortcut, that mean is the step's
+    batch gate `b`. The record is a variable assigned with `keras.ops`, so it
+    records inside compiled steps on every backend.
+    """
+
+    def __init__(self, steps, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+        self.gates = self.add_weight(shape=(steps,), initializer="zeros", trainable=False, name="gates")
+        self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step")
+
+    def call(self, x, training=None):
+        if training:
+            at_step = keras.ops.one_hot(keras.ops.cast(self.step, "int32"), self.steps)
+            self.gates.assign(self.gates + at_step * keras.ops.mean(keras.ops.cast(x, "float32")))
+            self.step.assign_add(1.0)
+        return x

@@ -6,10 +6,9 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import stochastic_depth_tf as sdt
-from tests.layer_checks import assert_training_step, run_standard_layer_checks
+from tests.layer_checks import JIT_COMPILE, assert_training_step, run_standard_layer_checks, skip_torch_compile
 
 SIGMAS = 5.0  # see tests/test_ops.py: 5-sigma binomial bounds, fixed seeds
 
@@ -68,6 +67,7 @@ def test_standard_layer_checks(kwargs):
     )
 
 
+@skip_torch_compile
 def test_training_step_under_xla():
     assert_training_step(lambda **extra: sdt.StochasticDepth(0.5, **extra), [(5, 5, 3), (5, 5, 3)], jit_compile=True)
 
@@ -96,7 +96,10 @@ def test_survival_probability_one_matches_add_model_in_training():
     add_model = residual_model(keras.layers.Add())
     add_model.set_weights(sd_model.get_weights())
     for _ in range(5):
-        np.testing.assert_array_equal(sd_model(images, training=True), add_model(images, training=True))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(sd_model(images, training=True)),
+            keras.ops.convert_to_numpy(add_model(images, training=True)),
+        )
 
 
 def test_fit_draws_fresh_gates_every_step():
@@ -110,13 +113,16 @@ def test_fit_draws_fresh_gates_every_step():
     model.compile(optimizer="sgd", loss="mse")
     data = np.ones((steps, 3), "float32")
     model.fit(data, np.zeros((steps, 1)), batch_size=1, epochs=1, verbose=0)
-    calls, kept = float(recorder.calls.numpy()), float(recorder.kept.numpy())
+    calls, kept = float(keras.ops.convert_to_numpy(recorder.calls)), float(keras.ops.convert_to_numpy(recorder.kept))
     assert calls == steps
     assert abs(kept / steps - p) <= SIGMAS * math.sqrt(p * (1 - p) / steps)
 
 
+@pytest.mark.tensorflow_only  # tf.function; test_fit_draws_fresh_gates_every_step runs jitted under JAX
 @pytest.mark.parametrize("mode", ["batch", "sample"])
 def test_xla_step_draws_fresh_gates(mode):
+    import tensorflow as tf
+
     layer = sdt.StochasticDepth(0.5, mode=mode, seed=4)
     shortcut = np.zeros((2, 3), "float32")
     residual = np.ones((2, 3), "float32")
@@ -150,7 +156,10 @@ def test_same_seed_same_gates_and_unseeded_layers_independent():
     assert abs(agreement - 0.5) <= SIGMAS * math.sqrt(0.25 / len(first))
 
 
+@pytest.mark.tensorflow_only  # counts tf.function traces
 def test_changing_survival_probability_does_not_retrace():
+    import tensorflow as tf
+
     layer = sdt.StochasticDepth(0.5)
     shortcut, residual = random_images(seed=1), random_images(seed=2)
     traces = []
@@ -204,16 +213,22 @@ def test_weights_transfer_from_add_model_through_legacy_h5(tmp_path):
     np.testing.assert_allclose(sd_model.predict(images, verbose=0), add_model.predict(images, verbose=0), rtol=1e-6)
 
 
-def test_weights_file_and_checkpoint_keep_current_survival_probability(tmp_path):
+def test_weights_file_keeps_current_survival_probability(tmp_path):
     model = residual_model(sdt.StochasticDepth(0.5))
     model.layers[-1].survival_probability_variable.assign(0.8)
     model.save_weights(str(tmp_path / "model.weights.h5"))
-    checkpoint_prefix = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
-
     restored = residual_model(sdt.StochasticDepth(0.5))
     restored.load_weights(str(tmp_path / "model.weights.h5"))
     assert float(restored.layers[-1].survival_probability_variable.numpy()) == pytest.approx(0.8)
 
+
+@pytest.mark.tensorflow_only
+def test_tf_train_checkpoint_keeps_current_survival_probability(tmp_path):
+    import tensorflow as tf
+
+    model = residual_model(sdt.StochasticDepth(0.5))
+    model.layers[-1].survival_probability_variable.assign(0.8)
+    checkpoint_prefix = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     restored = residual_model(sdt.StochasticDepth(0.5))
     tf.train.Checkpoint(model=restored).restore(checkpoint_prefix).assert_existing_objects_matched()
     assert float(restored.layers[-1].survival_probability_variable.numpy()) == pytest.approx(0.8)
@@ -235,8 +250,11 @@ def test_registered_for_serialization():
     assert keras.saving.get_registered_object("stochastic_depth_tf>StochasticDepth") is sdt.StochasticDepth
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("inverted", [False, True])
 def test_saved_model_export_serves_deterministic_inference(tmp_path, inverted):
+    import tensorflow as tf
+
     model = residual_model(sdt.StochasticDepth(0.6, mode="sample", inverted=inverted, seed=1))
     path = str(tmp_path / "exported")
     model.export(path, verbose=False)
@@ -255,6 +273,30 @@ def test_saved_model_export_serves_deterministic_inference(tmp_path, inverted):
 # Symbolic use and mixed precision.
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's symbolic shapes")
+@pytest.mark.parametrize("make_layer", [
+    lambda: sdt.StochasticDepth(0.6, mode="sample", seed=1),
+    lambda: sdt.ShakeDrop(0.6, seed=1),
+], ids=["StochasticDepth", "ShakeDrop"])
+def test_inference_traces_with_a_symbolic_batch_size(make_layer):
+    """As `model.export()` traces under JAX: the shapes are checked without comparing a symbolic size."""
+    import jax
+
+    model = residual_model(make_layer())
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def infer(trainable, non_trainable, images):
+        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
+
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("batch, 4, 4, 3"), "float32")
+    exported = jax.export.export(jax.jit(infer))(trainable, non_trainable, spec)
+    images = random_images(n=5)
+    np.testing.assert_allclose(
+        exported.call(trainable, non_trainable, images), model.predict(images, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_symbolic_output_shape_and_compute_output_shape():
     layer = sdt.StochasticDepth(0.5)
     a, b = keras.Input((None, 7)), keras.Input((5, 7))
@@ -263,7 +305,7 @@ def test_symbolic_output_shape_and_compute_output_shape():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile", JIT_COMPILE)
 def test_global_mixed_precision_policy_in_fit_and_predict(policy, jit_compile):
     keras.config.set_dtype_policy(policy)
     layer = sdt.StochasticDepth(0.5, mode="sample", seed=0)
@@ -354,9 +396,11 @@ def test_weights_saved_without_a_seed_state_still_load():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.seed_generator.state), state)
 
 
-
+@pytest.mark.tensorflow_only
 def test_tf_train_checkpoint_keeps_the_seed_generator_state(tmp_path):
     """`tf.train.Checkpoint` restores the gate sequence, not only the weights."""
+    import tensorflow as tf
+
     layer = sdt.StochasticDepth(0.5, mode="sample", seed=5)
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layer([inputs, keras.layers.Dense(4)(inputs)]))

@@ -5,28 +5,48 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import stochastic_depth_tf as sdt
-from tests.layer_checks import assert_training_step, run_standard_layer_checks
+from tests.layer_checks import (
+    JIT_COMPILE,
+    GateLog,
+    assert_training_step,
+    outputs_and_gradients,
+    run_standard_layer_checks,
+    skip_torch_compile,
+)
 
 SIGMAS = 5.0  # 5-sigma binomial bounds with fixed seeds, as in tests/test_ops.py
 
 
 class CountingBranch(keras.layers.Layer):
-    """Returns ones shaped like its input; counts forward and backward passes.
+    """Returns ones shaped like its input, times a weight; counts its forward passes in training.
 
-    The output is 1 wherever the branch ran, so `block(x) - x` reads the gate.
-    Forward passes are counted in a variable; backward passes by a host call
-    in a custom gradient, which runs only when the branch's output is
-    differentiated (`count_backward=False` under XLA, which has no host calls).
+    The output is 1 wherever the branch ran, so `block(x) - x` reads the
+    gate. The count is a variable assigned with `keras.ops`, so it counts
+    inside compiled steps on every backend (under JAX the block's
+    conditional carries it out of `lax.cond` like a moving statistic).
     """
 
-    def __init__(self, count_backward=True, **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.count_backward = count_backward
         self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
-        self.forward = self.add_weight(shape=(), initializer="zeros", trainable=False, name="forward")
+        self.forward_passes = self.add_weight(shape=(), initializer="zeros", trainable=False, name="forward_passes")
+
+    def call(self, x, training=None):
+        if training:
+            self.forward_passes.assign_add(1.0)
+        return keras.ops.ones_like(x) * self.scale
+
+
+class BackwardCountingBranch(CountingBranch):
+    """Also counts backward passes, by a host call in a custom gradient (TensorFlow, graph mode).
+
+    The host call runs only when the branch's output is differentiated.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.backward_calls = []
 
     def _tick(self):
@@ -34,18 +54,17 @@ class CountingBranch(keras.layers.Layer):
         return np.float32(0.0)
 
     def call(self, x, training=None):
+        import tensorflow as tf
+
         @tf.custom_gradient
         def counted(scale):
             def grad(upstream):
-                total = tf.reduce_sum(upstream)
-                if self.count_backward:
-                    total += tf.numpy_function(self._tick, [], tf.float32)
-                return total
+                return tf.reduce_sum(upstream) + tf.numpy_function(self._tick, [], tf.float32)
 
             return tf.ones_like(x) * scale, grad
 
         if training:
-            self.forward.assign_add(1.0)
+            self.forward_passes.assign_add(1.0)
         return counted(self.scale.value)
 
     @property
@@ -67,20 +86,23 @@ def images(n=4, shape=(6, 6, 4), seed=0):
     return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
 
 
-def gated_training_steps(block, steps, jit_compile=False):
-    """Runs `steps` compiled training steps; returns the gates they saw (0/1)."""
-    x = np.zeros((2, 3), "float32")
-    optimizer = keras.optimizers.SGD(0.0)
+def gated_training_steps(block, steps, jit_compile="auto"):
+    """Runs `steps` training steps of `fit` on a zero batch of 2; returns the gates they saw (0/1).
 
-    @tf.function(jit_compile=jit_compile)
-    def step():
-        with tf.GradientTape() as tape:
-            output = block(x, training=True)
-            loss = tf.reduce_sum(output)
-        optimizer.apply(tape.gradient(loss, block.trainable_variables), block.trainable_variables)
-        return output[0, 0]
+    A dense head keeps a weight in every step's loss: PyTorch refuses to
+    differentiate a loss that no weight reaches, as when the gate is shut.
+    """
+    inputs = keras.Input((3,))
+    log = GateLog(steps)
+    model = keras.Model(inputs, keras.layers.Dense(1)(log(block(inputs))))
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", jit_compile=jit_compile)
+    x = np.zeros((2 * steps, 3), "float32")
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, shuffle=False, verbose=0)
+    return keras.ops.convert_to_numpy(log.gates)
 
-    return np.array([float(step().numpy()) for _ in range(steps)])
+
+def count(variable):
+    return float(keras.ops.convert_to_numpy(variable))
 
 
 # The standard checks shared by every layer.
@@ -96,6 +118,7 @@ def test_standard_layer_checks(kwargs):
     )
 
 
+@skip_torch_compile
 def test_training_step_under_xla():
     assert_training_step(lambda **extra: sdt.StochasticDepthBlock(keras.layers.Dense(3), **extra), [(5, 3)], jit_compile=True)
 
@@ -103,16 +126,31 @@ def test_training_step_under_xla():
 # Skipping: no forward, no backward, no BatchNormalization update.
 
 
-def test_dropped_branch_runs_neither_forward_nor_backward():
+@pytest.mark.parametrize("jit_compile", JIT_COMPILE)
+def test_dropped_branch_is_not_computed(jit_compile):
     steps, p = 200, 0.5
     branch = CountingBranch()
     block = sdt.StochasticDepthBlock(branch, survival_probability=p, seed=3)
-    gates = gated_training_steps(block, steps)
+    gates = gated_training_steps(block, steps, jit_compile=jit_compile)
     kept = int(gates.sum())
     assert set(np.unique(gates)) == {0.0, 1.0}
-    assert float(branch.forward.numpy()) == kept
-    assert branch.backward == kept
+    assert count(branch.forward_passes) == kept
     assert abs(kept / steps - p) <= SIGMAS * math.sqrt(p * (1 - p) / steps)
+
+
+@pytest.mark.tensorflow_only  # counts backward passes with a host call in a custom gradient
+@pytest.mark.parametrize("survival_probability, mode", [(0.5, "batch"), (0.95, "sample")])
+def test_backward_passes_are_those_of_the_forward_passes(survival_probability, mode):
+    """A dropped branch has no backward pass; one computed and multiplied (p > 0.9, sample) has one every step."""
+    steps = 100
+    branch = BackwardCountingBranch()
+    block = sdt.StochasticDepthBlock(branch, survival_probability=survival_probability, mode=mode, seed=3)
+    gates = gated_training_steps(block, steps, jit_compile=False)
+    assert 0 < count(branch.forward_passes) == branch.backward
+    if mode == "batch":
+        assert branch.backward == gates.sum() < steps
+    else:
+        assert branch.backward == steps
 
 
 def test_merge_layer_by_contrast_computes_every_branch():
@@ -121,7 +159,7 @@ def test_merge_layer_by_contrast_computes_every_branch():
     model = keras.Model(x, sdt.StochasticDepth(0.5, seed=3)([x, branch(x)]))
     gates = gated_training_steps(model, 50)
     assert 0 < gates.sum() < 50
-    assert float(branch.forward.numpy()) == 50
+    assert count(branch.forward_passes) == 50
 
 
 def test_sample_mode_with_little_to_drop_computes_the_branch_every_step():
@@ -129,8 +167,7 @@ def test_sample_mode_with_little_to_drop_computes_the_branch_every_step():
     branch = CountingBranch()
     block = sdt.StochasticDepthBlock(branch, survival_probability=0.95, mode="sample", seed=3)
     gated_training_steps(block, 30)
-    assert float(branch.forward.numpy()) == 30
-    assert branch.backward == 30
+    assert count(branch.forward_passes) == 30
 
 
 def test_skip_compute_false_computes_the_branch_every_step():
@@ -138,19 +175,10 @@ def test_skip_compute_false_computes_the_branch_every_step():
     block = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=3, skip_compute=False)
     gates = gated_training_steps(block, 30)
     assert 0 < gates.sum() < 30
-    assert float(branch.forward.numpy()) == 30
+    assert count(branch.forward_passes) == 30
 
 
-def test_under_xla_a_dropped_branch_is_not_computed():
-    steps = 60
-    branch = CountingBranch(count_backward=False)
-    block = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=3)
-    gates = gated_training_steps(block, steps, jit_compile=True)
-    assert set(np.unique(gates)) == {0.0, 1.0}
-    assert float(branch.forward.numpy()) == gates.sum()
-
-
-def bn_updates_per_step(branch, jit_compile, steps=30, survival_probability=0.5):
+def bn_updates_per_step(branch, jit_compile="auto", steps=30, survival_probability=0.5):
     """Trains a block on `branch` for `steps` steps; counts the steps that moved BN statistics."""
     inputs = keras.Input((6, 6, 4))
     block = sdt.StochasticDepthBlock(branch, survival_probability=survival_probability, seed=11)
@@ -160,18 +188,19 @@ def bn_updates_per_step(branch, jit_compile, steps=30, survival_probability=0.5)
     x, y = images(n=4), np.zeros((4, 1), "float32")
     changes = 0
     for _ in range(steps):
-        before = moving_mean.numpy().copy()
+        before = keras.ops.convert_to_numpy(moving_mean).copy()
         model.train_on_batch(x, y)
-        changes += not np.array_equal(before, moving_mean.numpy())
+        changes += not np.array_equal(before, keras.ops.convert_to_numpy(moving_mean))
     return changes
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile", JIT_COMPILE)
 def test_batch_normalization_updates_only_on_kept_steps(jit_compile):
     changes = bn_updates_per_step(conv_branch(), jit_compile)
     assert 0 < changes < 30, "some steps updated the statistics and some did not"
 
 
+@pytest.mark.tensorflow_only  # XLA on CPU and TensorFlow's convolution gradients
 def test_under_xla_a_branch_with_depthwise_convolution_is_computed_every_step():
     # XLA on CPU cannot run a depthwise convolution's gradient fast inside a
     # conditional, so the block computes such a branch and multiplies by the gate.
@@ -179,8 +208,11 @@ def test_under_xla_a_branch_with_depthwise_convolution_is_computed_every_step():
     assert bn_updates_per_step(branch, jit_compile=True) == 30
 
 
+@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/_xla.py)
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_under_xla_gradients_of_a_kept_conv_branch_are_exact(padding):
+    import tensorflow as tf
+
     branch = keras.Sequential([
         keras.layers.Conv2D(4, 3, padding=padding),
         keras.layers.ReLU(),
@@ -218,10 +250,10 @@ def test_batch_normalization_statistics_stay_put_when_dropped():
     x = images(n=8) + 3.0  # a mean far from the initial moving mean of 0
     dropped = sdt.StochasticDepthBlock(keras.layers.BatchNormalization(), survival_probability=0.0)
     dropped(x, training=True)
-    np.testing.assert_array_equal(dropped.branch.moving_mean.numpy(), 0.0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropped.branch.moving_mean), 0.0)
     kept = sdt.StochasticDepthBlock(keras.layers.BatchNormalization(), survival_probability=1.0)
     kept(x, training=True)
-    assert np.all(kept.branch.moving_mean.numpy() > 0.0)
+    assert np.all(keras.ops.convert_to_numpy(kept.branch.moving_mean) > 0.0)
 
 
 # Semantics: the same as the merge layer.
@@ -235,8 +267,8 @@ def test_training_output_equals_merge_layer_with_same_seed(inverted):
     x = images(n=4, shape=(3,))
     outcomes = set()
     for _ in range(20):
-        expected = merge([x, branch(x)], training=True).numpy()
-        output = block(x, training=True).numpy()
+        expected = keras.ops.convert_to_numpy(merge([x, branch(x)], training=True))
+        output = keras.ops.convert_to_numpy(block(x, training=True))
         np.testing.assert_allclose(output, expected, rtol=1e-6, atol=1e-6)
         outcomes.add(bool(np.allclose(output, x)))
     assert outcomes == {True, False}
@@ -248,21 +280,25 @@ def test_inference_output(inverted):
     block = sdt.StochasticDepthBlock(branch, survival_probability=0.3, inverted=inverted)
     x = images(n=4, shape=(3,))
     scale = 1.0 if inverted else 0.3
-    np.testing.assert_allclose(block(x), x + np.float32(scale) * branch(x).numpy(), rtol=1e-5, atol=1e-6)
+    expected = x + np.float32(scale) * keras.ops.convert_to_numpy(branch(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_gradients_of_a_kept_branch_equal_the_merge_layer_gradients():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_gradients_of_a_kept_branch_equal_the_merge_layer_gradients(jit_compile):
     branch = keras.layers.Dense(3)
     x = images(n=4, shape=(3,))
     block = sdt.StochasticDepthBlock(branch, survival_probability=1.0)
+    block.build(x.shape)
 
-    def gradient(fn):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(fn() ** 2)
-        return [g.numpy() for g in tape.gradient(loss, branch.trainable_variables)]
+    def gradients(function):
+        _, grads = outputs_and_gradients(
+            lambda: keras.ops.square(function()), [], variables=branch.trainable_variables,
+            state=block.non_trainable_variables, jit_compile=jit_compile,
+        )
+        return grads
 
-    for got, expected in zip(gradient(lambda: tf.function(block)(x, training=True)),
-                             gradient(lambda: x + branch(x))):
+    for got, expected in zip(gradients(lambda: block(x, training=True)), gradients(lambda: keras.ops.add(x, branch(x)))):
         np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -278,7 +314,11 @@ def test_survival_probability_one_matches_plain_residual_network_in_training():
     branch = conv_branch()
     block = sdt.StochasticDepthBlock(branch, survival_probability=1.0)
     x = images()
-    np.testing.assert_allclose(block(x, training=True), x + branch(x, training=True), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(block(x, training=True)),
+        x + keras.ops.convert_to_numpy(branch(x, training=True)),
+        rtol=1e-5, atol=1e-5,
+    )
 
 
 def test_weights_are_those_of_branch_and_shortcut():
@@ -292,7 +332,7 @@ def test_weights_are_those_of_branch_and_shortcut():
 def test_scheduler_finds_and_ramps_the_block():
     block = sdt.StochasticDepthBlock(keras.layers.Dense(3), survival_probability=0.5)
     inputs = keras.Input((3,))
-    model = keras.Model(inputs, block(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(block(inputs)))  # a weight outside the block, for PyTorch
     assert sdt.callbacks.stochastic_depth_layers(model) == [block]
     model.compile(optimizer="sgd", loss="mse")
     history = model.fit(images(n=8, shape=(3,)), np.zeros((8, 3)), epochs=2, verbose=0,
@@ -321,7 +361,10 @@ def test_keras_file_round_trip_with_projection(tmp_path):
     assert float(restored.survival_probability_variable.numpy()) == pytest.approx(0.9)
 
 
+@pytest.mark.tensorflow_only
 def test_saved_model_export(tmp_path):
+    import tensorflow as tf
+
     inputs = keras.Input((6, 6, 4))
     model = keras.Model(inputs, sdt.StochasticDepthBlock(conv_branch(), survival_probability=0.6)(inputs))
     path = str(tmp_path / "exported")
@@ -331,18 +374,32 @@ def test_saved_model_export(tmp_path):
     np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
-def test_export_and_keras_file_after_xla_training(tmp_path):
+def compiled_block_model(x):
     inputs = keras.Input((6, 6, 4))
     model = keras.Model(inputs, sdt.StochasticDepthBlock(conv_branch(), survival_probability=0.6, seed=0)(inputs))
     model.compile(optimizer="sgd", loss="mse", jit_compile=True)
-    x = images()
     model.fit(x, x, batch_size=4, epochs=2, verbose=0)
-    model.export(str(tmp_path / "exported"), verbose=False)
-    served = tf.saved_model.load(str(tmp_path / "exported"))
-    np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    return model
+
+
+@skip_torch_compile
+def test_keras_file_after_compiled_training(tmp_path):
+    x = images()
+    model = compiled_block_model(x)
     model.save(str(tmp_path / "model.keras"))
     loaded = keras.saving.load_model(str(tmp_path / "model.keras"))
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.tensorflow_only
+def test_saved_model_export_after_xla_training(tmp_path):
+    import tensorflow as tf
+
+    x = images()
+    model = compiled_block_model(x)
+    model.export(str(tmp_path / "exported"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "exported"))
+    np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
 # Bad input.
@@ -390,6 +447,7 @@ def _predicate_producers(graph) -> list:
     return producers
 
 
+@pytest.mark.tensorflow_only
 def test_gate_is_drawn_on_the_host_in_graph_mode():
     """The `If` predicate is computed on the CPU: no device-to-host copy per block on a GPU.
 
@@ -400,6 +458,8 @@ def test_gate_is_drawn_on_the_host_in_graph_mode():
     variable reads run where their variable lives, and the block's seed
     state and survival probability are created on the host.
     """
+    import tensorflow as tf
+
     block = sdt.StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, seed=0)
     block.build((2, 4))
     step = tf.function(lambda x: block(x, training=True))
@@ -413,8 +473,11 @@ def test_gate_is_drawn_on_the_host_in_graph_mode():
         assert "CPU" in variable.value.device
 
 
+@pytest.mark.tensorflow_only
 def test_gate_has_no_host_placement_under_xla():
     """Under XLA the step is one compiled program on its device: no placement is forced."""
+    import tensorflow as tf
+
     block = sdt.StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, seed=0)
     block.build((2, 4))
     step = tf.function(lambda x: block(x, training=True), jit_compile=True)
