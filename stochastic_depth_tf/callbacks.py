@@ -190,7 +190,23 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
             # per step adds up. Each epoch starts from a clean slate, since a
             # restore may have changed the variables behind our back.
             if self._assigned.get(id(layer)) != value:
+                self._sync_model_state()
                 layer.survival_probability_variable.assign(value)
                 self._assigned[id(layer)] = value
+
+    def _sync_model_state(self) -> None:
+        """Writes the state of JAX's training loop back to the model's variables, if it holds any.
+
+        Keras' JAX trainer carries the variables' values through an epoch in
+        state of its own, and writes them back only at the end of the epoch,
+        or when asked: an assignment between two steps would be overwritten
+        without being read, unless the state is written back first (then the
+        next step reads the variables again). Keras 3.0 did not ask when a
+        callback reached the model (keras-team/keras#19054); later versions
+        do, and then this is a cheap no-op.
+        """
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
 
 

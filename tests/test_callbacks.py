@@ -6,6 +6,7 @@ import pytest
 
 import stochastic_depth_tf as sdt
 from stochastic_depth_tf.callbacks import SurvivalProbabilityScheduler, stochastic_depth_layers
+from tests.layer_checks import GateLog, skip_torch_compile
 
 TARGETS = (0.8, 0.5)
 
@@ -93,6 +94,24 @@ def test_linear_ramp_over_steps():
     assert recorder.values == expected
 
 
+def test_step_unit_changes_the_gates_the_training_step_draws():
+    """The values reach the step, not only the variables (JAX's trainer keeps its own copy)."""
+    steps, duration = 40, 20
+    inputs = keras.Input((3,))
+    zeros = keras.layers.Lambda(lambda x: keras.ops.zeros_like(x))(inputs)
+    ones = keras.layers.Lambda(lambda x: keras.ops.ones_like(x))(inputs)
+    log = GateLog(steps)
+    outputs = keras.layers.Dense(1)(log(sdt.StochasticDepth(0.0, seed=1)([zeros, ones])))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((steps, 3)), np.zeros((steps, 1)), batch_size=1, epochs=1, verbose=0, shuffle=False,
+              callbacks=[SurvivalProbabilityScheduler(duration=duration, unit="step")])
+    gates = keras.ops.convert_to_numpy(log.gates)
+    # p(t) = 1 - t / 20: the first step keeps the branch for sure, the steps from t = 20 drop it for sure.
+    assert gates[0] == 1.0 and 0 < gates[:duration].sum() < duration
+    np.testing.assert_array_equal(gates[duration:], 0.0)
+
+
 def test_user_schedule_function():
     model = small_model()
     recorder = Recorder()
@@ -102,7 +121,11 @@ def test_user_schedule_function():
     assert recorder.values == [(1.0, 1.0), (1.0, 1.0), TARGETS]
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+# A compiled step is traced once: TensorFlow's graph mode and XLA, JAX's
+# jit. Un-jitted JAX and eager PyTorch run the Python of every step.
+@pytest.mark.parametrize("jit_compile", [
+    pytest.param(False, marks=pytest.mark.tensorflow_only), pytest.param(True, marks=skip_torch_compile),
+])
 def test_schedule_changes_values_without_retracing(jit_compile):
     model = small_model()
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
