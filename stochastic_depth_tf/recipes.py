@@ -234,7 +234,10 @@ def training_dataset(recipe: Recipe, images: np.ndarray, labels: np.ndarray, see
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(recipe.batch_size)
-    dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    # Layer by layer: a Keras preprocessing layer runs TensorFlow ops inside
+    # `tf.data` whatever the backend, a `Sequential` holding it does not.
+    for layer in augment.layers:
+        dataset = dataset.map(lambda x, y, layer=layer: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -274,7 +277,7 @@ def zero_init_residual_branches(model: keras.Model) -> int:
         # `_bn2` names the branch's last BatchNormalization in `cifar_resnet`,
         # plain (`Add`) or inside a `StochasticDepthBlock`.
         if variable.path.endswith("_bn2/gamma"):
-            variable.assign(keras.ops.zeros_like(variable))
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
             changed += 1
     return changed
 
@@ -401,7 +404,7 @@ class Trainer:
                                   callbacks_module.stochastic_depth_layers(fresh), strict=True):
             target.survival_probability = source.survival_probability
         for variable in self.model.optimizer.variables:
-            variable.assign(keras.ops.zeros_like(variable))
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
         x_train, y_train = self.data["train"]
         timer = EpochTimer()
         history = self.model.fit(

@@ -100,8 +100,8 @@ def test_zero_init_residual_makes_every_block_start_as_the_identity(final_surviv
     model = sdt.models.cifar_resnet(depth=14, final_survival_probability=final_survival_probability, input_shape=(12, 12, 1))
     assert recipes.zero_init_residual_branches(model) == 6
     last_gammas = [v for v in model.trainable_weights if v.path.endswith("_bn2/gamma")]
-    assert all(np.all(np.asarray(v) == 0.0) for v in last_gammas)
-    assert all(np.all(np.asarray(v) == 1.0) for v in model.trainable_weights if v.path.endswith("_bn1/gamma"))
+    assert all(np.all(keras.ops.convert_to_numpy(v) == 0.0) for v in last_gammas)
+    assert all(np.all(keras.ops.convert_to_numpy(v) == 1.0) for v in model.trainable_weights if v.path.endswith("_bn1/gamma"))
 
 
 def test_with_epochs_keeps_the_warm_up_within_a_quarter_of_a_short_run():
@@ -111,6 +111,7 @@ def test_with_epochs_keeps_the_warm_up_within_a_quarter_of_a_short_run():
         recipes.DIGITS.with_epochs(0)
 
 
+@pytest.mark.slow  # trains a ResNet-8 twice: minutes outside TensorFlow's graph mode
 def test_trainer_reuses_one_compiled_step_and_sets_each_runs_survival_probabilities():
     import stochastic_depth_tf as sdt
 
@@ -123,9 +124,9 @@ def test_trainer_reuses_one_compiled_step_and_sets_each_runs_survival_probabilit
     layers = sdt.callbacks.stochastic_depth_layers(trainer.model)
     expected = sdt.schedules.linear_decay(3, 0.8)
     np.testing.assert_allclose([layer.survival_probability for layer in layers], expected, rtol=1e-6)
-    np.testing.assert_allclose([float(np.asarray(layer.survival_probability_variable)) for layer in layers],
+    np.testing.assert_allclose([float(keras.ops.convert_to_numpy(layer.survival_probability_variable)) for layer in layers],
                                expected, rtol=1e-6)
-    assert int(trainer.model.optimizer.iterations) == recipes.steps_per_epoch(trainer.recipe, len(data["train"][0]))
+    assert int(keras.ops.convert_to_numpy(trainer.model.optimizer.iterations)) == recipes.steps_per_epoch(trainer.recipe, len(data["train"][0]))
     for run in (first, second):
         assert 0.0 <= run["test_accuracy"] <= 1.0 and len(run["epoch_seconds"]) == 1
 
