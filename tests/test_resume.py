@@ -15,6 +15,10 @@ import pytest
 
 from tests.test_distribution import run_scenario
 
+# Bit-identical runs need TensorFlow's op determinism, and the scenario runs
+# with tests/distributed_scenarios.py, which is TensorFlow's.
+pytestmark = pytest.mark.tensorflow_only
+
 
 @pytest.mark.parametrize("interrupt_after", [0, 2])
 def test_resumed_run_is_bit_identical_to_uninterrupted_run(interrupt_after):

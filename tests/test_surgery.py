@@ -12,6 +12,10 @@ from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlo
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
 
 
+def numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
 # keras.applications models built without downloads, and their residual adds
 # (counted from the graphs: see the README's model surgery section).
 APPLICATIONS = {
@@ -169,7 +173,7 @@ def test_inference_is_shortcut_plus_survival_probability_times_residual():
     model = apply_stochastic_depth(single_block(), final_survival_probability=0.3)
     x = vectors()
     residual = keras.ops.convert_to_numpy(model.get_layer("branch")(x))
-    np.testing.assert_allclose(model(x, training=False), x + 0.3 * residual, rtol=1e-6)
+    np.testing.assert_allclose(numpy(model(x, training=False)), x + 0.3 * residual, rtol=1e-6)
 
 
 @pytest.mark.parametrize("order", ["residual_first", "shortcut_first"])
@@ -199,7 +203,7 @@ def test_op_add_replaced():
     assert layer.input[0] is model.input
     x = vectors()
     residual = keras.ops.convert_to_numpy(model.get_layer("branch")(x))
-    np.testing.assert_allclose(model(x, training=False), x + 0.5 * residual, rtol=1e-6)
+    np.testing.assert_allclose(numpy(model(x, training=False)), x + 0.5 * residual, rtol=1e-6)
 
 
 def test_uniform_distribution():
@@ -216,13 +220,13 @@ def test_inverted_inference_is_a_plain_add():
     original = residual_chain()
     model = apply_stochastic_depth(original, final_survival_probability=0.2, inverted=True)
     x = vectors()
-    np.testing.assert_allclose(model(x, training=False), original(x, training=False), rtol=1e-6)
+    np.testing.assert_allclose(numpy(model(x, training=False)), numpy(original(x, training=False)), rtol=1e-6)
 
 
 def test_training_with_zero_survival_drops_every_block():
     model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.0, distribution="uniform")
     x = vectors()
-    np.testing.assert_array_equal(model(x, training=True), x)
+    np.testing.assert_array_equal(numpy(model(x, training=True)), x)
 
 
 def test_seeds_derived_from_seed():
@@ -261,7 +265,7 @@ def test_original_model_left_intact():
     apply_stochastic_depth(original, final_survival_probability=0.5)
     assert original.layers == layers
     assert not stochastic_depth_layers(original)
-    np.testing.assert_array_equal(original(x), expected)
+    np.testing.assert_array_equal(numpy(original(x)), expected)
 
 
 def test_non_residual_adds_left_as_they_are():
@@ -300,7 +304,7 @@ def test_nested_model_output_unchanged_at_full_survival():
     original = keras.Model(inputs, outputs)
     model = apply_stochastic_depth(original, final_survival_probability=1.0)
     x = vectors()
-    np.testing.assert_allclose(model(x), original(x), rtol=1e-6)
+    np.testing.assert_allclose(numpy(model(x)), numpy(original(x)), rtol=1e-6)
 
 
 def test_shared_layer_stays_shared():
@@ -362,7 +366,7 @@ def test_stateless_layer_that_cannot_be_rebuilt_is_shared():
     original = keras.Model(inputs, outputs)
     model = apply_stochastic_depth(original, final_survival_probability=1.0)
     assert model.get_layer("double") is original.get_layer("double")
-    np.testing.assert_allclose(model(vectors()), original(vectors()), rtol=1e-6)
+    np.testing.assert_allclose(numpy(model(vectors())), numpy(original(vectors())), rtol=1e-6)
 
 
 def test_refuses_a_layer_with_weights_that_cannot_be_rebuilt():
@@ -407,7 +411,7 @@ def test_keras_file_round_trip(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     x = vectors()
-    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+    np.testing.assert_allclose(numpy(loaded(x)), numpy(model(x)), rtol=1e-6)
     assert len(stochastic_depth_layers(loaded)) == 3
 
 
@@ -420,7 +424,7 @@ def test_strip_folds_current_survival_probability():
     stripped = strip_stochastic_depth(model)
     assert stripped.get_layer("add_survival_scale").scale == pytest.approx(0.3)
     x = vectors()
-    np.testing.assert_allclose(stripped(x), model(x, training=False), rtol=1e-6)
+    np.testing.assert_allclose(numpy(stripped(x)), numpy(model(x, training=False)), rtol=1e-6)
 
 
 def test_strip_leaves_only_stock_layers():
@@ -439,7 +443,7 @@ def test_strip_inverted_is_a_plain_add():
     stripped = strip_stochastic_depth(model)
     assert not any(isinstance(layer, keras.layers.Rescaling) for layer in stripped.layers)
     x = vectors()
-    np.testing.assert_allclose(stripped(x), model(x, training=False), rtol=1e-6)
+    np.testing.assert_allclose(numpy(stripped(x)), numpy(model(x, training=False)), rtol=1e-6)
 
 
 def test_strip_application_output_unchanged():
@@ -482,7 +486,7 @@ def test_strip_inverted_blocks_is_a_plain_add():
     stripped = strip_stochastic_depth(model)
     assert not any(isinstance(layer, keras.layers.Rescaling) for layer in stripped.layers)
     x = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype("float32")
-    np.testing.assert_allclose(stripped(x), model(x, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(numpy(stripped(x)), numpy(model(x, training=False)), rtol=1e-5, atol=1e-6)
 
 
 def test_strip_nested_model():

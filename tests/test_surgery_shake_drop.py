@@ -7,6 +7,10 @@ import pytest
 import stochastic_depth_tf as sdt
 
 
+def numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
 def shake_drop_chain(alpha_range=(-1.0, 1.0), survival_probabilities=(0.8, 0.6)):
     inputs = keras.Input((4,))
     x = inputs
@@ -27,7 +31,7 @@ def test_strip_folds_the_expected_scale_of_the_current_survival_probability():
     scales = {layer.name: layer.scale for layer in stripped.layers if isinstance(layer, keras.layers.Rescaling)}
     # E[b + alpha - b * alpha] = p + (1 - p) * (low + high) / 2
     assert scales == pytest.approx({"shake0_expected_scale": 0.9 + 0.1 * -0.25, "shake1_expected_scale": 0.6 + 0.4 * -0.25})
-    np.testing.assert_allclose(stripped(vectors()), model(vectors(), training=False), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(numpy(stripped(vectors())), numpy(model(vectors(), training=False)), rtol=1e-6, atol=1e-6)
 
 
 def test_strip_leaves_only_stock_layers_named_after_shake_drop():
@@ -43,7 +47,7 @@ def test_strip_with_an_expected_scale_of_one_is_a_plain_add():
         model = shake_drop_chain(alpha_range=alpha_range, survival_probabilities=probabilities)
         stripped = sdt.strip_stochastic_depth(model)
         assert not any(isinstance(layer, keras.layers.Rescaling) for layer in stripped.layers)
-        np.testing.assert_allclose(stripped(vectors()), model(vectors(), training=False), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(numpy(stripped(vectors())), numpy(model(vectors(), training=False)), rtol=1e-6, atol=1e-6)
 
 
 def test_strip_pyramidnet_with_shake_drop_keeps_inference_and_weights():
@@ -52,7 +56,7 @@ def test_strip_pyramidnet_with_shake_drop_keeps_inference_and_weights():
     stripped = sdt.strip_stochastic_depth(model)
     assert not any(isinstance(layer, sdt.ShakeDrop) for layer in stripped.layers)
     assert stripped.count_params() == model.count_params()
-    np.testing.assert_allclose(stripped(images), model(images, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(numpy(stripped(images)), numpy(model(images, training=False)), rtol=1e-5, atol=1e-6)
 
 
 def test_apply_copies_keep_the_current_survival_probability_of_shake_drop():

@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import stochastic_depth_tf as sdt
 
@@ -141,6 +140,7 @@ def test_layer_names_are_keras_names_without_the_drop_layers():
     assert len(drops) == 9
 
 
+@pytest.mark.slow  # a minute to build B3 outside TensorFlow; B0 checks the copy on every backend
 def test_b3_at_a_small_size_predicts_what_keras_does():
     source = randomize(keras.applications.EfficientNetB3(
         weights=None, include_top=False, pooling="avg", input_shape=SHAPE))
@@ -309,7 +309,10 @@ def test_keras_file_round_trip_in_safe_mode(source, tmp_path, skip_compute, mode
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_export_serves_the_deterministic_inference_form(source, tmp_path):
+    import tensorflow as tf
+
     model = our_b0()
     sdt.models.load_keras_applications_weights(model, source)
     path = str(tmp_path / "exported")
@@ -329,6 +332,7 @@ def test_strip_gives_stock_layers_with_the_same_inference(source):
     assert_close(plain(images()), model(images(), training=False))
 
 
+@pytest.mark.slow  # eager JAX takes a minute; tests/layers checks the skip on every backend
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")  # dropped branches have none, as intended
 def test_batch_mode_blocks_skip_dropped_branches_in_training():
     # p = 0 everywhere (paper's convention): every residual branch is dropped,

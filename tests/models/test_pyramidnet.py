@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.layer_checks import skip_torch_compile
 
 SMALL = {"depth": 8, "alpha": 12, "block": "basic", "input_shape": (12, 12, 3)}
 
@@ -26,6 +27,7 @@ def count(weights):
 # The papers' networks.
 
 
+@pytest.mark.slow  # 26M weights: minutes to initialize outside TensorFlow
 def test_parameter_count_of_pyramidnet_272_alpha_200_matches_the_paper():
     # Han et al. (and the ShakeDrop paper) give 26.0M for the bottleneck
     # PyramidNet-272, alpha = 200. The figure matches the convolution weights
@@ -123,10 +125,12 @@ def test_full_survival_is_the_plain_network():
 # Training and saving.
 
 
+# "auto": TensorFlow's graph mode (on a CPU), JAX's jit, PyTorch's eager step.
 @pytest.mark.parametrize(
     "kwargs, jit_compile",
-    [({"regularization": "shake_drop"}, True), ({"regularization": "shake_drop", "mode": "sample", "shake_mode": "element"}, False),
-     ({"regularization": "stochastic_depth"}, False)],
+    [pytest.param({"regularization": "shake_drop"}, True, marks=skip_torch_compile),
+     ({"regularization": "shake_drop", "mode": "sample", "shake_mode": "element"}, "auto"),
+     ({"regularization": "stochastic_depth"}, "auto")],
 )
 def test_trains(kwargs, jit_compile):
     model = sdt.models.pyramidnet(**SMALL, **kwargs, seed=0)
