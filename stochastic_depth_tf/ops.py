@@ -615,8 +615,10 @@ def scale_with_gradient(residual: Any, forward_scale: Any, backward_scale: Any) 
     gradient: it compiles with XLA, keeps the compute dtype (float16,
     bfloat16) and runs on every backend. The scales carry no gradient.
     """
-    # PyTorch's `stop_gradient` takes tensors only (a NumPy residual is refused).
-    residual = keras.ops.convert_to_tensor(residual)
+    # PyTorch's `stop_gradient` takes tensors only (NumPy arrays are refused).
+    residual, forward_scale, backward_scale = (
+        keras.ops.convert_to_tensor(t) for t in (residual, forward_scale, backward_scale)
+    )
     frozen = keras.ops.stop_gradient(residual)
     moving = keras.ops.subtract(residual, frozen)
     return keras.ops.add(

@@ -66,7 +66,7 @@ def test_forward_with_forced_draws_is_b_plus_alpha_minus_b_alpha():
     gate = np.array([1.0, 0.0, 0.0], "float32").reshape(3, 1, 1, 1)
     alpha = np.array([0.7, -0.4, 0.9], "float32").reshape(3, 1, 1, 1)
     beta = np.array([0.2, 0.6, 0.1], "float32").reshape(3, 1, 1, 1)
-    forward, backward = sdt.ops.shake_drop_scales(gate, alpha, beta)
+    forward, backward = (keras.ops.convert_to_numpy(s) for s in sdt.ops.shake_drop_scales(gate, alpha, beta))
     np.testing.assert_array_equal(forward, gate + alpha - gate * alpha)
     np.testing.assert_array_equal(np.ravel(forward), np.array([1.0, -0.4, 0.9], "float32"))
     np.testing.assert_array_equal(np.ravel(backward), np.array([1.0, 0.6, 0.1], "float32"))
