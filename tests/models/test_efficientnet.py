@@ -9,6 +9,12 @@ import stochastic_depth_tf as sdt
 SHAPE = (32, 32, 3)
 CLASSES = 10
 
+# SLOW_ELSEWHERE: the tests marked slow with this note take seconds each
+# under JAX (which compiles the initializers and ops of every new shape) for
+# what the unmarked ones check already: under JAX and PyTorch the weight
+# copy, inference, `.keras` round trip and strip of B0 run; TensorFlow runs
+# them all.
+
 
 def images(n=2, seed=1, shape=SHAPE):
     return np.random.default_rng(seed).uniform(0.0, 255.0, size=(n,) + shape).astype("float32")
@@ -118,6 +124,7 @@ def test_b0_with_keras_weights_predicts_what_keras_does(source, skip_compute, mo
     assert_close(model.predict(x, verbose=0), source(x, training=False))
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 @pytest.mark.parametrize("skip_compute", [False, True])
 def test_weights_are_those_of_keras_layer_for_layer(skip_compute):
     model, source = our_b0(skip_compute=skip_compute, mode="batch"), keras_b0()
@@ -129,6 +136,7 @@ def test_weights_are_those_of_keras_layer_for_layer(skip_compute):
     assert ours == theirs
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_layer_names_are_keras_names_without_the_drop_layers():
     model = our_b0()
     theirs = {l.name for l in keras_b0().layers if not isinstance(l, keras.layers.InputLayer)}
@@ -152,6 +160,7 @@ def test_b3_at_a_small_size_predicts_what_keras_does():
     assert_close(model(x, training=False), source(x, training=False))
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_paper_convention_differs_exactly_by_the_survival_scaling(source):
     model = our_b0(inverted=False)
     sdt.models.load_keras_applications_weights(model, source, allow_convention_change=True)
@@ -171,6 +180,7 @@ def test_paper_convention_differs_exactly_by_the_survival_scaling(source):
     assert_close(model(x), scaled(x))
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_paper_convention_is_refused_unless_asked_for(source):
     model = our_b0(inverted=False)
     before = [numpy(w) for w in model.weights]
@@ -179,6 +189,7 @@ def test_paper_convention_is_refused_unless_asked_for(source):
     assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_paper_convention_without_drop_connect_is_a_plain_copy(source):
     model = our_b0(inverted=False, drop_connect_rate=0.0)
     assert not stochastic_layers(model)
@@ -186,6 +197,7 @@ def test_paper_convention_without_drop_connect_is_a_plain_copy(source):
     assert_close(model(images()), source(images()))
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_default_rule_is_keras_drop_connect_rate(source):
     model = our_b0()
     rates = {l.name[:-len("drop")]: l.rate for l in source.layers if l.name.endswith("_drop")}
@@ -196,6 +208,7 @@ def test_default_rule_is_keras_drop_connect_rate(source):
         assert (layer.mode, layer.inverted) == ("sample", True)
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_survival_probabilities_per_rule():
     keras_rule = sdt.models.efficientnet_survival_probabilities("b0", 0.2, "keras")
     blocks = [2, 4, 6, 7, 9, 10, 12, 13, 14]  # of 16 blocks 0..15; block1a, 2a, ..., 7a have no shortcut
@@ -207,6 +220,7 @@ def test_survival_probabilities_per_rule():
     assert len(sdt.models.efficientnet_survival_probabilities("b7")) == 48  # of 55: the first of each stage has none
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_options_reach_every_block():
     model = our_b0(distribution="linear", drop_connect_rate=0.5, mode="batch", inverted=False,
                    skip_compute=True, seed=10)
@@ -220,12 +234,14 @@ def test_options_reach_every_block():
     assert block.branch.get_layer("block2b_expand_conv").kernel.shape == (1, 1, 24, 144)
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_no_drop_connect_gives_plain_adds():
     model = our_b0(drop_connect_rate=0.0, skip_compute=True)
     assert not stochastic_layers(model)
     assert sum(isinstance(l, keras.layers.Add) for l in model.layers) == 9
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_input_correction_of_keras_imagenet_build_is_folded_into_the_variance():
     # What keras.applications adds with weights="imagenet": Rescaling(1 / sqrt(stddev))
     # after the Normalization. Rebuilt here without the download.
@@ -249,6 +265,7 @@ def test_input_correction_of_keras_imagenet_build_is_folded_into_the_variance():
     assert_close(model(x), expected)
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_another_variant_is_refused_naming_a_layer(source):
     model = sdt.models.EfficientNetB1(input_shape=SHAPE, classes=CLASSES)
     with pytest.raises(ValueError, match=r"argument `source`. Expected a keras.applications EfficientNet .* "
@@ -256,6 +273,7 @@ def test_another_variant_is_refused_naming_a_layer(source):
         sdt.models.load_keras_applications_weights(model, source)
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_other_classes_are_refused_and_nothing_is_copied(source):
     model = our_b0(classes=5)
     before = [numpy(w) for w in model.weights]
@@ -265,6 +283,7 @@ def test_other_classes_are_refused_and_nothing_is_copied(source):
     assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_another_input_shape_is_refused_with_the_top_only(source):
     with pytest.raises(ValueError, match=r"argument `source`. Expected the input_shape of `model`"):
         sdt.models.load_keras_applications_weights(our_b0(input_shape=(64, 64, 3)), source)
@@ -274,6 +293,7 @@ def test_another_input_shape_is_refused_with_the_top_only(source):
     np.testing.assert_array_equal(numpy(model.get_layer("top_conv").kernel), numpy(notop.get_layer("top_conv").kernel))
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_a_model_that_is_not_an_efficientnet_is_refused(source):
     with pytest.raises(TypeError, match=r"argument `source`. Expected a functional EfficientNet"):
         sdt.models.load_keras_applications_weights(our_b0(), sdt.models.cifar_resnet(depth=8))
@@ -290,6 +310,7 @@ def test_weights_imagenet_is_refused_with_the_way_to_get_them():
         sdt.models.EfficientNetB0(weights="/nonexistent/efficientnetb0.h5")
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_weights_from_a_keras_weights_file(source, tmp_path):
     path = str(tmp_path / "efficientnetb0.weights.h5")
     source.save_weights(path)
@@ -396,6 +417,7 @@ def test_bad_variant_is_refused():
         sdt.models.efficientnet("b8")
 
 
+@pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_input_tensor_and_default_shapes():
     image = keras.Input((64, 64, 3))
     model = sdt.models.EfficientNetB0(input_tensor=image, classes=CLASSES)
