@@ -12,9 +12,10 @@ provides them:
 - `conditional(predicate, kept, skipped, layers, owner)`: runs `kept()` or
   `skipped()`, with the state updates `kept()` makes to `layers` (moving
   statistics) applied only when it ran.
-- `branch_gradient_scope(function, inputs, cache)`: how a skipped branch is
-  differentiated inside the conditional, or None when skipping it would be
-  slower than multiplying.
+- `branch_gradient_scope(function, inputs, cache, layers)`: how a skipped
+  branch (`function` of `layers`) is differentiated inside the conditional,
+  or None when skipping it would be slower than multiplying (convolutions
+  under XLA on the CPU, TensorFlow's or JAX's).
 - `branch_synchronizes_replicas(layer)`, `track_in_checkpoints(...)`.
 """
 

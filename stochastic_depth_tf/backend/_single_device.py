@@ -10,7 +10,7 @@ no host placement to choose and no collective that a conditional refuses.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Dict, Iterator, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence
 
 import keras
 
@@ -43,7 +43,10 @@ def branch_synchronizes_replicas(layer: keras.layers.Layer) -> bool:
 
 
 def branch_gradient_scope(
-    function: Callable[[Any], Any], inputs: Any, cache: Dict[str, bool]
+    function: Callable[[Any], Any],
+    inputs: Any,
+    cache: Dict[str, bool],
+    layers: Sequence[keras.layers.Layer],
 ) -> Optional[ContextManager[None]]:
     """The backend's own gradients: no rewrite is needed to skip fast."""
     return contextlib.nullcontext()

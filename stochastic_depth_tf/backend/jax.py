@@ -14,17 +14,26 @@ statistics untouched, as on TensorFlow.
 JAX traces every step, jitted or not, so shapes are always static: a
 per-example kept count must be known when tracing (`mode="subset"`), and a
 Bernoulli count (`mode="sample"`) is computed and multiplied.
+
+On the CPU a branch with convolutions is not put in `lax.cond` at all
+(`branch_gradient_scope` returns None, and the block multiplies): XLA
+compiles the gradient convolutions inside a conditional to slow loops, as
+under TensorFlow's XLA (`stochastic_depth_tf/_xla.py`), and the ResNet-20
+training step of the skipping block was 16x the plain one
+(`benchmarks/results/step_time_backends.md`). Convolution-free branches
+(transformer MLPs and attention) skip on the CPU too, and every branch
+skips on GPUs and TPUs, with JAX's own gradients (not measured there).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence
+import contextlib
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
 
 import jax
 import keras
 
 from stochastic_depth_tf.backend._single_device import (
-    branch_gradient_scope,
     branch_synchronizes_replicas,
     host_device,
     host_variables,
@@ -91,3 +100,55 @@ def conditional(
     for variable, value in zip(state, new_state):
         variable.assign(value)
     return output
+
+
+_CONVOLUTIONS = frozenset({"conv_general_dilated"})
+
+
+def _primitive_names(jaxpr: Any) -> Iterator[str]:
+    """Every primitive of a jaxpr, nested ones (`pjit`, `cond`, `custom_vjp_call`, ...) included."""
+    for equation in jaxpr.eqns:
+        yield equation.primitive.name
+        for parameter in equation.params.values():
+            for value in parameter if isinstance(parameter, (list, tuple)) else (parameter,):
+                inner = getattr(value, "jaxpr", value)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _primitive_names(inner)
+
+
+def computes_convolutions(
+    function: Callable[[Any], Any], inputs: Any, layers: Sequence[keras.layers.Layer]
+) -> bool:
+    """Whether `function(inputs)` holds a convolution, from an abstract trace of it that assigns nothing.
+
+    The variables of `layers` enter the trace as abstract values in a
+    `StatelessScope` of its own, so neither their values (which Keras' JAX
+    `fit` may have moved out of the variables) nor the assignments the
+    branch makes in training (moving statistics) touch the step being traced.
+    """
+    variables = _variables(layers)
+
+    def traced(x: Any, values: List[Any]) -> Any:
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return function(x)
+
+    def abstract(value: Any) -> Any:
+        return jax.ShapeDtypeStruct(tuple(value.shape), value.dtype)
+
+    closed = jax.make_jaxpr(traced)(abstract(inputs), [abstract(variable) for variable in variables])
+    return any(name in _CONVOLUTIONS for name in _primitive_names(closed.jaxpr))
+
+
+def branch_gradient_scope(
+    function: Callable[[Any], Any], inputs: Any, cache: Dict[str, bool], layers: Sequence[keras.layers.Layer]
+) -> Optional[ContextManager[None]]:
+    """JAX's own gradients, or None (compute and multiply) for a convolution branch on the CPU.
+
+    `cache` keeps the answer per input shape and dtype for the caller.
+    """
+    if jax.default_backend() != "cpu":
+        return contextlib.nullcontext()
+    key = f"{tuple(inputs.shape)} {inputs.dtype}"
+    if key not in cache:
+        cache[key] = not computes_convolutions(function, inputs, layers)
+    return contextlib.nullcontext() if cache[key] else None

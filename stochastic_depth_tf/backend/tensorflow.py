@@ -124,7 +124,10 @@ def conditional(
 
 
 def branch_gradient_scope(
-    function: Callable[[Any], Any], inputs: Any, cache: Dict[str, bool]
+    function: Callable[[Any], Any],
+    inputs: Any,
+    cache: Dict[str, bool],
+    layers: Sequence[keras.layers.Layer],
 ) -> Optional[ContextManager[None]]:
     """How the skipped branch is differentiated, or None to compute and multiply it instead.
 

@@ -70,6 +70,19 @@ class StochasticDepthBlock(keras.layers.Layer):
     (not measured) the block skips with TensorFlow's own gradients.
     `skip_compute=False` always computes the branch.
 
+    On Keras' other backends (`stochastic_depth_tf/backend/`):
+
+    - JAX: batch mode skips inside the jitted step with `lax.cond`; the
+      branch's moving statistics come out of the conditional as values, so
+      a dropped branch leaves them untouched, as on TensorFlow. On the CPU a
+      branch with convolutions is computed and multiplied instead (XLA runs
+      the gradient convolutions inside a conditional as slow loops: 16x the
+      plain ResNet-20 step; JAX has no rewrite like TensorFlow's). `"subset"`
+      skips (its count is static); `"sample"` is computed and multiplied, as
+      under TensorFlow's XLA.
+    - PyTorch: eager, so every mode skips with any branch, and a
+      `"sample"` or `"subset"` count may change from step to step.
+
     In graph mode the gate is drawn and compared on the host, from state
     kept on the host, so on a GPU the conditional's predicate (which
     TensorFlow reads from host memory) costs no device-to-host copy.
@@ -221,7 +234,7 @@ class StochasticDepthBlock(keras.layers.Layer):
         static = backend.static_shapes()
         if self._skips(training) and self.mode == "batch":
             gradients = backend.branch_gradient_scope(
-                lambda x: self.branch(x, training=True), inputs, self._fast_under_xla
+                lambda x: self.branch(x, training=True), inputs, self._fast_under_xla, [self.branch]
             )
             if gradients is not None:
                 return self._skip_dropped_batch(inputs, shortcut, gradients)
