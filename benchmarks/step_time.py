@@ -9,6 +9,18 @@ compilation. Run from the repository root:
     python -m benchmarks.step_time            # the committed table (about 30 min)
     python -m benchmarks.step_time --quick    # a smoke run (about a minute)
     python -m benchmarks.step_time --data digits --depths 32 --rounds 10 --steps 10   # the demo's size
+    python -m benchmarks.step_time --backend tensorflow jax torch --depths 56 --no-serving   # every backend
+
+Keras fixes its backend at import, so `--backend` names other than the
+running one (`KERAS_BACKEND`, TensorFlow by default) run this script again
+in a fresh interpreter per backend, and their rows come back into one
+table. Ratios are measured within each backend's process; the absolute
+seconds say which backend trains the network fastest on this machine.
+Compilations: `graph` is `jit_compile=False` (TensorFlow's graph mode;
+PyTorch's eager mode), `xla` is `jit_compile=True` (TensorFlow's XLA; the
+jitted JAX step; `torch.compile`). Defaults: both on TensorFlow, `xla` on
+JAX (an un-jitted JAX step runs op by op), `graph` on PyTorch. SavedModel
+inference rows are TensorFlow's only.
 
 Contenders, all on `stochastic_depth_tf.models.cifar_resnet` with the
 paper's linear decay to 0.5:
@@ -20,7 +32,8 @@ paper's linear decay to 0.5:
 - `keras_dropout`: Keras' own idiom, `Dropout(1 - p, noise_shape=(None, 1,
   1, 1))` on the residual before the `Add` (as keras.applications
   EfficientNet does);
-- `keras_cv`: KerasCV's `StochasticDepth(rate=1 - p)`, when importable.
+- `keras_cv`: KerasCV's `StochasticDepth(rate=1 - p)`, when importable
+  (TensorFlow only).
 """
 
 from __future__ import annotations
@@ -28,9 +41,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,12 +55,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
 
 FINAL_SURVIVAL_PROBABILITY = 0.5
 CIFAR_SHAPE = (32, 32, 3)
+BACKEND = keras.backend.backend()
+BACKENDS = ("tensorflow", "jax", "torch")
+DEFAULT_COMPILATIONS = {"tensorflow": ["graph", "xla"], "jax": ["xla"], "torch": ["graph"]}
+COMPILATION_NAMES = {
+    "tensorflow": {"graph": "graph", "xla": "XLA"},
+    "jax": {"graph": "not jitted", "xla": "jit (XLA)"},
+    "torch": {"graph": "eager", "xla": "torch.compile"},
+}
 Shape = Sequence[int]
 
 
@@ -75,6 +97,8 @@ def keras_dropout_network(depth: int, input_shape: Shape) -> keras.Model:
 
 
 def keras_cv_network(depth: int, input_shape: Shape) -> Optional[keras.Model]:
+    if BACKEND != "tensorflow":  # KerasCV's layers are TensorFlow's
+        return None
     try:
         import keras_cv
     except ImportError:
@@ -141,11 +165,13 @@ def time_training(depth: int, jit_compile: bool, x: np.ndarray, y: np.ndarray, r
         models[name] = model
     steppers = {name: functools.partial(model.train_on_batch, x, y) for name, model in models.items()}
     times = interleaved_times(steppers, rounds, steps)
-    return _rows(times, f"ResNet-{depth}", "XLA" if jit_compile else "graph", "train step")
+    return _rows(times, f"ResNet-{depth}", COMPILATION_NAMES[BACKEND]["xla" if jit_compile else "graph"], "train step")
 
 
 def time_serving(depth: int, x: np.ndarray, rounds: int, steps: int) -> List[dict]:
     """Interleaved latency of exported SavedModels (inference: every block computed)."""
+    import tensorflow as tf
+
     servers = {}
     builders = contenders(depth, x.shape[1:])
     with tempfile.TemporaryDirectory() as directory:
@@ -175,29 +201,42 @@ def interleaved_times(steppers: Dict[str, Callable[[], object]], rounds: int, st
 
 
 def _rows(times: Dict[str, List[float]], network: str, compilation: str, what: str) -> List[dict]:
-    baseline_min = min(times["add"])
-    baseline_median = statistics.median(times["add"])
+    """Table rows; `ratio_paired` is the median of round i of a contender over round i of `add`."""
+    baseline = times["add"]
     return [
         {
+            "backend": BACKEND,
             "network": network,
             "compilation": compilation,
             "what": what,
             "contender": name,
             "min": min(values),
             "median": statistics.median(values),
-            "ratio_min": min(values) / baseline_min,
-            "ratio_median": statistics.median(values) / baseline_median,
+            "ratio_min": min(values) / min(baseline),
+            "ratio_median": statistics.median(values) / statistics.median(baseline),
+            "ratio_paired": statistics.median(value / paired for value, paired in zip(values, baseline)),
         }
         for name, values in times.items()
     ]
 
 
 def device_description() -> str:
-    """The device TensorFlow's placer runs the steps on: the first TPU or GPU, else the CPU.
+    """The device the steps run on: for TensorFlow the first TPU or GPU its placer sees, else the CPU.
 
     Nothing is pinned by the benchmark, so on a GPU machine it measures the
     GPU, as a user's `fit` would.
     """
+    if BACKEND == "jax":
+        import jax
+
+        devices = jax.devices()
+        return f"{devices[0]} ({devices[0].platform}; {len(devices)} visible)"
+    if BACKEND == "torch":
+        import torch
+
+        return "cuda:0 (PyTorch)" if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}; PyTorch, no CUDA)"
+    import tensorflow as tf
+
     for kind in ("TPU", "GPU"):
         logical = tf.config.list_logical_devices(kind)
         if logical:
@@ -208,35 +247,76 @@ def device_description() -> str:
     return f"CPU ({platform.processor() or platform.machine()}; no GPU or TPU visible)"
 
 
-def markdown(rows: List[dict], command: str, settings: str) -> str:
+def environment() -> dict:
+    """What this process runs on: the backend, its library's version, the device."""
+    library = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[BACKEND]
+    return {
+        "backend": BACKEND,
+        "library": f"{library} {__import__(library).__version__}",
+        "device": device_description(),
+    }
+
+
+def markdown(rows: List[dict], command: str, settings: str, environments: Optional[List[dict]] = None) -> str:
+    environments = environments or [environment()]
     lines = [
         "# Step time of stochastic depth against the plain `Add` network",
         "",
         f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"stochastic_depth_tf {sdt.__version__}",
-        f"- device: {device_description()}",
+        f"nproc {os.cpu_count()}; Keras {keras.__version__}, stochastic_depth_tf {sdt.__version__}",
+        *(f"- backend {env['backend']}: {env['library']}; device: {env['device']}" for env in environments),
         f"- command: `{command}`",
         f"- {settings}",
-        "- ratio: contender / `add` of the same network and compilation (below 1 is faster);"
-        " min and median over interleaved rounds, seconds per step",
+        "- ratio: contender / `add` of the same backend, network and compilation (below 1 is faster);"
+        " min and median over interleaved rounds, seconds per step; paired: the median over rounds of"
+        " round i of the contender / round i of `add`, timed next to each other",
         "",
-        "| network | compilation | measure | contender | min s | median s | ratio (min) | ratio (median) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | network | compilation | measure | contender | min s | median s | ratio (min) | ratio (median) "
+        "| ratio (paired) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['network']} | {row['compilation']} | {row['what']} | {row['contender']} | "
-            f"{row['min']:.4f} | {row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_median']:.2f} |"
+            f"| {row['backend']} | {row['network']} | {row['compilation']} | {row['what']} | {row['contender']} | "
+            f"{row['min']:.4f} | {row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_median']:.2f} | "
+            f"{row['ratio_paired']:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
+    """Runs this benchmark under `KERAS_BACKEND=backend` in a fresh interpreter; its rows and environment."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "rows.json")
+        command = [sys.executable, "-m", "benchmarks.step_time", *argv, "--backend", backend, "--rows-json", path]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = subprocess.call(command, cwd=root, env={**os.environ, "KERAS_BACKEND": backend})
+        if code != 0:
+            raise SystemExit(f"the benchmark under KERAS_BACKEND={backend} failed (exit code {code})")
+        with open(path, encoding="utf-8") as handle:
+            found = json.load(handle)
+    return found["rows"], found["environment"]
+
+
+def _without_options(argv: List[str], options: Sequence[str]) -> List[str]:
+    """`argv` without the given options and their values (to pass the rest on to another backend)."""
+    kept, skipping = [], False
+    for argument in argv:
+        if argument.startswith("--"):
+            skipping = argument.split("=")[0] in options
+        if not skipping:
+            kept.append(argument)
+    return kept
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="ResNet-20, small batch, 2 rounds: a smoke run")
     parser.add_argument("--depths", type=int, nargs="+", default=[56, 110])
-    parser.add_argument("--compilations", nargs="+", choices=["graph", "xla"], default=["graph", "xla"])
+    parser.add_argument("--backend", nargs="+", choices=BACKENDS, default=[BACKEND],
+                        help="Keras backends to measure (default: the running one, KERAS_BACKEND)")
+    parser.add_argument("--compilations", nargs="+", choices=["graph", "xla"], default=None,
+                        help="jit_compile=False (graph) and/or True (xla); default: see the module docstring")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps timed per contender per round")
@@ -245,27 +325,43 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     parser.add_argument("--data", choices=["cifar-shaped", "digits"], default="cifar-shaped",
                         help="random 32x32x3 images (default) or the demo's bundled digits, 12x12x1")
+    parser.add_argument("--rows-json", default=None, help=argparse.SUPPRESS)  # rows for the parent process
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.quick:
         args.depths, args.batch, args.rounds, args.steps, args.warmup = [20], 16, 2, 2, 2
 
-    command = "python -m benchmarks.step_time " + " ".join(argv if argv is not None else sys.argv[1:])
-    x, y = batch_of(args.data, args.batch)
+    command = "python -m benchmarks.step_time " + " ".join(_without_options(argv, ["--rows-json"]))
     rows: List[dict] = []
-    for depth in args.depths:
-        for compilation in args.compilations:
-            print(f"ResNet-{depth}, {compilation}:", flush=True)
-            rows += time_training(depth, compilation == "xla", x, y, args.rounds, args.steps, args.warmup,
-                                  recipe=sdt.recipes.DIGITS if args.data == "digits" else None)
-        if not args.no_serving:
-            print(f"ResNet-{depth}, SavedModel inference:", flush=True)
-            rows += time_serving(depth, x, args.rounds, args.steps * 4)
+    environments: List[dict] = []
+    if args.backend != [BACKEND]:
+        passed_on = _without_options(argv, ["--backend", "--output", "--rows-json"])
+        for backend in dict.fromkeys(args.backend):
+            print(f"===== KERAS_BACKEND={backend} =====", flush=True)
+            backend_rows, backend_environment = rows_from_backend(backend, passed_on)
+            rows += backend_rows
+            environments.append(backend_environment)
+    else:
+        x, y = batch_of(args.data, args.batch)
+        for depth in args.depths:
+            for compilation in args.compilations or DEFAULT_COMPILATIONS[BACKEND]:
+                print(f"ResNet-{depth}, {COMPILATION_NAMES[BACKEND][compilation]}:", flush=True)
+                rows += time_training(depth, compilation == "xla", x, y, args.rounds, args.steps, args.warmup,
+                                      recipe=sdt.recipes.DIGITS if args.data == "digits" else None)
+            if not args.no_serving and BACKEND == "tensorflow":
+                print(f"ResNet-{depth}, SavedModel inference:", flush=True)
+                rows += time_serving(depth, x, args.rounds, args.steps * 4)
+        environments.append(environment())
+        if args.rows_json:
+            with open(args.rows_json, "w", encoding="utf-8") as handle:
+                json.dump({"rows": rows, "environment": environments[0]}, handle)
+            return 0
     settings = (
         f"batch {args.batch}, {args.rounds} rounds of {args.steps} steps (inference: {args.steps * 4} calls), "
         f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; "
         f"{'the bundled digits, 12x12x1, the optimizer of sdt.recipes.DIGITS' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
     )
-    table = markdown(rows, command.strip(), settings)
+    table = markdown(rows, command.strip(), settings, environments)
     print(table)
     if args.output:
         os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)

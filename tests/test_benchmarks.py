@@ -36,12 +36,29 @@ def test_contenders_are_built_for_the_input_shape():
 
 def test_table_header_names_the_device_tensorflow_chose():
     table = step_time.markdown([], "python -m benchmarks.step_time", "settings")
-    assert "- device: " in table
+    assert f"- backend tensorflow: tensorflow {__import__('tensorflow').__version__}; device: " in table
     assert step_time.device_description() in table
     import tensorflow as tf
 
     accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
     assert step_time.device_description().startswith(accelerators[0].name if accelerators else "CPU")
+
+
+def test_rows_pair_each_round_with_the_baseline_round_timed_next_to_it():
+    # a load spike in round 2 slows both: the paired ratio ignores it, min and median do not
+    rows = step_time._rows({"add": [1.0, 4.0, 1.2], "block": [0.8, 3.2, 0.96]}, "ResNet-8", "graph", "train step")
+    block = rows[1]
+    assert block["backend"] == "tensorflow" and block["contender"] == "block"
+    assert block["ratio_paired"] == pytest.approx(0.8)
+    assert block["ratio_min"] == pytest.approx(0.8) and block["ratio_median"] == pytest.approx(0.8)
+    skewed = step_time._rows({"add": [1.0, 1.0, 1.0], "block": [2.0, 0.5, 0.9]}, "ResNet-8", "graph", "train step")
+    assert skewed[1]["ratio_paired"] == pytest.approx(0.9)
+    assert skewed[1]["ratio_min"] == pytest.approx(0.5)
+
+
+def test_other_backends_get_the_arguments_without_backend_output_and_rows():
+    argv = ["--depths", "56", "--backend", "jax", "torch", "--output", "table.md", "--rows-json=rows.json", "--quick"]
+    assert step_time._without_options(argv, ["--backend", "--output", "--rows-json"]) == ["--depths", "56", "--quick"]
 
 
 def test_efficientnet_contenders_share_the_survival_probabilities():
@@ -85,3 +102,14 @@ def test_per_example_contenders_build_the_same_network(network):
         assert model.output_shape == (None, 10)
         counts.add(model.count_params())
     assert len(counts) == 1, "every contender trains the same weights"
+
+
+def test_another_backend_runs_in_its_own_process_and_its_rows_join_the_table(tmp_path, capsys):
+    output = tmp_path / "table.md"
+    assert step_time.main(["--backend", "torch", "--depths", "8", "--batch", "4", "--rounds", "1", "--steps", "1",
+                           "--warmup", "1", "--output", str(output)]) == 0
+    table = output.read_text()
+    assert "- backend torch: torch " in table and "--rows-json" not in table
+    rows = [line for line in table.splitlines() if line.startswith("| torch |")]
+    assert [row.split(" | ")[4] for row in rows] == ["add", "merge_batch", "merge_sample", "block", "keras_dropout"]
+    assert all(row.split(" | ")[2] == "eager" for row in rows)
