@@ -24,20 +24,7 @@ import importlib
 from stochastic_depth_tf._requirements import check_backend
 
 NAME = check_backend()
-_implementation = importlib.import_module(f"stochastic_depth_tf.backend.{NAME}")
-
-branch_gradient_scope = _implementation.branch_gradient_scope
-branch_synchronizes_replicas = _implementation.branch_synchronizes_replicas
-conditional = _implementation.conditional
-host_device = _implementation.host_device
-host_variables = _implementation.host_variables
-num_replicas_in_sync = _implementation.num_replicas_in_sync
-replica_uniform = _implementation.replica_uniform
-static_shapes = _implementation.static_shapes
-track_in_checkpoints = _implementation.track_in_checkpoints
-
-__all__ = [
-    "NAME",
+INTERFACE = (
     "branch_gradient_scope",
     "branch_synchronizes_replicas",
     "conditional",
@@ -47,4 +34,25 @@ __all__ = [
     "replica_uniform",
     "static_shapes",
     "track_in_checkpoints",
-]
+)
+_implementation = importlib.import_module(f"stochastic_depth_tf.backend.{NAME}")
+# JAX and PyTorch share what a single program over the whole batch does the
+# same way (`_single_device.py`); their own modules hold only what differs.
+_shared = None if NAME == "tensorflow" else importlib.import_module("stochastic_depth_tf.backend._single_device")
+
+
+def _function(name: str):
+    return getattr(_implementation, name) if hasattr(_implementation, name) else getattr(_shared, name)
+
+
+branch_gradient_scope = _function("branch_gradient_scope")
+branch_synchronizes_replicas = _function("branch_synchronizes_replicas")
+conditional = _function("conditional")
+host_device = _function("host_device")
+host_variables = _function("host_variables")
+num_replicas_in_sync = _function("num_replicas_in_sync")
+replica_uniform = _function("replica_uniform")
+static_shapes = _function("static_shapes")
+track_in_checkpoints = _function("track_in_checkpoints")
+
+__all__ = ["NAME", "INTERFACE", *INTERFACE]

@@ -33,27 +33,6 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
 import jax
 import keras
 
-from stochastic_depth_tf.backend._single_device import (
-    branch_synchronizes_replicas,
-    host_device,
-    host_variables,
-    num_replicas_in_sync,
-    replica_uniform,
-    track_in_checkpoints,
-)
-
-__all__ = [
-    "branch_gradient_scope",
-    "branch_synchronizes_replicas",
-    "conditional",
-    "host_device",
-    "host_variables",
-    "num_replicas_in_sync",
-    "replica_uniform",
-    "static_shapes",
-    "track_in_checkpoints",
-]
-
 
 def static_shapes() -> bool:
     """True: JAX traces the step, and a traced array has a fixed shape."""

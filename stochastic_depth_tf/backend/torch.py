@@ -13,28 +13,6 @@ from typing import Any, Callable, Sequence
 
 import keras
 
-from stochastic_depth_tf.backend._single_device import (
-    branch_gradient_scope,
-    branch_synchronizes_replicas,
-    host_device,
-    host_variables,
-    num_replicas_in_sync,
-    replica_uniform,
-    track_in_checkpoints,
-)
-
-__all__ = [
-    "branch_gradient_scope",
-    "branch_synchronizes_replicas",
-    "conditional",
-    "host_device",
-    "host_variables",
-    "num_replicas_in_sync",
-    "replica_uniform",
-    "static_shapes",
-    "track_in_checkpoints",
-]
-
 
 def static_shapes() -> bool:
     """False: eager tensors may change shape from step to step."""
@@ -48,5 +26,18 @@ def conditional(
     layers: Sequence[keras.layers.Layer],
     owner: str,
 ) -> Any:
-    """`kept()` if the gate is open, else `skipped()`; `kept()` updates its layers' state itself."""
-    return keras.ops.cond(predicate, kept, skipped)
+    """`kept()` if the gate is open, else `skipped()`; `kept()` updates its layers' state itself.
+
+    A skipped branch's weights get zero gradients, not none: TensorFlow's
+    and JAX's conditionals give the untaken arm zeros, and the optimizer
+    then treats the weights alike on every backend (momentum and weight
+    decay go on; Keras does not warn of missing gradients at every step).
+    """
+    if bool(keras.ops.convert_to_numpy(predicate)):
+        return kept()
+    output = skipped()
+    weights = [variable for layer in layers for variable in layer.trainable_variables]
+    if not weights:
+        return output
+    zero = keras.ops.multiply(keras.ops.sum(keras.ops.stack([keras.ops.sum(w) for w in weights])), 0.0)
+    return keras.ops.add(output, keras.ops.cast(zero, output.dtype))

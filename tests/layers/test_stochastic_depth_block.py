@@ -153,6 +153,21 @@ def test_backward_passes_are_those_of_the_forward_passes(survival_probability, m
         assert branch.backward == steps
 
 
+def test_a_dropped_branch_gets_zero_gradients_on_every_backend():
+    # TensorFlow's and JAX's conditionals give the untaken arm zero gradients;
+    # PyTorch's eager skip is made to as well, so no backend warns of missing ones.
+    import warnings
+
+    branch = CountingBranch()
+    block = sdt.StochasticDepthBlock(branch, survival_probability=0.0, seed=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gates = gated_training_steps(block, 5)
+    assert gates.sum() == 0 and count(branch.forward_passes) == 0
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+    assert count(branch.scale) == 1.0
+
+
 def test_merge_layer_by_contrast_computes_every_branch():
     branch = CountingBranch()
     x = keras.Input((3,))
