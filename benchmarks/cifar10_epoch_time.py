@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import device_description  # noqa: E402
+from benchmarks.step_time import device_description, publish  # noqa: E402
 from stochastic_depth_tf import recipes  # noqa: E402
 
 # CIFAR-10: 50,000 training images, of which the demo holds out 5,000 for validation as the paper does.
@@ -193,11 +193,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"| {row['epoch_45k'] / plain_epoch:.2f} | {row['hours']:.0f} | {row['first_call']:.0f} |"
         )
     table = "\n".join(lines) + "\n"
-    print(table)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(table)
+    publish(table, args.output)
     return 0
 
 

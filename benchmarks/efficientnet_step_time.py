@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import interleaved_times  # noqa: E402
+from benchmarks.step_time import interleaved_times, publish  # noqa: E402
 
 CLASSES = 10
 SETTINGS = {
@@ -211,11 +211,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     load = (f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end, "
             f"on {os.cpu_count()} cores (above {os.cpu_count()}, other processes shared them: expect noise)")
     table = markdown(table_rows, command.strip(), settings, load)
-    print(table)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(table)
+    publish(table, args.output)
     return 0
 
 

@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import device_description, interleaved_times  # noqa: E402
+from benchmarks.step_time import device_description, interleaved_times, publish  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
 CONTENDERS = ("merge", "keras_dropout", "block_sample", "block_subset")
@@ -235,11 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "the same drop rate on every branch; random 32x32x3 images"
     )
     table = markdown(rows, command.strip(), settings)
-    print(table)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(table)
+    publish(table, args.output)
     return 0
 
 

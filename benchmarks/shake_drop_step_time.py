@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import batch_of, device_description, interleaved_times  # noqa: E402
+from benchmarks.step_time import batch_of, device_description, interleaved_times, publish  # noqa: E402
 
 FINAL_SURVIVAL_PROBABILITY = 0.5
 
@@ -189,11 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"p_L = {FINAL_SURVIVAL_PROBABILITY}; random CIFAR-shaped data, 32x32x3"
     )
     table = markdown(rows, command.strip(), settings)
-    print(table)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(table)
+    publish(table, args.output)
     return 0
 
 

@@ -284,6 +284,15 @@ def markdown(rows: List[dict], command: str, settings: str, environments: Option
     return "\n".join(lines) + "\n"
 
 
+def publish(table: str, output: Optional[str]) -> None:
+    """Prints a benchmark's table, and writes it to `output` too when given (the committed copy)."""
+    print(table)
+    if output:
+        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(table)
+
+
 def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
     """Runs this benchmark under `KERAS_BACKEND=backend` in a fresh interpreter; its rows and environment."""
     with tempfile.TemporaryDirectory() as directory:
@@ -362,11 +371,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{'the bundled digits, 12x12x1, the optimizer of sdt.recipes.DIGITS' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
     )
     table = markdown(rows, command.strip(), settings, environments)
-    print(table)
-    if args.output:
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(table)
+    publish(table, args.output)
     return 0
 
 
