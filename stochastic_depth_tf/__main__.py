@@ -174,7 +174,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="seeds per model, the same for both; mean, spread and paired difference (default 2)")
     parser.add_argument("--final-survival-probability", type=float, default=0.5, help="p_L of the linear decay (default 0.5)")
     parser.add_argument("--mode", choices=["batch", "sample"], default="batch", help="gate per batch (skips compute) or per example")
-    parser.add_argument("--jit-compile", action="store_true", help="compile the training step with XLA")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile the training step with XLA (default: Keras' choice, graph mode under "
+                             "TensorFlow on a CPU, the jitted step under JAX, eager under PyTorch)")
     parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the recipe's)")
     parser.add_argument("--output", default=None, help="directory for results.md, results.csv and curves.png")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (default 1)")
@@ -211,6 +213,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+def compilation(jit_compile: bool) -> str:
+    """How Keras compiled the training step, in words (`model.jit_compile` once compiled)."""
+    names = {"tensorflow": ("graph mode", "XLA"), "jax": ("un-jitted JAX", "jitted JAX (XLA)"),
+             "torch": ("eager PyTorch", "torch.compile")}[backend.NAME]
+    return names[bool(jit_compile)]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     recipe = args.recipe
@@ -220,7 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     survival = {"plain": 1.0, "stochastic depth": args.final_survival_probability}
     # One compiled step per model for all seeds; each run starts from its seed's fresh weights.
     trainers = {name: recipes.Trainer(data, recipe, depth=args.depth, plain=survival[name] == 1.0, mode=args.mode,
-                                      jit_compile=args.jit_compile) for name in MODELS}
+                                      jit_compile=True if args.jit_compile else "auto") for name in MODELS}
     results: Dict[str, List[dict]] = {name: [] for name in MODELS}
     for seed in range(args.seeds):
         for name in MODELS:
@@ -230,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table = markdown_table(rows, args.seeds)
     print(f"\nResNet-{args.depth}, recipe {recipe.name}: {recipe.epochs} epochs of batch {recipe.batch_size}, "
           f"linear decay to {args.final_survival_probability}, mode {args.mode}, "
-          f"{'XLA' if args.jit_compile else 'graph mode'} (s / epoch leaves out the first epoch):\n")
+          f"{compilation(trainers['plain'].model.jit_compile)} (s / epoch leaves out the first epoch):\n")
     print(table)
     num_blocks = 3 * ((args.depth - 2) // 6)
     print(conclusion(

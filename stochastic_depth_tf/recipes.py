@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -322,7 +322,11 @@ class Trainer:
             step is traced, from `p_L = 0.5`; runs at other values train
             correctly, at that speed.
         validation: evaluate on `data["validation"]` after every epoch.
-        jit_compile: compile the training step with XLA.
+        jit_compile: True to compile the training step with XLA, False for
+            TensorFlow's graph mode (PyTorch: eager), or `"auto"` (default),
+            Keras' choice: graph mode under TensorFlow on a CPU, XLA on a
+            GPU, the jitted step under JAX (un-jitted JAX runs op by op, many
+            times slower), eager under PyTorch.
 
     Example:
 
@@ -337,7 +341,7 @@ class Trainer:
     """
 
     def __init__(self, data: Dict[str, Split], recipe: Recipe = DIGITS, depth: int = 32, plain: bool = False,
-                 mode: str = "batch", validation: bool = True, jit_compile: bool = False) -> None:
+                 mode: str = "batch", validation: bool = True, jit_compile: Union[bool, str] = "auto") -> None:
         self.data = data
         self.recipe = recipe
         self.depth = depth
@@ -383,8 +387,10 @@ class Trainer:
 
         Returns:
             A dict: `model` (this trainer's, trained), `history` (Keras'
-            per-epoch logs), `test_accuracy`, `seconds_per_epoch` (mean over
-            epochs, the first left out since it may trace and compile) and
+            per-epoch logs), `test_accuracy`, `seconds_per_epoch` (the
+            median epoch, the first left out since it traces and compiles;
+            the median, because under JAX a model may compile once more in
+            its second epoch, and a load spike is one epoch too) and
             `epoch_seconds` (all of them).
         """
         if (final_survival_probability == 1.0) != self.plain:
@@ -421,7 +427,7 @@ class Trainer:
             "model": self.model,
             "history": history.history,
             "test_accuracy": float(test_accuracy),
-            "seconds_per_epoch": float(np.mean(steady)),
+            "seconds_per_epoch": float(np.median(steady)),
             "epoch_seconds": list(timer.seconds),
         }
 
@@ -434,7 +440,7 @@ def train(
     mode: str = "batch",
     seed: int = 0,
     validation: bool = True,
-    jit_compile: bool = False,
+    jit_compile: Union[bool, str] = "auto",
     verbose: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:

@@ -90,3 +90,16 @@ def test_the_package_imports_and_trains_without_tensorflow(site_without_tensorfl
     assert found["strip_difference"] < 1e-5
     # a TensorFlow-only feature asks for TensorFlow, naming itself
     assert found["tensorflow_only_error"].startswith("`recipes.training_dataset` (a tf.data pipeline) needs TensorFlow")
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_demo_trains_and_compares_under_jax_and_torch(backend):
+    completed = subprocess.run(
+        [sys.executable, "-m", "stochastic_depth_tf", "--depth", "8", "--epochs", "2", "--seeds", "1", "--verbose", "0"],
+        cwd=ROOT, env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "| plain |" in completed.stdout and "| stochastic depth |" in completed.stdout
+    assert "Time per epoch: stochastic depth took" in completed.stdout
+    assert "SavedModel" not in completed.stdout  # TensorFlow's export check is not attempted
