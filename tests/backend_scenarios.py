@@ -76,7 +76,9 @@ def load_all(directory: str, *backends: str) -> dict:
     images, _ = data()
     differences = {}
     for saved_by in backends:
-        network = keras.models.load_model(os.path.join(directory, f"{saved_by}.keras"))
+        # compile=False: a file compiled under JAX records jit_compile=True,
+        # which PyTorch would take as torch.compile (minutes for this model).
+        network = keras.models.load_model(os.path.join(directory, f"{saved_by}.keras"), compile=False)
         expected = np.load(os.path.join(directory, f"{saved_by}.npy"))
         differences[saved_by] = {
             "prediction": float(np.max(np.abs(network.predict(images, verbose=0) - expected))),
