@@ -7,7 +7,6 @@ TensorFlow pass of `tests/all_backends.py`, not again in the JAX and
 PyTorch passes.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import sysconfig
 
 import keras
 import pytest
+
+from tests import scenario_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = os.path.join(ROOT, "tests", "backend_scenarios.py")
@@ -28,15 +29,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def run_scenario(backend, name, *args, python_flags=(), pythonpath=None):
-    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment = {"KERAS_BACKEND": backend}
     if pythonpath is not None:
         environment["PYTHONPATH"] = os.pathsep.join(pythonpath)
-    completed = subprocess.run(
-        [sys.executable, *python_flags, SCENARIOS, name, *args],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=TIMEOUT,
-    )
-    assert completed.returncode == 0, f"{name} under {backend} failed:\n{completed.stderr[-4000:]}"
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return scenario_runner.run_scenario(SCENARIOS, name, *args, timeout=TIMEOUT, environment=environment,
+                                        python_flags=python_flags)
 
 
 @pytest.fixture(scope="module")

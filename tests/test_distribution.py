@@ -19,6 +19,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests import scenario_runner
+
 # TensorFlow only: tf.distribute strategies.
 pytestmark = pytest.mark.tensorflow_only
 
@@ -27,15 +29,7 @@ TIME_LIMIT = 240  # seconds; each scenario takes 5 to 40 s on 2 cores
 
 
 def run_scenario(*args: str) -> dict:
-    completed = subprocess.run(
-        [sys.executable, SCENARIOS, *args],
-        capture_output=True,
-        text=True,
-        timeout=TIME_LIMIT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return scenario_runner.run_scenario(SCENARIOS, *args, timeout=TIME_LIMIT)
 
 
 @pytest.fixture(scope="module")
