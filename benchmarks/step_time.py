@@ -249,10 +249,9 @@ def device_description() -> str:
 
 def environment() -> dict:
     """What this process runs on: the backend, its library's version, the device."""
-    library = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[BACKEND]
     return {
         "backend": BACKEND,
-        "library": f"{library} {__import__(library).__version__}",
+        "library": f"{BACKEND} {__import__(BACKEND).__version__}",  # each backend's module is its name
         "device": device_description(),
     }
 

@@ -18,9 +18,12 @@ Bernoulli count (`mode="sample"`) is computed and multiplied.
 On the CPU a branch with convolutions is not put in `lax.cond` at all
 (`branch_gradient_scope` returns None, and the block multiplies): XLA
 compiles the gradient convolutions inside a conditional to slow loops, as
-under TensorFlow's XLA (`stochastic_depth_tf/_xla.py`), and the ResNet-20
-training step of the skipping block was 16x the plain one
-(`benchmarks/results/step_time_backends.md`). Convolution-free branches
+under TensorFlow's XLA (`stochastic_depth_tf/_xla.py`): a ResNet-20
+training step of the skipping block took 16x the plain one in a one-off
+`python -m benchmarks.step_time --quick --backend jax` run made before this
+fallback, with other jobs on the cores (not committed; the committed
+`benchmarks/results/step_time_backends.md` shows the fallback, within noise
+of the merge layer). Convolution-free branches
 (transformer MLPs and attention) skip on the CPU too, and every branch
 skips on GPUs and TPUs, with JAX's own gradients (not measured there).
 """

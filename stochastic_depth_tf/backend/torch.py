@@ -39,5 +39,5 @@ def conditional(
     weights = [variable for layer in layers for variable in layer.trainable_variables]
     if not weights:
         return output
-    zero = keras.ops.multiply(keras.ops.sum(keras.ops.stack([keras.ops.sum(w) for w in weights])), 0.0)
+    zero = keras.ops.multiply(sum(keras.ops.sum(weight) for weight in weights), 0.0)
     return keras.ops.add(output, keras.ops.cast(zero, output.dtype))
