@@ -9,37 +9,9 @@ import keras
 import numpy as np
 
 from stochastic_depth_tf import ops
+from stochastic_depth_tf.layers import stochastic_depth_layers
 
 UNITS = ("epoch", "step")
-
-
-def stochastic_depth_layers(model: keras.layers.Layer) -> List[keras.layers.Layer]:
-    """Every layer of `model` that carries a survival probability, in order.
-
-    Looks inside nested models and inside the wrapped layers of blocks (a
-    layer's `branch` and `shortcut`). A layer qualifies when it has both a
-    configured `survival_probability` and a `survival_probability_variable`,
-    as `StochasticDepth` and `StochasticDepthBlock` have. Shared layers are
-    listed once.
-    """
-    found: List[keras.layers.Layer] = []
-    seen = set()
-
-    def visit(layer: Any) -> None:
-        if layer is None or id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if hasattr(layer, "survival_probability_variable") and hasattr(layer, "survival_probability"):
-            found.append(layer)
-        for child in getattr(layer, "layers", None) or []:
-            visit(child)
-        for attribute in ("branch", "shortcut"):
-            child = getattr(layer, attribute, None)
-            if isinstance(child, keras.layers.Layer):
-                visit(child)
-
-    visit(model)
-    return found
 
 
 class SurvivalProbabilityScheduler(keras.callbacks.Callback):

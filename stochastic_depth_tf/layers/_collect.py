@@ -1,0 +1,40 @@
+"""The one collector of "our layers": every layer of a model that carries a survival probability."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import keras
+
+from stochastic_depth_tf.layers.shake_drop import ShakeDrop
+from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
+
+STOCHASTIC_DEPTH_LAYERS = (StochasticDepth, ShakeDrop, StochasticDepthBlock)
+
+
+def stochastic_depth_layers(model: keras.layers.Layer) -> List[keras.layers.Layer]:
+    """Every `StochasticDepth`, `ShakeDrop` and `StochasticDepthBlock` of `model`, in order.
+
+    Looks inside nested models and inside the wrapped layers of blocks (a
+    block's `branch` and `shortcut`), so a block nested in a block's branch is
+    found too. Shared layers are listed once.
+    """
+    found: List[keras.layers.Layer] = []
+    seen = set()
+
+    def visit(layer: Any) -> None:
+        if layer is None or id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, STOCHASTIC_DEPTH_LAYERS):
+            found.append(layer)
+        for child in getattr(layer, "layers", None) or []:
+            visit(child)
+        for attribute in ("branch", "shortcut"):
+            child = getattr(layer, attribute, None)
+            if isinstance(child, keras.layers.Layer):
+                visit(child)
+
+    visit(model)
+    return found
