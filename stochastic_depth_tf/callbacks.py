@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Optional
 import keras
 import numpy as np
 
-from stochastic_depth_tf import ops
+from stochastic_depth_tf._validation import validate_choice, validate_survival_probability
 from stochastic_depth_tf.layers import stochastic_depth_layers
 
 UNITS = ("epoch", "step")
@@ -69,11 +69,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         verbose: int = 0,
     ) -> None:
         super().__init__()
-        if not isinstance(unit, str) or unit not in UNITS:
-            raise ValueError(
-                "Invalid value received for argument `unit`. Expected one of "
-                f"{UNITS}. Received: unit={unit!r}"
-            )
+        validate_choice(unit, UNITS, name="unit")
         if schedule is not None and not callable(schedule):
             raise TypeError(
                 "Invalid type received for argument `schedule`. Expected a "
@@ -91,7 +87,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         self.duration = duration
         self.unit = unit
         self.schedule = schedule
-        self.initial_survival_probability = ops.validate_survival_probability(
+        self.initial_survival_probability = validate_survival_probability(
             initial_survival_probability, name="initial_survival_probability"
         )
         self.verbose = verbose
@@ -102,7 +98,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         """The survival probability at time `t` for a layer whose target is `target`."""
         if self.schedule is not None:
             value = self.schedule(t, target)
-            return ops.validate_survival_probability(value, name="schedule(t, target)")
+            return validate_survival_probability(value, name="schedule(t, target)")
         fraction = min(max(t, 0) / self.duration, 1.0)
         return self.initial_survival_probability + fraction * (target - self.initial_survival_probability)
 
@@ -120,7 +116,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
             raise ValueError(
                 "SurvivalProbabilityScheduler found no stochastic-depth layer "
                 f"in model '{self.model.name}'. Expected at least one layer with "
-                "a `survival_probability_variable` (StochasticDepth, "
+                "a `survival_probability_variable` (StochasticDepth, ShakeDrop, "
                 "StochasticDepthBlock); use sdt.apply_stochastic_depth to add them."
             )
         self._set(self._time(epoch=0))
@@ -152,7 +148,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
     def _set(self, t: int) -> None:
         for layer in self._layers:
             value = self.survival_probability_at(t, layer.survival_probability)
-            if getattr(layer, "inverted", False) and value == 0.0:
+            if layer.inverted and value == 0.0:
                 raise ValueError(
                     "Invalid value received from the schedule for layer "
                     f"'{layer.name}'. Expected a value greater than 0 for an "

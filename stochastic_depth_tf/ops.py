@@ -1,7 +1,11 @@
 """The stochastic depth maths, written once with `keras.ops` and `keras.random`.
 
 Every layer, block and builder of the package calls these functions; nothing
-else in the package computes a gate or a scale.
+else in the package computes a gate or a scale. The public functional forms,
+`stochastic_depth` and `shake_drop`, check their arguments
+(`stochastic_depth_tf._validation`) and call `gated_add` and
+`shake_drop_add`, which the layers call directly on the configuration they
+checked once; the helpers below them trust their arguments.
 
 For a residual block `H = shortcut + f(x)` with survival probability `p` and a
 gate `b ~ Bernoulli(p)`:
@@ -16,180 +20,30 @@ Both conventions have the same expected output in training and inference.
 
 from __future__ import annotations
 
-import math
 import numbers
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import keras
 import numpy as np
 
 from stochastic_depth_tf import backend
 
-MODES = ("batch", "sample", "subset")
-
-SeedLike = Union[None, int, keras.random.SeedGenerator]
-
-
-def validate_survival_probability(
-    value: Any, *, inverted: bool = False, name: str = "survival_probability"
-) -> float:
-    """Checks a Python survival probability and returns it as a float.
-
-    Args:
-        value: the survival probability, a real number in `[0, 1]`.
-        inverted: whether the inverted convention is used, in which case `0`
-            is refused (the training scale `b / p` is undefined).
-        name: the argument's name in error messages.
-
-    Returns:
-        `value` as a Python float.
-
-    Raises:
-        TypeError: `value` is a bool or not a real number.
-        ValueError: `value` is outside `[0, 1]` (or NaN), or `0` with
-            `inverted=True`.
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Invalid type received for argument `{name}`. "
-            "Expected a float between 0 and 1. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    value = float(value)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. "
-            "Expected a float between 0 and 1. "
-            f"Received: {name}={value!r}"
-        )
-    if inverted and value == 0.0:
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. "
-            "Expected a value greater than 0 with `inverted=True` (the training "
-            "scale is b / survival_probability). "
-            f"Received: {name}={value!r}, inverted=True"
-        )
-    return value
-
-
-def validate_mode(mode: Any) -> str:
-    """Checks the gating mode, `"batch"`, `"sample"` or `"subset"`, and returns it."""
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(
-            "Invalid value received for argument `mode`. "
-            f"Expected one of {MODES}. Received: mode={mode!r}"
-        )
-    return mode
-
-
-def validate_inverted(inverted: Any) -> bool:
-    """Checks the scaling convention flag and returns it as a bool."""
-    if not isinstance(inverted, (bool, np.bool_)):
-        raise TypeError(
-            "Invalid type received for argument `inverted`. Expected a bool. "
-            f"Received: inverted={inverted!r} of type {type(inverted).__name__}"
-        )
-    return bool(inverted)
-
-
-def validate_training(training: Any) -> bool:
-    """Turns Keras' `training` argument (a bool or None) into a bool."""
-    if training is None:
-        return False
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(
-            "Invalid type received for argument `training`. Expected a Python "
-            "bool or None (a tensor would hide the phase from the graph). "
-            f"Received: training={training!r} of type {type(training).__name__}"
-        )
-    return bool(training)
-
-
-def validate_seed(seed: Any) -> SeedLike:
-    """Checks a seed: None, a non-negative int, or a `keras.random.SeedGenerator`."""
-    if seed is None or isinstance(seed, keras.random.SeedGenerator):
-        return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(
-            "Invalid type received for argument `seed`. Expected None, an int "
-            "or a `keras.random.SeedGenerator`. "
-            f"Received: seed={seed!r} of type {type(seed).__name__}"
-        )
-    if seed < 0:
-        raise ValueError(
-            "Invalid value received for argument `seed`. Expected a "
-            f"non-negative int. Received: seed={seed!r}"
-        )
-    return int(seed)
-
-
-def check_pair(inputs: Any) -> tuple:
-    """Checks `[shortcut, residual]`: two floating tensors of the same shape.
-
-    Args:
-        inputs: a list or tuple of exactly two tensors (eager, symbolic or
-            `keras.KerasTensor`).
-
-    Returns:
-        `(shortcut, residual)`.
-
-    Raises:
-        ValueError: not a list/tuple of two, or shapes that differ.
-        TypeError: a tensor that is not floating point.
-    """
-    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
-        received = (
-            f"a {type(inputs).__name__} of length {len(inputs)}"
-            if isinstance(inputs, (list, tuple))
-            else f"an object of type {type(inputs).__name__}"
-        )
-        raise ValueError(
-            "Invalid value received for argument `inputs`. Expected a list or "
-            f"tuple of exactly two tensors [shortcut, residual]. Received: {received}"
-        )
-    shortcut, residual = inputs
-    for name, tensor in (("shortcut", shortcut), ("residual", residual)):
-        dtype = getattr(tensor, "dtype", None)
-        if dtype is None or not _is_floating(dtype):
-            raise TypeError(
-                f"Invalid dtype received for `inputs` ({name}). Expected a "
-                "floating point tensor (float16, bfloat16, float32, float64). "
-                f"Received: {name} with dtype={_dtype_name(dtype)}"
-            )
-    check_same_shape(shortcut.shape, residual.shape)
-    return shortcut, residual
-
-
-def check_same_shape(shortcut_shape: Any, residual_shape: Any) -> tuple:
-    """Checks two static shapes for equality (None matches any size).
-
-    The residual is never broadcast onto the shortcut: a shape that differs
-    almost always means a missing projection on the shortcut.
-
-    Returns:
-        The merged shape, with each None replaced by the other's size.
-    """
-    shortcut_shape = _as_shape_tuple(shortcut_shape)
-    residual_shape = _as_shape_tuple(residual_shape)
-    compatible = shortcut_shape is None or residual_shape is None or (
-        len(shortcut_shape) == len(residual_shape)
-        and all(
-            a is None or b is None or a == b
-            for a, b in zip(shortcut_shape, residual_shape)
-        )
-    )
-    if not compatible:
-        raise ValueError(
-            "Invalid shapes received for `inputs`. Expected shortcut and "
-            "residual of the same shape (no broadcasting; project the shortcut "
-            "when the block changes shape). Received: "
-            f"shortcut.shape={shortcut_shape}, residual.shape={residual_shape}"
-        )
-    if shortcut_shape is None:
-        return residual_shape
-    if residual_shape is None:
-        return shortcut_shape
-    return tuple(a if a is not None else b for a, b in zip(shortcut_shape, residual_shape))
+# The mode lists stay importable from here: `sdt.ops.MODES` is public API.
+from stochastic_depth_tf._validation import (  # noqa: F401
+    MODES,
+    SHAKE_DROP_MODES,
+    SHAKE_MODES,
+    SeedLike,
+    check_pair,
+    static_survival_probability,
+    validate_inverted,
+    validate_mode,
+    validate_range,
+    validate_seed,
+    validate_shake_drop_mode,
+    validate_shake_mode,
+    validate_training,
+)
 
 
 def bernoulli_gate(
@@ -223,8 +77,7 @@ def bernoulli_gate(
     Returns:
         A float32 tensor of zeros and ones, shape `()` or `[batch, 1, ..., 1]`.
     """
-    mode = validate_mode(mode)
-    if mode == "subset":
+    if mode not in ("batch", "sample"):
         raise ValueError(
             "Invalid value received for argument `mode`. Expected 'batch' or "
             "'sample' (a Bernoulli gate; `subset_gate` draws the 'subset' gate). "
@@ -275,7 +128,7 @@ def subset_gate(residual: Any, survival_probability: Any, *, seed: SeedLike = No
 
 def draw_gate(residual: Any, survival_probability: Any, *, mode: str = "batch", seed: SeedLike = None) -> Any:
     """The training gate of any mode: `bernoulli_gate` or, for `"subset"`, `subset_gate`."""
-    if validate_mode(mode) == "subset":
+    if mode == "subset":
         return subset_gate(residual, survival_probability, seed=seed)
     return bernoulli_gate(residual, survival_probability, mode=mode, seed=seed)
 
@@ -287,7 +140,7 @@ def keep_probability(residual: Any, survival_probability: Any, *, mode: str = "b
     expectation is exactly the inference output (DINOv2 scales by
     `batch / k`).
     """
-    if validate_mode(mode) != "subset":
+    if mode != "subset":
         return survival_probability
     batch = keras.ops.shape(residual)[0]
     return keras.ops.cast(kept_count(batch, survival_probability), "float32") / keras.ops.cast(batch, "float32")
@@ -415,11 +268,32 @@ def stochastic_depth(
     mode = validate_mode(mode)
     inverted = validate_inverted(inverted)
     training = validate_training(training)
-    seed = validate_seed(seed)
+    seed = validate_seed(seed, generator=True)
     shortcut, residual = check_pair([shortcut, residual])
-    static_p = _static_survival_probability(survival_probability, inverted=inverted)
-    if static_p == 1.0:
+    if static_survival_probability(survival_probability, inverted=inverted) == 1.0:
         return keras.ops.add(shortcut, residual)
+    return gated_add(
+        shortcut, residual, survival_probability, training=training, mode=mode, inverted=inverted, seed=seed
+    )
+
+
+def gated_add(
+    shortcut: Any,
+    residual: Any,
+    survival_probability: Any,
+    *,
+    training: bool,
+    mode: str,
+    inverted: bool,
+    seed: SeedLike,
+) -> Any:
+    """The maths of `stochastic_depth`, on arguments already checked.
+
+    `StochasticDepth` checks its configuration once, when it is made, and
+    its inputs with `check_pair` at each call, then calls this directly.
+    Arguments and result as for `stochastic_depth`, with `training` a bool
+    and no exact-add shortcut for a Python `p == 1`.
+    """
     dtype = residual.dtype
     if not training:
         if inverted:
@@ -432,111 +306,9 @@ def stochastic_depth(
     return keras.ops.add(shortcut, keras.ops.multiply(scale, residual))
 
 
-def _static_survival_probability(value: Any, *, inverted: bool) -> Optional[float]:
-    """Validates a Python or NumPy scalar `p`; returns None for a tensor."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if isinstance(value, (numbers.Number, np.bool_, str, type(None))):
-        return validate_survival_probability(value, inverted=inverted)
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    if shape is None or dtype is None:
-        validate_survival_probability(value, inverted=inverted)
-    if len(shape) != 0 or not _is_floating(dtype):
-        raise TypeError(
-            "Invalid value received for argument `survival_probability`. "
-            "Expected a float or a scalar floating tensor or variable. "
-            f"Received: survival_probability with shape={tuple(shape)} and "
-            f"dtype={_dtype_name(dtype)}"
-        )
-    return None
-
-
-def _is_floating(dtype: Any) -> bool:
-    try:
-        return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
-    except ValueError:
-        return False
-
-
-def _dtype_name(dtype: Any) -> str:
-    try:
-        return keras.backend.standardize_dtype(dtype)
-    except ValueError:
-        return repr(dtype)
-
-
-def _as_shape_tuple(shape: Any) -> Optional[tuple]:
-    """A static shape as a tuple of ints, with None for every size not known when tracing.
-
-    A symbolic size (JAX's shape polymorphism, as when Keras exports a
-    model with a variable batch size) is unknown: `int()` of one raises.
-    """
-    if shape is None:
-        return None
-    if hasattr(shape, "as_list"):
-        if shape.rank is None:
-            return None
-        shape = shape.as_list()
-    return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in shape)
-
-
 # ShakeDrop (Yamada et al., "ShakeDrop Regularization for Deep Residual
 # Learning", arXiv 1802.02375): the stochastic depth gate generalized to a
 # random forward scale and a different random backward scale.
-
-SHAKE_DROP_MODES = ("batch", "sample")
-SHAKE_MODES = ("sample", "element")
-
-
-def validate_shake_drop_mode(mode: Any) -> str:
-    """Checks ShakeDrop's gate mode, `"batch"` or `"sample"`, and returns it.
-
-    Its own list rather than `MODES`: the modes that skip compute for a
-    subset of the rows have no meaning for a branch that is always computed.
-    """
-    if not isinstance(mode, str) or mode not in SHAKE_DROP_MODES:
-        raise ValueError(
-            "Invalid value received for argument `mode`. "
-            f"Expected one of {SHAKE_DROP_MODES}. Received: mode={mode!r}"
-        )
-    return mode
-
-
-def validate_shake_mode(shake_mode: Any) -> str:
-    """Checks how many `alpha` and `beta` are drawn, `"sample"` or `"element"`."""
-    if not isinstance(shake_mode, str) or shake_mode not in SHAKE_MODES:
-        raise ValueError(
-            "Invalid value received for argument `shake_mode`. "
-            f"Expected one of {SHAKE_MODES}. Received: shake_mode={shake_mode!r}"
-        )
-    return shake_mode
-
-
-def validate_range(value: Any, *, name: str) -> tuple:
-    """Checks a `(low, high)` pair of finite reals with `low <= high`; returns it as floats.
-
-    Raises:
-        TypeError: `value` is not a list or tuple of two real numbers.
-        ValueError: a bound is NaN or infinite, or `low > high`.
-    """
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 2
-        or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) for v in value)
-    ):
-        raise TypeError(
-            f"Invalid type received for argument `{name}`. Expected a pair "
-            f"(low, high) of floats. Received: {name}={value!r}"
-        )
-    low, high = float(value[0]), float(value[1])
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected a pair "
-            f"(low, high) of finite floats with low <= high. Received: {name}={value!r}"
-        )
-    return (low, high)
-
 
 def shake_drop_coefficients(
     residual: Any,
@@ -566,7 +338,6 @@ def shake_drop_coefficients(
     Returns:
         `(alpha, beta)`, two float32 tensors of the same shape.
     """
-    shake_mode = validate_shake_mode(shake_mode)
     if shake_mode == "sample":
         shape = (keras.ops.shape(residual)[0],) + (1,) * (len(residual.shape) - 1)
     else:
@@ -697,10 +468,40 @@ def shake_drop(
     alpha_range = validate_range(alpha_range, name="alpha_range")
     beta_range = validate_range(beta_range, name="beta_range")
     training = validate_training(training)
-    seed = validate_seed(seed)
+    seed = validate_seed(seed, generator=True)
     shortcut, residual = check_pair([shortcut, residual])
-    if _static_survival_probability(survival_probability, inverted=False) == 1.0:
+    if static_survival_probability(survival_probability, inverted=False) == 1.0:
         return keras.ops.add(shortcut, residual)
+    return shake_drop_add(
+        shortcut,
+        residual,
+        survival_probability,
+        training=training,
+        alpha_range=alpha_range,
+        beta_range=beta_range,
+        mode=mode,
+        shake_mode=shake_mode,
+        seed=seed,
+    )
+
+
+def shake_drop_add(
+    shortcut: Any,
+    residual: Any,
+    survival_probability: Any,
+    *,
+    training: bool,
+    alpha_range: tuple,
+    beta_range: tuple,
+    mode: str,
+    shake_mode: str,
+    seed: SeedLike,
+) -> Any:
+    """The maths of `shake_drop`, on arguments already checked (as `ShakeDrop` calls it).
+
+    Arguments and result as for `shake_drop`, with `training` a bool and no
+    exact-add shortcut for a Python `p == 1`.
+    """
     dtype = residual.dtype
     if not training:
         probability = keras.ops.cast(survival_probability, "float32")

@@ -35,6 +35,7 @@ import numpy as np
 from stochastic_depth_tf import callbacks as callbacks_module
 from stochastic_depth_tf import models
 from stochastic_depth_tf._requirements import import_tensorflow
+from stochastic_depth_tf._validation import validate_choice
 
 Split = Tuple[np.ndarray, np.ndarray]
 DECAYS = ("cosine", "step")
@@ -113,11 +114,7 @@ class Recipe:
                     f"Invalid value received for argument `{argument}`. Expected a "
                     f"positive int. Received: {argument}={value!r}"
                 )
-        if self.decay not in DECAYS:
-            raise ValueError(
-                f"Invalid value received for argument `decay`. Expected one of {DECAYS}. "
-                f"Received: decay={self.decay!r}"
-            )
+        validate_choice(self.decay, DECAYS, name="decay")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 "Invalid value received for argument `warmup_epochs`. Expected a "

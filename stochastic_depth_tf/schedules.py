@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-from stochastic_depth_tf import ops
+from stochastic_depth_tf._validation import validate_choice, validate_survival_probability
 
 
 def _validate_num_blocks(num_blocks: Any) -> int:
@@ -60,7 +60,7 @@ def linear_decay(num_blocks: int, final_survival_probability: float = 0.5) -> Li
     ```
     """
     num_blocks = _validate_num_blocks(num_blocks)
-    final = ops.validate_survival_probability(final_survival_probability, name="final_survival_probability")
+    final = validate_survival_probability(final_survival_probability, name="final_survival_probability")
     return [1.0 - (index / num_blocks) * (1.0 - final) for index in range(1, num_blocks + 1)]
 
 
@@ -75,7 +75,7 @@ def uniform(num_blocks: int, survival_probability: float = 0.5) -> List[float]:
         A list of `num_blocks` copies of `p`.
     """
     num_blocks = _validate_num_blocks(num_blocks)
-    value = ops.validate_survival_probability(survival_probability)
+    value = validate_survival_probability(survival_probability)
     return [value] * num_blocks
 
 
@@ -98,10 +98,6 @@ def survival_probabilities(
     Returns:
         A list of `num_blocks` floats.
     """
-    if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            "Invalid value received for argument `distribution`. Expected one "
-            f"of {tuple(DISTRIBUTIONS)}. Received: distribution={distribution!r}"
-        )
-    final = ops.validate_survival_probability(final_survival_probability, name="final_survival_probability")
+    validate_choice(distribution, tuple(DISTRIBUTIONS), name="distribution")
+    final = validate_survival_probability(final_survival_probability, name="final_survival_probability")
     return DISTRIBUTIONS[distribution](num_blocks, final)

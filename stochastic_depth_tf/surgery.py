@@ -27,6 +27,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import keras
 
 from stochastic_depth_tf import ops
+from stochastic_depth_tf._validation import (
+    check_pair,
+    validate_bool,
+    validate_choice,
+    validate_inverted,
+    validate_mode,
+    validate_seed,
+    validate_survival_probability,
+)
 from stochastic_depth_tf.layers.shake_drop import ShakeDrop
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
@@ -138,30 +147,14 @@ def apply_stochastic_depth(
     ```
     """
     _check_functional(model)
-    inverted = ops.validate_inverted(inverted)
-    mode = ops.validate_mode(mode)
-    final_survival_probability = _validate_final_survival_probability(
-        final_survival_probability, inverted=inverted
+    inverted = validate_inverted(inverted)
+    mode = validate_mode(mode)
+    final_survival_probability = validate_survival_probability(
+        final_survival_probability, inverted=inverted, name="final_survival_probability"
     )
-    if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            "Invalid value received for argument `distribution`. Expected one "
-            f"of {tuple(DISTRIBUTIONS)}. Received: distribution={distribution!r}"
-        )
-    if isinstance(seed, keras.random.SeedGenerator):
-        raise TypeError(
-            "Invalid type received for argument `seed`. Expected None or a "
-            "non-negative int (each layer gets its own seed, `seed + index`). "
-            f"Received: seed={seed!r}"
-        )
-    seed = ops.validate_seed(seed)
-    if not isinstance(replace_drop_connect, bool):
-        raise TypeError(
-            "Invalid type received for argument `replace_drop_connect`. "
-            "Expected a bool. Received: "
-            f"replace_drop_connect={replace_drop_connect!r} of type "
-            f"{type(replace_drop_connect).__name__}"
-        )
+    validate_choice(distribution, tuple(DISTRIBUTIONS), name="distribution")
+    seed = validate_seed(seed)
+    replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
 
     blocks = _find_residual_adds(model, replace_drop_connect)
     if not blocks:
@@ -295,15 +288,6 @@ def _is_functional(model: Any) -> bool:
         and not isinstance(model, keras.Sequential)
         and all(hasattr(model, name) for name in ("inputs", "outputs", "operations"))
     )
-
-
-def _validate_final_survival_probability(value: Any, *, inverted: bool) -> float:
-    """`ops.validate_survival_probability`, naming this function's argument."""
-    try:
-        return ops.validate_survival_probability(value, inverted=inverted)
-    except (TypeError, ValueError) as error:
-        message = str(error).replace("survival_probability", "final_survival_probability")
-        raise type(error)(message) from None
 
 
 # Reading the graph.
@@ -458,7 +442,7 @@ def _two_add_inputs(node: Any) -> Optional[Tuple[Any, Any]]:
 def _can_gate(shortcut: Any, residual: Any) -> bool:
     """Whether `StochasticDepth` accepts the pair (floating, same shape, no broadcasting)."""
     try:
-        ops.check_pair([shortcut, residual])
+        check_pair([shortcut, residual])
     except (TypeError, ValueError):
         return False
     return True

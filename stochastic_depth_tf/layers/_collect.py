@@ -6,11 +6,12 @@ from typing import Any, List
 
 import keras
 
-from stochastic_depth_tf.layers.shake_drop import ShakeDrop
-from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+from stochastic_depth_tf.layers._merge import StochasticMerge
 from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
 
-STOCHASTIC_DEPTH_LAYERS = (StochasticDepth, ShakeDrop, StochasticDepthBlock)
+# The merge layers (`StochasticDepth`, `ShakeDrop`) and the block: every layer
+# with a `survival_probability`, its variable, and an `inverted` flag.
+STOCHASTIC_DEPTH_LAYERS = (StochasticMerge, StochasticDepthBlock)
 
 
 def stochastic_depth_layers(model: keras.layers.Layer) -> List[keras.layers.Layer]:

@@ -6,12 +6,19 @@ from typing import Any, Optional, Sequence
 
 import keras
 
-from stochastic_depth_tf import backend, ops
-from stochastic_depth_tf.layers.stochastic_depth import SEED_STATE_KEY
+from stochastic_depth_tf import ops
+from stochastic_depth_tf._validation import (
+    check_pair,
+    validate_range,
+    validate_shake_drop_mode,
+    validate_shake_mode,
+    validate_training,
+)
+from stochastic_depth_tf.layers._merge import StochasticMerge
 
 
 @keras.saving.register_keras_serializable(package="stochastic_depth_tf")
-class ShakeDrop(keras.layers.Layer):
+class ShakeDrop(StochasticMerge):
     """Adds a residual branch to its shortcut, scaled at random forward and backward.
 
     In training the layer returns `shortcut + (b + alpha - b * alpha) *
@@ -38,7 +45,8 @@ class ShakeDrop(keras.layers.Layer):
       in graph mode, and under XLA on CPU Keras' draw is slow (a
       PyramidNet-20 step took 12.7 times the plain step; see
       `benchmarks/shake_drop_step_time.py`).
-    - The paper's scaling at inference (there is no inverted form).
+    - The paper's scaling at inference (there is no inverted form:
+      `layer.inverted` is always False).
 
     The survival probability lives in a non-trainable float32 variable,
     `survival_probability_variable`, as in `StochasticDepth`: a schedule
@@ -96,81 +104,25 @@ class ShakeDrop(keras.layers.Layer):
         shake_mode: str = "sample",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self._survival_probability = ops.validate_survival_probability(survival_probability)
-        self.alpha_range = ops.validate_range(alpha_range, name="alpha_range")
-        self.beta_range = ops.validate_range(beta_range, name="beta_range")
-        self.mode = ops.validate_shake_drop_mode(mode)
-        self.shake_mode = ops.validate_shake_mode(shake_mode)
-        if isinstance(seed, keras.random.SeedGenerator):
-            raise TypeError(
-                "Invalid type received for argument `seed`. Expected None or "
-                "an int (the layer makes its own SeedGenerator). "
-                f"Received: seed={seed!r}"
-            )
-        self.seed = ops.validate_seed(seed)
-        with backend.host_variables():
-            self.seed_generator = keras.random.SeedGenerator(self.seed)
-            self.survival_probability_variable = self.add_weight(
-                shape=(),
-                dtype="float32",
-                initializer=keras.initializers.Constant(self._survival_probability),
-                trainable=False,
-                autocast=False,
-                name="survival_probability",
-            )
-        backend.track_in_checkpoints(self, self.seed_generator.state, SEED_STATE_KEY)
-
-    @property
-    def survival_probability(self) -> float:
-        """The configured survival probability (what `get_config` records)."""
-        return self._survival_probability
-
-    @survival_probability.setter
-    def survival_probability(self, value: float) -> None:
-        value = ops.validate_survival_probability(value)
-        self._survival_probability = value
-        self.survival_probability_variable.assign(value)
-
-    @property
-    def weights(self) -> list:
-        """The layer's weights: none. The survival probability and seed are state, not weights."""
-        state = (self.survival_probability_variable, self.seed_generator.state)
-        return [weight for weight in super().weights if not any(weight is v for v in state)]
-
-    def save_own_variables(self, store: Any) -> None:
-        """Saves the survival probability and the seed generator's state."""
-        store["0"] = self.survival_probability_variable
-        store[SEED_STATE_KEY] = self.seed_generator.state
-
-    def load_own_variables(self, store: Any) -> None:
-        """Loads what `save_own_variables` saved."""
-        self.survival_probability_variable.assign(store["0"])
-        if SEED_STATE_KEY in store:
-            self.seed_generator.state.assign(store[SEED_STATE_KEY])
+        super().__init__(survival_probability, seed=seed, **kwargs)
+        self.alpha_range = validate_range(alpha_range, name="alpha_range")
+        self.beta_range = validate_range(beta_range, name="beta_range")
+        self.mode = validate_shake_drop_mode(mode)
+        self.shake_mode = validate_shake_mode(shake_mode)
 
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
-        shortcut, residual = ops.check_pair(inputs)
-        return ops.shake_drop(
+        shortcut, residual = check_pair(inputs)
+        return ops.shake_drop_add(
             shortcut,
             residual,
             self.survival_probability_variable,
-            training=training,
+            training=validate_training(training),
             alpha_range=self.alpha_range,
             beta_range=self.beta_range,
             mode=self.mode,
             shake_mode=self.shake_mode,
             seed=self.seed_generator,
         )
-
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
-            raise ValueError(
-                "Invalid value received for argument `input_shape`. Expected "
-                "the shapes of exactly two tensors [shortcut, residual]. "
-                f"Received: input_shape={input_shape!r}"
-            )
-        return ops.check_same_shape(input_shape[0], input_shape[1])
 
     def get_config(self) -> dict:
         base_config = super().get_config()

@@ -6,14 +6,13 @@ from typing import Any, Optional
 
 import keras
 
-from stochastic_depth_tf import backend, ops
-
-# Files written before the seed state was saved hold only "0" and still load.
-SEED_STATE_KEY = "seed_generator_state"
+from stochastic_depth_tf import ops
+from stochastic_depth_tf._validation import check_pair, validate_mode, validate_training
+from stochastic_depth_tf.layers._merge import StochasticMerge
 
 
 @keras.saving.register_keras_serializable(package="stochastic_depth_tf")
-class StochasticDepth(keras.layers.Layer):
+class StochasticDepth(StochasticMerge):
     """Adds a residual branch to its shortcut, randomly dropping the branch.
 
     In training the layer returns `shortcut + b * residual` with
@@ -87,85 +86,20 @@ class StochasticDepth(keras.layers.Layer):
         seed: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.inverted = ops.validate_inverted(inverted)
-        self._survival_probability = ops.validate_survival_probability(
-            survival_probability, inverted=self.inverted
-        )
-        self.mode = ops.validate_mode(mode)
-        if isinstance(seed, keras.random.SeedGenerator):
-            raise TypeError(
-                "Invalid type received for argument `seed`. Expected None or "
-                "an int (the layer makes its own SeedGenerator). "
-                f"Received: seed={seed!r}"
-            )
-        self.seed = ops.validate_seed(seed)
-        # The gate reads only these two: on the host they cost a GPU no copy.
-        with backend.host_variables():
-            self.seed_generator = keras.random.SeedGenerator(self.seed)
-            self.survival_probability_variable = self.add_weight(
-                shape=(),
-                dtype="float32",
-                initializer=keras.initializers.Constant(self._survival_probability),
-                trainable=False,
-                autocast=False,
-                name="survival_probability",
-            )
-        backend.track_in_checkpoints(self, self.seed_generator.state, SEED_STATE_KEY)
-
-    @property
-    def survival_probability(self) -> float:
-        """The configured survival probability (what `get_config` records)."""
-        return self._survival_probability
-
-    @survival_probability.setter
-    def survival_probability(self, value: float) -> None:
-        value = ops.validate_survival_probability(value, inverted=self.inverted)
-        self._survival_probability = value
-        self.survival_probability_variable.assign(value)
-
-    @property
-    def weights(self) -> list:
-        """The layer's weights: none. The survival probability and seed are state, not weights."""
-        state = (self.survival_probability_variable, self.seed_generator.state)
-        return [weight for weight in super().weights if not any(weight is v for v in state)]
-
-    def save_own_variables(self, store: Any) -> None:
-        """Saves the survival probability and the seed generator's state.
-
-        With the state in `.keras` files, `save_weights` and so in
-        `keras.callbacks.BackupAndRestore`, a resumed run draws the gates an
-        uninterrupted run would have drawn.
-        """
-        store["0"] = self.survival_probability_variable
-        store[SEED_STATE_KEY] = self.seed_generator.state
-
-    def load_own_variables(self, store: Any) -> None:
-        """Loads what `save_own_variables` saved (files without a seed state too)."""
-        self.survival_probability_variable.assign(store["0"])
-        if SEED_STATE_KEY in store:
-            self.seed_generator.state.assign(store[SEED_STATE_KEY])
+        super().__init__(survival_probability, seed=seed, inverted=inverted, **kwargs)
+        self.mode = validate_mode(mode)
 
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
-        shortcut, residual = ops.check_pair(inputs)
-        return ops.stochastic_depth(
+        shortcut, residual = check_pair(inputs)
+        return ops.gated_add(
             shortcut,
             residual,
             self.survival_probability_variable,
-            training=training,
+            training=validate_training(training),
             mode=self.mode,
             inverted=self.inverted,
             seed=self.seed_generator,
         )
-
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
-            raise ValueError(
-                "Invalid value received for argument `input_shape`. Expected "
-                "the shapes of exactly two tensors [shortcut, residual]. "
-                f"Received: input_shape={input_shape!r}"
-            )
-        return ops.check_same_shape(input_shape[0], input_shape[1])
 
     def get_config(self) -> dict:
         base_config = super().get_config()

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 import keras
 
 from stochastic_depth_tf import backend, ops
+from stochastic_depth_tf._validation import check_same_shape, validate_bool, validate_training
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 
 
@@ -157,14 +158,9 @@ class StochasticDepthBlock(keras.layers.Layer):
                     f"Invalid type received for argument `{name}`. Expected "
                     f"{expected}. Received: {name}={layer!r} of type {type(layer).__name__}"
                 )
-        if not isinstance(skip_compute, bool):
-            raise TypeError(
-                "Invalid type received for argument `skip_compute`. Expected a "
-                f"bool. Received: skip_compute={skip_compute!r}"
-            )
         self.branch = branch
         self.shortcut = shortcut
-        self.skip_compute = skip_compute
+        self.skip_compute = validate_bool(skip_compute, name="skip_compute")
         # The merge layer holds the survival probability, the seed generator
         # and the validation, so block and layer cannot drift apart.
         self.merge = StochasticDepth(
@@ -229,7 +225,7 @@ class StochasticDepthBlock(keras.layers.Layer):
                 )
 
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
-        training = ops.validate_training(training)
+        training = validate_training(training)
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
         static = backend.static_shapes()
         if self._skips(training) and self.mode == "batch":
@@ -309,7 +305,7 @@ class StochasticDepthBlock(keras.layers.Layer):
         spec = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
         residual_shape = self.branch.compute_output_spec(spec).shape
         shortcut_shape = input_shape if self.shortcut is None else self.shortcut.compute_output_spec(spec).shape
-        return ops.check_same_shape(shortcut_shape, residual_shape)
+        return check_same_shape(shortcut_shape, residual_shape)
 
     def get_config(self) -> dict:
         base_config = super().get_config()

@@ -7,7 +7,14 @@ from typing import Any, List, Optional, Sequence
 
 import keras
 
-from stochastic_depth_tf import ops, schedules
+from stochastic_depth_tf import schedules
+from stochastic_depth_tf._validation import (
+    validate_bool,
+    validate_choice,
+    validate_inverted,
+    validate_mode,
+    validate_seed,
+)
 from stochastic_depth_tf.layers import StochasticDepth, StochasticDepthBlock, ZeroPadShortcut
 
 SHORTCUTS = ("zero_pad", "projection")
@@ -73,19 +80,11 @@ def cifar_resnet(
     ```
     """
     blocks_per_stage = _validate_depth(depth)
-    mode = ops.validate_mode(mode)
-    inverted = ops.validate_inverted(inverted)
-    seed = ops.validate_seed(seed)
-    if not isinstance(shortcut, str) or shortcut not in SHORTCUTS:
-        raise ValueError(
-            "Invalid value received for argument `shortcut`. Expected one of "
-            f"{SHORTCUTS}. Received: shortcut={shortcut!r}"
-        )
-    if not isinstance(skip_compute, bool):
-        raise TypeError(
-            "Invalid type received for argument `skip_compute`. Expected a "
-            f"bool. Received: skip_compute={skip_compute!r}"
-        )
+    mode = validate_mode(mode)
+    inverted = validate_inverted(inverted)
+    seed = validate_seed(seed)
+    validate_choice(shortcut, SHORTCUTS, name="shortcut")
+    skip_compute = validate_bool(skip_compute, name="skip_compute")
     num_blocks = 3 * blocks_per_stage
     probabilities = schedules.survival_probabilities(num_blocks, final_survival_probability, distribution)
     plain = all(p == 1.0 for p in probabilities)

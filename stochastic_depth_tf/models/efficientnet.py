@@ -17,7 +17,14 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from stochastic_depth_tf import ops, schedules
+from stochastic_depth_tf import schedules
+from stochastic_depth_tf._validation import (
+    validate_bool,
+    validate_choice,
+    validate_inverted,
+    validate_mode,
+    validate_seed,
+)
 from stochastic_depth_tf.layers import StochasticDepth, StochasticDepthBlock
 
 DISTRIBUTIONS = ("keras", "linear", "uniform")
@@ -210,28 +217,18 @@ def efficientnet(
     """
     spec = _validate_variant(variant)
     weights = _validate_weights(weights)
-    _validate_choice("pooling", pooling, POOLINGS)
-    _validate_choice("distribution", distribution, DISTRIBUTIONS)
-    mode = ops.validate_mode(mode)
-    inverted = ops.validate_inverted(inverted)
-    for argument, value in (("include_top", include_top), ("skip_compute", skip_compute)):
-        if not isinstance(value, bool):
-            raise TypeError(
-                f"Invalid type received for argument `{argument}`. Expected a "
-                f"bool. Received: {argument}={value!r}"
-            )
+    validate_choice(pooling, POOLINGS, name="pooling")
+    validate_choice(distribution, DISTRIBUTIONS, name="distribution")
+    mode = validate_mode(mode)
+    inverted = validate_inverted(inverted)
+    include_top = validate_bool(include_top, name="include_top")
+    skip_compute = validate_bool(skip_compute, name="skip_compute")
     if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
         raise ValueError(
             "Invalid value received for argument `classes`. Expected a "
             f"positive int. Received: classes={classes!r}"
         )
-    if isinstance(seed, keras.random.SeedGenerator):
-        raise TypeError(
-            "Invalid type received for argument `seed`. Expected None or a "
-            "non-negative int (each block gets its own seed, `seed + l`). "
-            f"Received: seed={seed!r}"
-        )
-    seed = ops.validate_seed(seed)
+    seed = validate_seed(seed)
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             "Invalid Keras setting `image_data_format`. Expected "
@@ -395,7 +392,7 @@ def efficientnet_survival_probabilities(variant: str, drop_connect_rate: float =
     ```
     """
     spec = _validate_variant(variant)
-    _validate_choice("distribution", distribution, DISTRIBUTIONS)
+    validate_choice(distribution, DISTRIBUTIONS, name="distribution")
     if isinstance(drop_connect_rate, (bool, np.bool_)) or not isinstance(drop_connect_rate, numbers.Real):
         raise TypeError(
             "Invalid type received for argument `drop_connect_rate`. Expected a "
@@ -563,20 +560,7 @@ _NORMALIZATION = "<input normalization>"
 
 
 def _validate_variant(variant: Any) -> _Variant:
-    if not isinstance(variant, str) or variant not in VARIANTS:
-        raise ValueError(
-            "Invalid value received for argument `variant`. Expected one of "
-            f"{tuple(VARIANTS)}. Received: variant={variant!r}"
-        )
-    return VARIANTS[variant]
-
-
-def _validate_choice(argument: str, value: Any, choices: Tuple[Any, ...]) -> None:
-    if not any(value is choice or (isinstance(value, str) and value == choice) for choice in choices):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected one of "
-            f"{choices}. Received: {argument}={value!r}"
-        )
+    return VARIANTS[validate_choice(variant, tuple(VARIANTS), name="variant")]
 
 
 def _validate_weights(weights: Any) -> Optional[str]:

@@ -8,7 +8,16 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import keras
 
-from stochastic_depth_tf import ops, schedules
+from stochastic_depth_tf import schedules
+from stochastic_depth_tf._validation import (
+    validate_bool,
+    validate_choice,
+    validate_mode,
+    validate_range,
+    validate_seed,
+    validate_shake_drop_mode,
+    validate_shake_mode,
+)
 from stochastic_depth_tf.layers import ShakeDrop, StochasticDepth, StochasticDepthBlock, ZeroPadShortcut
 
 BLOCKS = ("basic", "bottleneck")
@@ -102,31 +111,19 @@ def pyramidnet(
     small = sdt.models.pyramidnet(depth=20, alpha=48, block="basic", input_shape=(16, 16, 3))
     ```
     """
-    if not isinstance(block, str) or block not in BLOCKS:
-        raise ValueError(
-            "Invalid value received for argument `block`. Expected one of "
-            f"{BLOCKS}. Received: block={block!r}"
-        )
+    validate_choice(block, BLOCKS, name="block")
     blocks_per_stage = _validate_depth(depth, block)
     alpha = _validate_alpha(alpha)
-    if regularization not in REGULARIZATIONS:
-        raise ValueError(
-            "Invalid value received for argument `regularization`. Expected "
-            f"one of {REGULARIZATIONS}. Received: regularization={regularization!r}"
-        )
-    if not isinstance(skip_compute, bool):
-        raise TypeError(
-            "Invalid type received for argument `skip_compute`. Expected a "
-            f"bool. Received: skip_compute={skip_compute!r}"
-        )
+    validate_choice(regularization, REGULARIZATIONS, name="regularization")
+    skip_compute = validate_bool(skip_compute, name="skip_compute")
     if regularization == "shake_drop":
-        mode = ops.validate_shake_drop_mode(mode)
-        alpha_range = ops.validate_range(alpha_range, name="alpha_range")
-        beta_range = ops.validate_range(beta_range, name="beta_range")
-        shake_mode = ops.validate_shake_mode(shake_mode)
+        mode = validate_shake_drop_mode(mode)
+        alpha_range = validate_range(alpha_range, name="alpha_range")
+        beta_range = validate_range(beta_range, name="beta_range")
+        shake_mode = validate_shake_mode(shake_mode)
     else:
-        mode = ops.validate_mode(mode)
-    seed = ops.validate_seed(seed)
+        mode = validate_mode(mode)
+    seed = validate_seed(seed)
     num_blocks = 3 * blocks_per_stage
     probabilities = schedules.survival_probabilities(num_blocks, final_survival_probability, distribution)
     plain = regularization is None or all(p == 1.0 for p in probabilities)
@@ -198,11 +195,7 @@ def pyramidnet_widths(depth: int, alpha: float, block: str = "bottleneck") -> Li
     sdt.models.pyramidnet_widths(110, 48, "basic")[-1]  # 64, the paper's output feature dimension
     ```
     """
-    if not isinstance(block, str) or block not in BLOCKS:
-        raise ValueError(
-            "Invalid value received for argument `block`. Expected one of "
-            f"{BLOCKS}. Received: block={block!r}"
-        )
+    validate_choice(block, BLOCKS, name="block")
     num_blocks = 3 * _validate_depth(depth, block)
     step = _validate_alpha(alpha) / num_blocks
     widths, running = [], float(STEM_FILTERS)

@@ -1,0 +1,104 @@
+"""`StochasticMerge`: the state `StochasticDepth` and `ShakeDrop` share, in one private base."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import keras
+
+from stochastic_depth_tf import backend
+from stochastic_depth_tf._validation import (
+    check_pair_shapes,
+    validate_inverted,
+    validate_seed,
+    validate_survival_probability,
+)
+
+# Files written before the seed state was saved hold only "0" and still load.
+SEED_STATE_KEY = "seed_generator_state"
+
+
+class StochasticMerge(keras.layers.Layer):
+    """A merge of `[shortcut, residual]` whose residual survives with a probability.
+
+    Holds what every such merge layer has, so that each subclass holds only
+    its own arguments, `call` and `get_config`:
+
+    - `survival_probability`, the configured value (what `get_config`
+      records), and `survival_probability_variable`, a non-trainable
+      float32 variable the graph reads, so that a schedule can change it
+      during a compiled `fit` without a retrace. Setting the property
+      validates the value and assigns the variable.
+    - `seed`, the int or None it was given, and `seed_generator`, the
+      `keras.random.SeedGenerator` made from it. Both variables live on the
+      host (the gate reads them there, so a GPU pays no copy for them).
+    - `weights` without those two: a model with the merge in place of
+      `keras.layers.Add` has exactly the plain model's weights, so
+      `set_weights` and legacy `.h5` files transfer between the two.
+    - Saving and loading both with the layer (`.keras` files,
+      `save_weights`, TensorFlow checkpoints), so a resumed run draws the
+      gates an uninterrupted one would have drawn.
+    - `compute_output_shape` of a pair of equal shapes.
+
+    Args:
+        survival_probability: the configured `p` in `[0, 1]`.
+        seed: None or an int (`_validation.validate_seed`'s layer policy).
+        inverted: whether the layer scales in training by `1 / p`, in which
+            case `p == 0` is refused. False for layers with no inverted form.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(
+        self,
+        survival_probability: float,
+        *,
+        seed: Optional[int],
+        inverted: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.inverted = validate_inverted(inverted)
+        self._survival_probability = validate_survival_probability(survival_probability, inverted=self.inverted)
+        self.seed = validate_seed(seed)
+        with backend.host_variables():
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
+            self.survival_probability_variable = self.add_weight(
+                shape=(),
+                dtype="float32",
+                initializer=keras.initializers.Constant(self._survival_probability),
+                trainable=False,
+                autocast=False,
+                name="survival_probability",
+            )
+        backend.track_in_checkpoints(self, self.seed_generator.state, SEED_STATE_KEY)
+
+    @property
+    def survival_probability(self) -> float:
+        """The configured survival probability (what `get_config` records)."""
+        return self._survival_probability
+
+    @survival_probability.setter
+    def survival_probability(self, value: float) -> None:
+        value = validate_survival_probability(value, inverted=self.inverted)
+        self._survival_probability = value
+        self.survival_probability_variable.assign(value)
+
+    @property
+    def weights(self) -> list:
+        """The layer's weights: none. The survival probability and seed are state, not weights."""
+        state = (self.survival_probability_variable, self.seed_generator.state)
+        return [weight for weight in super().weights if not any(weight is v for v in state)]
+
+    def save_own_variables(self, store: Any) -> None:
+        """Saves the survival probability and the seed generator's state."""
+        store["0"] = self.survival_probability_variable
+        store[SEED_STATE_KEY] = self.seed_generator.state
+
+    def load_own_variables(self, store: Any) -> None:
+        """Loads what `save_own_variables` saved (files without a seed state too)."""
+        self.survival_probability_variable.assign(store["0"])
+        if SEED_STATE_KEY in store:
+            self.seed_generator.state.assign(store[SEED_STATE_KEY])
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return check_pair_shapes(input_shape)
