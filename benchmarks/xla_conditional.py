@@ -3,7 +3,7 @@
 Times one 3x3 convolution (64x32x32x32 activations, 3x3x32x32 filter) and
 its two gradients, outside and inside `tf.cond`, in graph mode and under XLA,
 with TensorFlow's stock gradient and with the canonical rewrite that
-`StochasticDepthBlock` uses under XLA (`stochastic_depth_tf._xla`). Interleaved
+`StochasticDepthBlock` uses under XLA (`stochastic_depth_tf.backend.tensorflow_xla`). Interleaved
 rounds in one process; milliseconds per call, min and median. Run from the
 repository root:
 
@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stochastic_depth_tf import _xla  # noqa: E402
+from stochastic_depth_tf.backend import tensorflow_xla  # noqa: E402
 
 OPS = ("forward", "filter gradient", "input gradient")
 
@@ -39,7 +39,7 @@ def make_function(op: str, jit_compile: bool, in_conditional: bool, rewritten: b
     upstream = tf.constant(rng.normal(size=(64, 32, 32, 32)).astype("float32"))
 
     def convolution():
-        scope = _xla.canonical_conv2d_gradient_scope() if rewritten else contextlib.nullcontext()
+        scope = tensorflow_xla.canonical_conv2d_gradient_scope() if rewritten else contextlib.nullcontext()
         with scope:
             return tf.nn.conv2d(x, w, 1, "SAME")
 

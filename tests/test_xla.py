@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stochastic_depth_tf import _xla
+from stochastic_depth_tf.backend import tensorflow_xla
 
 # TensorFlow only: TensorFlow's XLA conditional rewrite.
 pytestmark = pytest.mark.tensorflow_only
@@ -34,7 +34,7 @@ def test_canonical_gradients_equal_autodiff(padding, kernel):
         pads = ((0, 0), (0, 0))
     else:
         pads = (tuple(padding[1]), tuple(padding[2]))
-    x_got, w_got = _xla.canonical_conv2d_gradients(x, w, upstream, pads)
+    x_got, w_got = tensorflow_xla.canonical_conv2d_gradients(x, w, upstream, pads)
     np.testing.assert_allclose(x_got, x_expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(w_got, w_expected, rtol=1e-4, atol=1e-4)
 
@@ -46,7 +46,7 @@ def test_gradient_scope_replaces_backprop_convolutions(padding, kernel):
     # tf.gradients, as a conditional's gradient uses, honours the override.
     @tf.function
     def rewritten():
-        with _xla.canonical_conv2d_gradient_scope():
+        with tensorflow_xla.canonical_conv2d_gradient_scope():
             y = tf.nn.conv2d(x, w, 1, padding)
         return tf.gradients(y, [x, w], upstream)
 
@@ -63,17 +63,17 @@ def test_under_xla_detects_jit_compile_only():
 
     @tf.function(jit_compile=True)
     def compiled():
-        seen["xla"] = _xla.under_xla()
+        seen["xla"] = tensorflow_xla.under_xla()
         return tf.constant(0)
 
     @tf.function
     def graph():
-        seen["graph"] = _xla.under_xla()
+        seen["graph"] = tensorflow_xla.under_xla()
         return tf.constant(0)
 
     compiled(), graph()
     assert seen == {"xla": True, "graph": False}
-    assert _xla.under_xla() is False
+    assert tensorflow_xla.under_xla() is False
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_under_xla_detects_jit_compile_only():
 def test_conditional_is_fast_only_for_rewritable_convolutions(layer, fast):
     spec = tf.TensorSpec((None, 8, 8, 4), tf.float32)
     layer.build(spec.shape)
-    assert _xla.conditional_is_fast_under_xla(lambda x: layer(x), spec) is fast
+    assert tensorflow_xla.conditional_is_fast_under_xla(lambda x: layer(x), spec) is fast
 
 
 @pytest.mark.parametrize(
@@ -107,13 +107,13 @@ def test_conditional_is_fast_only_for_rewritable_convolutions(layer, fast):
     ],
 )
 def test_device_type_follows_the_requested_device_then_the_placer(requested, visible, expected):
-    assert _xla.device_type(requested, visible) == expected
+    assert tensorflow_xla.device_type(requested, visible) == expected
 
 
 @pytest.mark.parametrize("device, applies", [("CPU", True), ("GPU", False), ("TPU", False), ("TPU_REPLICATED_CORE", False)])
 def test_forward_only_gradients_apply_on_the_cpu_only(device, applies):
     """Measured on the CPU only; GPUs and TPUs keep TensorFlow's own gradients."""
-    assert _xla.rewrite_applies(device) is applies
+    assert tensorflow_xla.rewrite_applies(device) is applies
 
 
 def test_block_under_xla_on_a_gpu_keeps_tensorflow_gradients(monkeypatch):
@@ -122,7 +122,7 @@ def test_block_under_xla_on_a_gpu_keeps_tensorflow_gradients(monkeypatch):
 
     import stochastic_depth_tf as sdt
 
-    monkeypatch.setattr(_xla, "device_type", lambda requested, visible=None: "GPU")
+    monkeypatch.setattr(tensorflow_xla, "device_type", lambda requested, visible=None: "GPU")
     block = sdt.StochasticDepthBlock(keras.layers.Conv2D(4, 3, padding="same"), survival_probability=0.5, seed=0)
     block.build((2, 6, 6, 4))
     spec = tf.TensorSpec((2, 6, 6, 4), tf.float32)

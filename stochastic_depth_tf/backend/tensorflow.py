@@ -24,7 +24,7 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequ
 import keras
 import tensorflow as tf
 
-from stochastic_depth_tf import _xla
+from stochastic_depth_tf.backend import tensorflow_xla
 
 HOST = "/device:CPU:0"
 
@@ -66,7 +66,7 @@ def host_device() -> Iterator[None]:
     under XLA (TPU programs included) the whole step is one compiled program
     on the device, where a host placement has no place.
     """
-    if tf.executing_eagerly() or _xla.under_xla():
+    if tf.executing_eagerly() or tensorflow_xla.under_xla():
         yield
         return
     with tf.device(HOST):
@@ -92,7 +92,7 @@ def host_variables() -> Iterator[None]:
 
 def static_shapes() -> bool:
     """True when tracing for XLA (`jit_compile=True`), where every shape is fixed when compiling."""
-    return _xla.under_xla()
+    return tensorflow_xla.under_xla()
 
 
 def conditional(
@@ -133,17 +133,17 @@ def branch_gradient_scope(
 
     Under XLA on CPU the stock gradients of a convolution inside a
     conditional are about 150x slower, so there the branch's `Conv2D` ops get
-    a gradient written with forward convolutions only (`_xla`); a branch
+    a gradient written with forward convolutions only (`tensorflow_xla`); a branch
     with convolutions that cannot be rewritten returns None. `cache` keeps
     that answer per input shape and dtype for the caller (string keys: a
     SavedModel tracks the dict).
     """
-    if not (_xla.under_xla() and _xla.rewrite_applies(_xla.device_type(inputs.device))):
+    if not (tensorflow_xla.under_xla() and tensorflow_xla.rewrite_applies(tensorflow_xla.device_type(inputs.device))):
         return contextlib.nullcontext()
     key = f"{tuple(inputs.shape)} {inputs.dtype}"
     if key not in cache:
-        cache[key] = _xla.conditional_is_fast_under_xla(function, tf.TensorSpec(inputs.shape, inputs.dtype))
-    return _xla.canonical_conv2d_gradient_scope() if cache[key] else None
+        cache[key] = tensorflow_xla.conditional_is_fast_under_xla(function, tf.TensorSpec(inputs.shape, inputs.dtype))
+    return tensorflow_xla.canonical_conv2d_gradient_scope() if cache[key] else None
 
 
 def branch_synchronizes_replicas(layer: keras.layers.Layer) -> bool:

@@ -22,78 +22,41 @@ class StochasticDepthBlock(keras.layers.Layer):
     """A residual block `shortcut(x) + gate * branch(x)` that skips dropped branches.
 
     The block wraps a residual branch (any Keras layer or model) and an
-    optional shortcut layer, and merges them with the semantics of
-    `StochasticDepth` (Huang et al., "Deep Networks with Stochastic Depth",
-    ECCV 2016): in training `shortcut(x) + b * branch(x)` with `b ~
-    Bernoulli(p)` (or `b / p` with `inverted=True`), at inference
-    `shortcut(x) + p * branch(x)` (or `shortcut(x) + branch(x)`).
+    optional shortcut layer, and merges them as `StochasticDepth` does
+    (Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016): in
+    training `shortcut(x) + b * branch(x)` with `b ~ Bernoulli(p)` (or
+    `b / p` with `inverted=True`), at inference `shortcut(x) + p *
+    branch(x)` (or `shortcut(x) + branch(x)`). It draws the merge layer's
+    gates for the same mode and seed.
 
-    What the merge layer cannot do, the block does: in `mode="batch"`
-    training a dropped branch is not computed at all. The branch runs inside
-    a conditional on the gate, so a closed gate costs no forward pass, no
-    backward pass, and leaves the branch's BatchNormalization moving
-    statistics untouched, as in the paper's implementation. That is the
-    paper's speed-up: with linear decay to 0.5 about a quarter of the blocks
-    are skipped at each step. Inference computes the branch, like the merge
-    layer.
+    What the merge layer cannot do, the block does: in training it does not
+    compute what is dropped.
 
-    In the per-example modes the block skips the dropped *examples*
-    (DINOv2's idea): the kept rows are gathered, run through the branch,
-    scaled and added back into their rows of the shortcut; dropped rows are
-    the shortcut as is, with no forward and no backward pass. The gate is
-    the merge layer's gate of the same mode and seed, so the training output
-    is the merge layer's:
+    - `mode="batch"`: a dropped branch costs no forward pass, no backward
+      pass, and leaves the branch's BatchNormalization moving statistics
+      untouched, as in the paper's implementation. That is the paper's
+      speed-up: with linear decay to 0.5 about a quarter of the blocks are
+      skipped at each step.
+    - `mode="sample"` and `mode="subset"` (DINOv2's idea): the branch runs
+      on the kept examples only, and dropped rows are the shortcut as is.
+      BatchNormalization inside the branch then normalizes over, and
+      updates its statistics from, the kept examples only. The branch must
+      act on examples independently and keep the batch size (checked when
+      the block is built).
 
-    - `mode="sample"`: each example kept with probability `p` (a Bernoulli
-      count). In graph mode only: under XLA a varying count has no static
-      shape, so there the branch is computed and multiplied.
-    - `mode="subset"`: exactly `k = round(p * batch)` examples (at least one
-      when `p > 0`), a uniformly random subset, scaled by `batch / k` in the
-      inverted convention. Skips in graph mode and under XLA. Under XLA `k`
-      is fixed when compiling, from the configured `survival_probability`;
-      a schedule that moves `survival_probability_variable` changes `k` in
-      graph mode only.
-
-    BatchNormalization inside the branch then normalizes over, and updates
-    its moving statistics from, the kept examples only. A branch must act
-    on examples independently (anything else that mixes the batch is the
-    user's responsibility) and keep the batch size, which is checked when
-    the block is built. Above `p = 0.9` gathering costs more than it saves,
-    so there the branch is computed and multiplied.
-
-    Under XLA (`jit_compile=True`) the block skips too, with one twist: XLA
-    on CPU runs the stock gradients of a convolution inside a conditional
-    about 150x slower, so there the branch's `Conv2D` ops get a gradient
-    written with forward convolutions only, which XLA runs at full speed. A
-    branch with convolutions this cannot rewrite (strided, depthwise,
-    3D) is computed and multiplied by the gate under XLA on CPU, like the
-    merge layer, so the block is never slower than it. On GPUs and TPUs
-    (not measured) the block skips with TensorFlow's own gradients.
-    `skip_compute=False` always computes the branch.
-
-    On Keras' other backends (`stochastic_depth_tf/backend/`):
-
-    - JAX: batch mode skips inside the jitted step with `lax.cond`; the
-      branch's moving statistics come out of the conditional as values, so
-      a dropped branch leaves them untouched, as on TensorFlow. On the CPU a
-      branch with convolutions is computed and multiplied instead (XLA runs
-      the gradient convolutions inside a conditional as slow loops: 16x the
-      plain ResNet-20 step; JAX has no rewrite like TensorFlow's). `"subset"`
-      skips (its count is static); `"sample"` is computed and multiplied, as
-      under TensorFlow's XLA.
-    - PyTorch: eager, so every mode skips with any branch, and a
-      `"sample"` or `"subset"` count may change from step to step.
-
-    In graph mode the gate is drawn and compared on the host, from state
-    kept on the host, so on a GPU the conditional's predicate (which
-    TensorFlow reads from host memory) costs no device-to-host copy.
-
-    Across replicas (`tf.distribute`) every replica draws the same gate at
-    a step, so all of them skip the same blocks. A branch that all-reduces
-    across replicas cannot sit in TensorFlow's conditional (`merge_call` is
-    refused there): a branch holding `BatchNormalization(synchronized=True)`
-    is computed and multiplied when more than one replica runs; any other
-    collective gets a clear error asking for `skip_compute=False`.
+    Where skipping would cost more than it saves, or cannot be compiled,
+    the block computes the branch and multiplies it by the gate, like the
+    merge layer (`skip_compute=False` asks for that always): above
+    `p = 0.9` in the per-example modes; `mode="sample"` under XLA and JAX
+    (a varying count has no static shape; `"subset"` skips there, with `k`
+    fixed when compiling from the configured `survival_probability`);
+    convolutions under XLA on the CPU that `backend/tensorflow_xla.py`
+    cannot rewrite, and any convolution under JAX on the CPU; a branch with
+    synchronized BatchNormalization across several replicas. Across
+    replicas every replica skips the same blocks; a branch holding any
+    other collective gets an error asking for `skip_compute=False`. How
+    each backend skips is told in `stochastic_depth_tf/backend/`.
+    Inference computes the branch, like the merge layer.
 
     Args:
         branch: the residual branch, a Keras layer or model mapping the block

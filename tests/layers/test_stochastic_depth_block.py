@@ -250,7 +250,7 @@ def test_under_xla_a_branch_with_depthwise_convolution_is_computed_every_step():
     assert bn_updates_per_step(branch, jit_compile=True) == 30
 
 
-@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/_xla.py)
+@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/backend/tensorflow_xla.py)
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_under_xla_gradients_of_a_kept_conv_branch_are_exact(padding):
     import tensorflow as tf
