@@ -38,7 +38,8 @@ class StochasticMerge(keras.layers.Layer):
     - Saving and loading both with the layer (`.keras` files,
       `save_weights`, TensorFlow checkpoints), so a resumed run draws the
       gates an uninterrupted one would have drawn.
-    - `compute_output_shape` of a pair of equal shapes.
+    - `compute_output_shape` of a pair of equal shapes, and the part of
+      `get_config` this class takes (`survival_probability`, `seed`).
 
     Args:
         survival_probability: the configured `p` in `[0, 1]`.
@@ -102,3 +103,8 @@ class StochasticMerge(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return check_pair_shapes(input_shape)
+
+    def get_config(self) -> dict:
+        base_config = super().get_config()
+        config = {"survival_probability": self.survival_probability, "seed": self.seed}
+        return {**base_config, **config}

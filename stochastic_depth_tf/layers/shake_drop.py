@@ -86,11 +86,12 @@ class ShakeDrop(StochasticMerge):
     import keras
     import stochastic_depth_tf as sdt
 
-    inputs = keras.Input((32, 32, 16))
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.Conv2D(16, 3, padding="same")(x)
-    outputs = sdt.ShakeDrop(survival_probability=0.5)([inputs, x])
-    model = keras.Model(inputs, outputs)
+    # Three blocks with the paper's linear decay rule to p_L = 0.5.
+    x = inputs = keras.Input((32, 32, 16))
+    for p in sdt.schedules.linear_decay(3, final_survival_probability=0.5):
+        branch = keras.layers.Conv2D(16, 3, padding="same")(x)
+        x = sdt.ShakeDrop(survival_probability=p)([x, branch])
+    model = keras.Model(inputs, x)
     ```
     """
 
@@ -127,11 +128,9 @@ class ShakeDrop(StochasticMerge):
     def get_config(self) -> dict:
         base_config = super().get_config()
         config = {
-            "survival_probability": self.survival_probability,
             "alpha_range": self.alpha_range,
             "beta_range": self.beta_range,
             "mode": self.mode,
-            "seed": self.seed,
             "shake_mode": self.shake_mode,
         }
         return {**base_config, **config}

@@ -103,10 +103,5 @@ class StochasticDepth(StochasticMerge):
 
     def get_config(self) -> dict:
         base_config = super().get_config()
-        config = {
-            "survival_probability": self.survival_probability,
-            "mode": self.mode,
-            "inverted": self.inverted,
-            "seed": self.seed,
-        }
+        config = {"mode": self.mode, "inverted": self.inverted}
         return {**base_config, **config}
