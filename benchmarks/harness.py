@@ -52,10 +52,15 @@ COMPILATION_NAMES = {
     "jax": {"graph": "not jitted", "xla": "jit (XLA)"},
     "torch": {"graph": "eager", "xla": "torch.compile"},
 }
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FASTEST_PLAIN = "ratio_fastest_plain"
 Builders = Dict[str, Callable[[], Optional[keras.Model]]]
 Column = Tuple[str, str, str]  # header, row key, format spec
+FASTEST_PLAIN_COLUMN: Column = ("ratio to fastest plain (median)", FASTEST_PLAIN, ".2f")
+FASTEST_PLAIN_SETTING = (
+    "ratio to fastest plain: the contender's median over the median of the fastest plain network "
+    "(no stochastic depth) measured in this run, whatever its compilation: the figure a user choosing "
+    "how to train needs"
+)
 
 
 def compilation_name(jit_compile: bool) -> str:
@@ -229,14 +234,21 @@ def command_line(prog: str, argv: Optional[Iterable[str]]) -> str:
     return " ".join([prog, *(sys.argv[1:] if argv is None else argv)]).strip()
 
 
-def markdown(title: str, command: str, settings: Iterable[str], columns: Sequence[Column], rows: Iterable[dict],
-             environments: Optional[List[dict]] = None) -> str:
+def markdown(title: str, command: str, settings: Sequence[str], columns: Sequence[Column], rows: List[dict],
+             environments: Optional[List[dict]] = None, plain: Optional[str] = None, group: Sequence[str] = (),
+             configuration: Sequence[str] = ("compilation",)) -> str:
     """One benchmark table: the title, date, machine, versions, backends and devices, command, settings, rows.
 
     `settings` are the bullet lines that say what was measured and how to
-    read it; `columns` are `(header, row key, format spec)`.
+    read it; `columns` are `(header, row key, format spec)`. With `plain`
+    (the plain network's contender name) the rows get their ratio to the
+    fastest plain configuration (`add_fastest_plain` with `group` and
+    `configuration`) as a last column, explained in the settings.
     """
     environments = environments or [environment()]
+    if plain is not None:
+        settings = [*settings, FASTEST_PLAIN_SETTING, *add_fastest_plain(rows, plain, group, configuration)]
+        columns = [*columns, FASTEST_PLAIN_COLUMN]
     lines = [
         f"# {title}",
         "",
@@ -253,14 +265,6 @@ def markdown(title: str, command: str, settings: Iterable[str], columns: Sequenc
     for row in rows:
         lines.append("| " + " | ".join(format(row[key], spec) for _, key, spec in columns) + " |")
     return "\n".join(lines) + "\n"
-
-
-FASTEST_PLAIN_COLUMN: Column = ("ratio to fastest plain (median)", FASTEST_PLAIN, ".2f")
-FASTEST_PLAIN_SETTING = (
-    "ratio to fastest plain: the contender's median over the median of the fastest plain network "
-    "(no stochastic depth) measured in this run, whatever its compilation: the figure a user choosing "
-    "how to train needs"
-)
 
 
 def publish(table: str, output: Optional[str]) -> None:

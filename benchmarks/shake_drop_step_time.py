@@ -83,21 +83,19 @@ def time_serving(builders: Dict[str, Callable[[], keras.Model]], network: str,
 COLUMNS = [
     ("network", "network", ""), ("compilation", "compilation", ""), ("measure", "what", ""),
     ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"), ("ratio (paired median)", "ratio_paired", ".2f"), harness.FASTEST_PLAIN_COLUMN,
+    ("ratio (min)", "ratio_min", ".2f"), ("ratio (paired median)", "ratio_paired", ".2f"),
 ]
 
 
 def markdown(rows: List[dict], command: str, settings: str) -> str:
-    notes = harness.add_fastest_plain(rows, "add", group=("network", "what"))
     return harness.markdown(
         "ShakeDrop's step time against the plain `Add` PyramidNet", command,
         [settings,
          "ratio (min): contender's minimum over `add`'s; ratio (paired median): median over rounds of "
          "round i of the contender over round i of `add`, timed next to each other (below 1 is faster)",
          "the machine is shared with other jobs and noisy (about 10% between runs): read ratios, "
-         "not seconds, and differences of a few percent as noise",
-         harness.FASTEST_PLAIN_SETTING, *notes],
-        COLUMNS, rows)
+         "not seconds, and differences of a few percent as noise"],
+        COLUMNS, rows, plain="add", group=("network", "what"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -140,8 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"(inference: {args.steps * 4} calls), {args.warmup} warm-up steps; linear decay to "
         f"p_L = {FINAL_SURVIVAL_PROBABILITY}; random CIFAR-shaped data, 32x32x3"
     )
-    table = markdown(rows, command, settings)
-    harness.publish(table, args.output)
+    harness.publish(markdown(rows, command, settings), args.output)
     return 0
 
 

@@ -162,20 +162,18 @@ COLUMNS = [
     ("backend", "backend", ""), ("network", "network", ""), ("compilation", "compilation", ""),
     ("measure", "what", ""), ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
     ("ratio (min)", "ratio_min", ".2f"), ("ratio (median)", "ratio_median", ".2f"),
-    ("ratio (paired)", "ratio_paired", ".2f"), harness.FASTEST_PLAIN_COLUMN,
+    ("ratio (paired)", "ratio_paired", ".2f"),
 ]
 
 
 def markdown(rows: List[dict], command: str, settings: str, environments: Optional[List[dict]] = None) -> str:
-    notes = harness.add_fastest_plain(rows, "add", group=("network", "what"), configuration=("backend", "compilation"))
     return harness.markdown(
         "Step time of stochastic depth against the plain `Add` network", command,
         [settings,
          "ratio: contender / `add` of the same backend, network and compilation (below 1 is faster);"
          " min and median over interleaved rounds, seconds per step; paired: the median over rounds of"
-         " round i of the contender / round i of `add`, timed next to each other",
-         harness.FASTEST_PLAIN_SETTING, *notes],
-        COLUMNS, rows, environments)
+         " round i of the contender / round i of `add`, timed next to each other"],
+        COLUMNS, rows, environments, plain="add", group=("network", "what"), configuration=("backend", "compilation"))
 
 
 def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
@@ -255,8 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; "
         f"{'the bundled digits, 12x12x1, the optimizer of sdt.recipes.DIGITS' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
     )
-    table = markdown(rows, command.strip(), settings, environments)
-    harness.publish(table, args.output)
+    harness.publish(markdown(rows, command.strip(), settings, environments), args.output)
     return 0
 
 
