@@ -53,7 +53,7 @@ TABLES: Dict[str, Table] = {
     "step_time_backends": Table(
         "step_time", [*EVERY_BACKEND, "--depths", "56", "--no-serving", "--rounds", "6", "--steps", "5"], None),
     "step_time_digits": Table("step_time", ["--data", "digits", "--depths", "32", "--rounds", "10", "--steps", "10"],
-                              ["--data", "digits", "--quick", "--no-serving"]),
+                              ["--data", "digits", "--quick", "--no-serving", "--compilations", "graph"]),
     "efficientnet_step_time": Table("efficientnet_step_time", [], ["--quick"]),
     "shake_drop_step_time": Table("shake_drop_step_time", ["--rounds", "8"], ["--quick", "--compilations", "graph"]),
     "per_example": Table("per_example", [], ["--quick", "--networks", "vit"]),

@@ -223,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.depths, args.batch, args.rounds, args.steps, args.warmup = [20], 16, 2, 2, 2
 
-    command = "python -m benchmarks.step_time " + " ".join(_without_options(argv, ["--rows-json"]))
+    command = harness.command_line("python -m benchmarks.step_time", _without_options(argv, ["--rows-json"]))
     rows: List[dict] = []
     environments: List[dict] = []
     if args.backend != [BACKEND]:
@@ -253,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; "
         f"{'the bundled digits, 12x12x1, the optimizer of sdt.recipes.DIGITS' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
     )
-    harness.publish(markdown(rows, command.strip(), settings, environments), args.output)
+    harness.publish(markdown(rows, command, settings, environments), args.output)
     return 0
 
 
