@@ -32,12 +32,9 @@ the load average at the start and end.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 from typing import Dict, List, Optional
 
@@ -45,10 +42,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import device_description, publish  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import load_average  # noqa: E402
 from stochastic_depth_tf import recipes  # noqa: E402
 
 # CIFAR-10: 50,000 training images, of which the demo holds out 5,000 for validation as the paper does.
@@ -59,20 +55,6 @@ CIFAR10_SHAPE = (32, 32, 3)
 VALIDATION_BATCH_SIZE = 32
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of every training step of a `fit` call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: List[float] = []
-
-    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
-        self.seconds.append(time.perf_counter() - self._started)
-
-
 def random_cifar10(num_train: int, num_validation: int, seed: int = 0) -> Dict[str, tuple]:
     """Random arrays of CIFAR-10's shape, split as `stochastic_depth_tf.__main__.load_data` splits it."""
     rng = np.random.default_rng(seed)
@@ -81,17 +63,6 @@ def random_cifar10(num_train: int, num_validation: int, seed: int = 0) -> Dict[s
         return rng.random((n, *CIFAR10_SHAPE), dtype=np.float32), rng.integers(0, 10, n).astype("int64")
 
     return {"train": split(num_train), "validation": split(num_validation)}
-
-
-def load_average() -> str:
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def fit_steps(trainer: recipes.Trainer, dataset: tf.data.Dataset, steps: int) -> List[float]:
-    timer = StepTimer()
-    # shuffle=False: the dataset shuffles itself, as in Trainer.run.
-    trainer.model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
-    return timer.seconds
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -109,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.depth, args.rounds, args.steps, args.warmup, args.validation_images = 20, 1, 3, 1, 256
-    command = "python -m benchmarks.cifar10_epoch_time " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = harness.command_line("python -m benchmarks.cifar10_epoch_time", argv)
     load_at_start = load_average()
 
     recipe = recipes.PAPER.replace(batch_size=args.batch_size)
@@ -125,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         trainers[name] = recipes.Trainer(data, recipe, depth=args.depth, plain=p == 1.0, validation=False)
         keras.utils.set_random_seed(0)
         # The first step traces the training function; the evaluation on 64 images traces the test function.
-        fit_steps(trainers[name], recipes.training_dataset(recipe, *data["train"], seed=0), 1 + args.warmup)
+        harness.fit_step_seconds(trainers[name].model, recipes.training_dataset(recipe, *data["train"], seed=0), 1 + args.warmup)
         trainers[name].model.evaluate(x_val[:64], y_val[:64], batch_size=VALIDATION_BATCH_SIZE, verbose=0)
         first_call[name] = time.perf_counter() - started
         print(f"{name}: built, traced and warmed up in {first_call[name]:.0f} s (load average {load_average()})",
@@ -136,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     validation: Dict[str, List[float]] = {name: [] for name in survival}
     for round_ in range(args.rounds):
         for name, trainer in trainers.items():
-            seconds = fit_steps(trainer, recipes.training_dataset(recipe, *data["train"], seed=round_), 1 + args.steps)
+            seconds = harness.fit_step_seconds(trainer.model, recipes.training_dataset(recipe, *data["train"], seed=round_), 1 + args.steps)
             pass_starts[name].append(seconds[0])
             steps[name] += seconds[1:]
             started = time.perf_counter()
@@ -156,44 +127,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         validation_seconds = statistics.mean(validation[name]) * CIFAR10_VALIDATION
         epoch_45k = steps_45k * mean_step + pass_start_extra + validation_seconds
         rows.append({
-            "model": name, "min": min(steps[name]), "median": statistics.median(steps[name]), "mean": mean_step,
+            "contender": name, "min": min(steps[name]), "median": statistics.median(steps[name]), "mean": mean_step,
             "pass_start": pass_start_extra, "validation": validation_seconds,
             "epoch_50k": steps_50k * mean_step, "epoch_45k": epoch_45k,
             "hours": recipe.epochs * epoch_45k / 3600, "first_call": first_call[name],
         })
-    plain_epoch = rows[0]["epoch_45k"]
-
-    lines = [
-        f"# Time per epoch of the paper's CIFAR-10 setting: ResNet-{args.depth}, batch {recipe.batch_size}",
-        "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"stochastic_depth_tf {sdt.__version__}",
-        f"- device: {device_description()}",
-        f"- command: `{command.strip()}`",
-        f"- load average (1, 5, 15 min): {load_at_start} at the start, {load_at_end} at the end",
-        f"- `recipes.Trainer` with `recipes.PAPER` (batch {recipe.batch_size}, shifts and flips), graph mode; "
-        f"stochastic depth: `StochasticDepthBlock`, batch gates, linear decay to p_L = {survival['stochastic depth']}; "
-        f"random arrays of CIFAR-10's shape, {num_train:,} training and {CIFAR10_VALIDATION:,} validation images",
-        f"- {args.warmup} warm-up steps after tracing, then {args.rounds} interleaved rounds of {args.steps} "
-        f"timed steps per model ({args.rounds * args.steps} steps each); validation timed on "
-        f"{len(x_val)} images per round at batch {VALIDATION_BATCH_SIZE}, scaled to {CIFAR10_VALIDATION:,}",
-        f"- epoch, 50,000 images: {steps_50k} steps x mean step (all of CIFAR-10's training set, no validation); "
-        f"epoch, demo: {steps_45k} steps (45,000 images) x mean step + pass start + validation, "
-        f"what `python -m stochastic_depth_tf --dataset cifar10` runs; {recipe.epochs} epochs: the paper's schedule",
-        "",
-        "| model | min s / step | median s / step | mean s / step | pass start s | validation s "
-        f"| epoch, 50,000 images, s | epoch, demo, s | ratio to plain | {recipe.epochs} epochs, h | build + trace + warm-up s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    compilation = harness.compilation_name(bool(trainers["plain"].model.jit_compile))
     for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['min']:.3f} | {row['median']:.3f} | {row['mean']:.3f} | {row['pass_start']:.1f} "
-            f"| {row['validation']:.1f} | {row['epoch_50k']:.0f} | {row['epoch_45k']:.0f} "
-            f"| {row['epoch_45k'] / plain_epoch:.2f} | {row['hours']:.0f} | {row['first_call']:.0f} |"
-        )
-    table = "\n".join(lines) + "\n"
-    publish(table, args.output)
+        row["compilation"] = compilation
+        row["ratio_to_plain"] = row["epoch_45k"] / rows[0]["epoch_45k"]
+    notes = harness.add_fastest_plain(rows, "plain", key="epoch_45k")
+    columns = [
+        ("model", "contender", ""), ("compilation", "compilation", ""), ("min s / step", "min", ".3f"),
+        ("median s / step", "median", ".3f"), ("mean s / step", "mean", ".3f"), ("pass start s", "pass_start", ".1f"),
+        ("validation s", "validation", ".1f"), ("epoch, 50,000 images, s", "epoch_50k", ".0f"),
+        ("epoch, demo, s", "epoch_45k", ".0f"), ("ratio to plain", "ratio_to_plain", ".2f"),
+        ("ratio to fastest plain (demo epoch)", harness.FASTEST_PLAIN, ".2f"),
+        (f"{recipe.epochs} epochs, h", "hours", ".0f"), ("build + trace + warm-up s", "first_call", ".0f"),
+    ]
+    table = harness.markdown(
+        f"Time per epoch of the paper's CIFAR-10 setting: ResNet-{args.depth}, batch {recipe.batch_size}", command,
+        [f"load average (1, 5, 15 min): {load_at_start} at the start, {load_at_end} at the end",
+         f"`recipes.Trainer` with `recipes.PAPER` (batch {recipe.batch_size}, shifts and flips), {compilation} "
+         f"(the Trainer's choice on this device); stochastic depth: `StochasticDepthBlock`, batch gates, linear "
+         f"decay to p_L = {survival['stochastic depth']}; random arrays of CIFAR-10's shape, {num_train:,} training "
+         f"and {CIFAR10_VALIDATION:,} validation images",
+         f"{args.warmup} warm-up steps after tracing, then {args.rounds} interleaved rounds of {args.steps} "
+         f"timed steps per model ({args.rounds * args.steps} steps each); validation timed on "
+         f"{len(x_val)} images per round at batch {VALIDATION_BATCH_SIZE}, scaled to {CIFAR10_VALIDATION:,}",
+         f"epoch, 50,000 images: {steps_50k} steps x mean step (all of CIFAR-10's training set, no validation); "
+         f"epoch, demo: {steps_45k} steps (45,000 images) x mean step + pass start + validation, "
+         f"what `python -m stochastic_depth_tf --dataset cifar10` runs; {recipe.epochs} epochs: the paper's schedule",
+         "ratio to fastest plain: the demo epoch over the fastest plain one measured in this run (one compilation "
+         "here, the Trainer's, so it equals the ratio to plain)", *notes],
+        columns, rows)
+    harness.publish(table, args.output)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Follows the project's protocol (the team's BENCHMARKS.md): every contender
 is built in this one process, warmed up, then timed in interleaved rounds
-(`benchmarks.step_time.interleaved_times`); the table reports min and
+(`benchmarks.harness`); the table reports min and
 median seconds per step and each one's ratio to keras.applications'
 `EfficientNetB0` of the same drop rates and compilation, as the min of the
 per-contender minima and as the median of the per-round paired ratios.
@@ -39,23 +39,16 @@ Contenders, all EfficientNetB0 with random weights, 10 classes:
 from __future__ import annotations
 
 import argparse
-import datetime
-import functools
 import os
-import platform
-import statistics
-import sys
-import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import interleaved_times, publish  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 CLASSES = 10
 SETTINGS = {
@@ -109,65 +102,33 @@ def batch_of(size: int, batch: int) -> Tuple[np.ndarray, np.ndarray]:
 def time_training(setting: str, jit_compile: bool, x: np.ndarray, y: np.ndarray,
                   rounds: int, steps: int, warmup: int) -> List[dict]:
     """Interleaved training-step timings of every contender for one setting and compilation."""
-    steppers = {}
-    for name, build in contenders(x.shape[1], setting).items():
-        model = build()
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
-        started = time.perf_counter()
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-        print(f"  {name}: built and warmed up in {time.perf_counter() - started:.1f} s", flush=True)
-        steppers[name] = functools.partial(model.train_on_batch, x, y)
-    times = interleaved_times(steppers, rounds, steps)
-    return rows(times, setting, "XLA" if jit_compile else "graph")
+    steppers = harness.train_steppers(contenders(x.shape[1], setting), x, y, jit_compile, warmup)
+    times = harness.interleaved_times(steppers, rounds, steps)
+    return harness.timed_rows(times, BASELINE, setting=setting, compilation=harness.compilation_name(jit_compile))
 
 
-def rows(times: Dict[str, List[float]], setting: str, compilation: str) -> List[dict]:
-    """Per contender: min and median seconds, ratio of minima, median of paired per-round ratios."""
-    baseline = times[BASELINE]
-    return [
-        {
-            "setting": setting,
-            "compilation": compilation,
-            "contender": name,
-            "min": min(values),
-            "median": statistics.median(values),
-            "ratio_min": min(values) / min(baseline),
-            "ratio_paired": statistics.median(v / b for v, b in zip(values, baseline)),
-        }
-        for name, values in times.items()
-    ]
+COLUMNS = [
+    ("setting", "setting", ""), ("compilation", "compilation", ""), ("contender", "contender", ""),
+    ("min s", "min", ".4f"), ("median s", "median", ".4f"), ("ratio (min)", "ratio_min", ".2f"),
+    ("ratio (paired)", "ratio_paired", ".2f"),
+]
 
 
-def markdown(table_rows: List[dict], command: str, settings: str, load: str = "") -> str:
-    lines = [
-        "# EfficientNetB0 training step: stochastic depth against keras.applications' drop-connect",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"stochastic_depth_tf {sdt.__version__}",
-        f"- command: `{command}`",
-        f"- {settings}",
-    ] + ([f"- {load}"] if load else []) + [
-        "- settings (same survival probability per block for every contender): "
-        + "; ".join(
-            f"`{name}` = rate {rate}, rule `{rule}`, {expected_dropped_blocks(name):.2f} of 9 residual blocks dropped per step in expectation"
-            for name, (rate, rule) in SETTINGS.items()
-        ),
-        f"- ratio: contender / `{BASELINE}` (keras.applications EfficientNetB0) of the same setting and "
-        "compilation, below 1 is faster; `ratio (min)` of the minima, `ratio (paired)` the median "
-        "of the per-round ratios (rounds timed next to each other)",
-        "",
-        "| setting | compilation | contender | min s | median s | ratio (min) | ratio (paired) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in table_rows:
-        lines.append(
-            f"| {row['setting']} | {row['compilation']} | {row['contender']} | {row['min']:.4f} | "
-            f"{row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_paired']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+def markdown(table_rows: List[dict], command: str, settings: str) -> str:
+    return harness.markdown(
+        "EfficientNetB0 training step: stochastic depth against keras.applications' drop-connect", command,
+        [settings,
+         "settings (same survival probability per block for every contender): "
+         + "; ".join(
+             f"`{name}` = rate {rate}, rule `{rule}`, {expected_dropped_blocks(name):.2f} of 9 residual blocks "
+             "dropped per step in expectation"
+             for name, (rate, rule) in SETTINGS.items()
+         ),
+         f"ratio: contender / `{BASELINE}` (keras.applications EfficientNetB0) of the same setting and "
+         "compilation, below 1 is faster; `ratio (min)` of the minima, `ratio (paired)` the median "
+         "of the per-round ratios (rounds timed next to each other)"],
+        # `add` is the same network in every setting (drop_connect_rate=0): one fastest plain for the table.
+        COLUMNS, table_rows, plain="add", configuration=("setting", "compilation"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -194,9 +155,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.size, args.batch, args.graph_settings, args.xla_settings = 32, 8, ["linear"], []
         args.rounds, args.steps, args.warmup = 2, 2, 1
 
-    command = "python -m benchmarks.efficientnet_step_time " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = harness.command_line("python -m benchmarks.efficientnet_step_time", argv)
     x, y = batch_of(args.size, args.batch)
-    load_before = os.getloadavg()[0]
     table_rows: List[dict] = []
     groups = [(setting, False, args.rounds, args.steps) for setting in args.graph_settings]
     groups += [(setting, True, args.xla_rounds, args.xla_steps) for setting in args.xla_settings]
@@ -208,10 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.rounds} rounds of {args.steps} steps ({args.xla_rounds} of {args.xla_steps} under XLA), "
         f"{args.warmup} warm-up steps, SGD with momentum"
     )
-    load = (f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end, "
-            f"on {os.cpu_count()} cores (above {os.cpu_count()}, other processes shared them: expect noise)")
-    table = markdown(table_rows, command.strip(), settings, load)
-    publish(table, args.output)
+    harness.publish(markdown(table_rows, command, settings), args.output)
     return 0
 
 

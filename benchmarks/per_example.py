@@ -19,8 +19,11 @@ drop rate on every residual branch:
 - `convnext`: a ConvNeXt-style stack: 2x2 patchify stem (16x16), blocks of
   7x7 depthwise convolution, LayerNormalization and an MLP of ratio 4.
 
-The contenders, all per-example and inverted (timm's DropPath convention):
+The contenders, all per-example and inverted (timm's DropPath convention),
+and the plain network:
 
+- `add`: `keras.layers.Add`, no stochastic depth (the plain network, for
+  the ratio to the fastest plain configuration);
 - `merge`: `StochasticDepth(mode="sample", inverted=True)`, computing every
   branch for every example (the baseline: what timm and Keras users run);
 - `keras_dropout`: Keras' idiom, `Dropout(rate, noise_shape=(None, 1, ...))`
@@ -35,26 +38,20 @@ The contenders, all per-example and inverted (timm's DropPath convention):
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import os
-import platform
-import statistics
-import sys
-import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import device_description, interleaved_times, publish  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
-CONTENDERS = ("merge", "keras_dropout", "block_sample", "block_subset")
+CONTENDERS = ("add", "merge", "keras_dropout", "block_sample", "block_subset")
 Merge = Callable[[keras.KerasTensor, keras.layers.Layer, str], keras.KerasTensor]
 
 
@@ -71,6 +68,8 @@ def merge_for(contender: str, drop_rate: float, seed: int) -> Merge:
                 inverted=True, seed=seed + index, name=name,
             )(x)
         residual = branch(x)
+        if contender == "add":
+            return keras.layers.Add(name=name)([x, residual])
         if contender == "merge":
             return sdt.StochasticDepth(survival_probability, mode="sample", inverted=True, seed=seed + index, name=name)([x, residual])
         noise_shape = (None,) + (1,) * (len(residual.shape) - 1)
@@ -149,56 +148,31 @@ def build(network: str, contender: str, drop_rate: float, blocks: int) -> keras.
 
 def time_contenders(network: str, drop_rate: float, blocks: int, jit_compile: bool, x: np.ndarray, y: np.ndarray,
                     rounds: int, steps: int, warmup: int) -> List[dict]:
-    steppers = {}
-    for contender in CONTENDERS:
-        model = build(network, contender, drop_rate, blocks)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-        steppers[contender] = functools.partial(model.train_on_batch, x, y)
-    print(f"  {network}, drop {drop_rate}, {'XLA' if jit_compile else 'graph'}: built and warmed up", flush=True)
-    times = interleaved_times(steppers, rounds, steps)
-    baseline = times["merge"]
-    return [
-        {
-            "network": network,
-            "drop_rate": drop_rate,
-            "compilation": "XLA" if jit_compile else "graph",
-            "contender": name,
-            "min": min(values),
-            "median": statistics.median(values),
-            "ratio_min": min(values) / min(baseline),
-            "ratio_paired": statistics.median(v / b for v, b in zip(values, baseline)),
-        }
-        for name, values in times.items()
-    ]
+    builders = {contender: functools.partial(build, network, contender, drop_rate, blocks) for contender in CONTENDERS}
+    steppers = harness.train_steppers(builders, x, y, jit_compile, warmup,
+                                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    times = harness.interleaved_times(steppers, rounds, steps)
+    return harness.timed_rows(times, "merge", network=network, drop_rate=drop_rate,
+                              compilation=harness.compilation_name(jit_compile))
+
+
+COLUMNS = [
+    ("network", "network", ""), ("drop rate", "drop_rate", ""), ("compilation", "compilation", ""),
+    ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
+    ("ratio (min)", "ratio_min", ".2f"), ("ratio (paired median)", "ratio_paired", ".2f"),
+]
 
 
 def markdown(rows: List[dict], command: str, settings: str) -> str:
-    lines = [
-        "# Per-example compute skipping against the per-example merge layer",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"stochastic_depth_tf {sdt.__version__}",
-        f"- device: {device_description()}",
-        f"- command: `{command}`",
-        f"- {settings}",
-        "- ratio: contender / `merge` of the same network, drop rate and compilation (below 1 is faster): "
-        "ratio of the minima, and the median of the per-round paired ratios",
-        "- kept fraction of the branch compute: 1 - drop rate (the physical limit of skipping is that "
-        "fraction of the branch time, plus everything outside the branches)",
-        "",
-        "| network | drop rate | compilation | contender | min s | median s | ratio (min) | ratio (paired median) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['network']} | {row['drop_rate']} | {row['compilation']} | {row['contender']} | "
-            f"{row['min']:.4f} | {row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_paired']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return harness.markdown(
+        "Per-example compute skipping against the per-example merge layer", command,
+        [settings,
+         "ratio: contender / `merge` of the same network, drop rate and compilation (below 1 is faster): "
+         "ratio of the minima, and the median of the per-round paired ratios",
+         "kept fraction of the branch compute: 1 - drop rate (the physical limit of skipping is that "
+         "fraction of the branch time, plus everything outside the branches)"],
+        # `add` is the same network at every drop rate: one fastest plain per network.
+        COLUMNS, rows, plain="add", group=("network",), configuration=("drop_rate", "compilation"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -218,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.vit_blocks, args.convnext_blocks, args.batch, args.rounds, args.steps, args.warmup = 2, 2, 8, 2, 1, 1
         args.drop_rates = args.drop_rates[-1:]
-    command = "python -m benchmarks.per_example " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = harness.command_line("python -m benchmarks.per_example", argv)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, *IMAGE_SHAPE)).astype("float32")
     y = rng.integers(0, 10, size=(args.batch,))
@@ -234,8 +208,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"vit: {args.vit_blocks} blocks (2 branches each), convnext: {args.convnext_blocks} blocks; "
         "the same drop rate on every branch; random 32x32x3 images"
     )
-    table = markdown(rows, command.strip(), settings)
-    publish(table, args.output)
+    harness.publish(markdown(rows, command, settings), args.output)
     return 0
 
 

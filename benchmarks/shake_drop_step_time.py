@@ -2,7 +2,7 @@
 
 Follows the project's protocol (../shared/BENCHMARKS.md in the team docs):
 every contender is built in this one process, warmed up, then timed in
-interleaved rounds (`benchmarks.step_time.interleaved_times`); the table
+interleaved rounds (`benchmarks.harness`); the table
 reports the minimum and median seconds per step, the ratio of the minima to
 the baseline, and the median of the per-round paired ratios (round i of a
 contender over round i of `add`, timed next to each other, which a load
@@ -34,23 +34,18 @@ and the elementwise scaling on top of the add.
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import os
-import platform
-import statistics
-import sys
-import tempfile
 from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
-from benchmarks.step_time import batch_of, device_description, interleaved_times, publish  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.step_time import batch_of  # noqa: E402
 
 FINAL_SURVIVAL_PROBABILITY = 0.5
 
@@ -70,82 +65,37 @@ def contenders(depth: int, alpha: float, block: str, input_shape: tuple) -> Dict
     }
 
 
-def paired_rows(times: Dict[str, List[float]], network: str, compilation: str, what: str) -> List[dict]:
-    """Min and median seconds, ratio of minima, and median of the per-round ratios to `add`."""
-    baseline = times["add"]
-    return [
-        {
-            "network": network,
-            "compilation": compilation,
-            "what": what,
-            "contender": name,
-            "min": min(values),
-            "median": statistics.median(values),
-            "ratio_min": min(values) / min(baseline),
-            "ratio_paired": statistics.median(v / b for v, b in zip(values, baseline)),
-        }
-        for name, values in times.items()
-    ]
-
-
 def time_training(builders: Dict[str, Callable[[], keras.Model]], network: str, jit_compile: bool,
                   x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int) -> List[dict]:
-    steppers = {}
-    for name, build in builders.items():
-        if build is None:
-            print(f"  {name}: skipped", flush=True)
-            continue
-        model = build()
-        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                      loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-        print(f"  {name}: built and warmed up", flush=True)
-        steppers[name] = functools.partial(model.train_on_batch, x, y)
-    times = interleaved_times(steppers, rounds, steps)
-    return paired_rows(times, network, "XLA" if jit_compile else "graph", "train step")
+    steppers = harness.train_steppers(builders, x, y, jit_compile, warmup, functools.partial(harness.momentum_sgd, 0.1))
+    times = harness.interleaved_times(steppers, rounds, steps)
+    return harness.timed_rows(times, "add", network=network, compilation=harness.compilation_name(jit_compile),
+                              what="train step")
 
 
 def time_serving(builders: Dict[str, Callable[[], keras.Model]], network: str,
                  x: np.ndarray, rounds: int, steps: int) -> List[dict]:
     """Exported SavedModels: ShakeDrop's inference is one scale of the residual."""
-    steppers = {}
-    with tempfile.TemporaryDirectory() as directory:
-        for name in ("add", "shake_drop"):
-            path = os.path.join(directory, name)
-            builders[name]().export(path, verbose=False)
-            served = tf.saved_model.load(path)
-            for _ in range(3):
-                served.serve(x)
-            steppers[name] = lambda served=served: served.serve(x).numpy()
-        times = interleaved_times(steppers, rounds, steps)
-    return paired_rows(times, network, "SavedModel", "inference")
+    times = harness.time_serving(builders, ("add", "shake_drop"), x, rounds, steps)
+    return harness.timed_rows(times, "add", network=network, compilation="SavedModel", what="inference")
+
+
+COLUMNS = [
+    ("network", "network", ""), ("compilation", "compilation", ""), ("measure", "what", ""),
+    ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
+    ("ratio (min)", "ratio_min", ".2f"), ("ratio (paired median)", "ratio_paired", ".2f"),
+]
 
 
 def markdown(rows: List[dict], command: str, settings: str) -> str:
-    lines = [
-        "# ShakeDrop's step time against the plain `Add` PyramidNet",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"stochastic_depth_tf {sdt.__version__}",
-        f"- device: {device_description()}",
-        f"- command: `{command}`",
-        f"- {settings}",
-        "- ratio (min): contender's minimum over `add`'s; ratio (paired median): median over rounds of "
-        "round i of the contender over round i of `add`, timed next to each other (below 1 is faster)",
-        "- the machine is shared with other jobs and noisy (about 10% between runs): read ratios, "
-        "not seconds, and differences of a few percent as noise",
-        "",
-        "| network | compilation | measure | contender | min s | median s | ratio (min) | ratio (paired median) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['network']} | {row['compilation']} | {row['what']} | {row['contender']} | "
-            f"{row['min']:.4f} | {row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_paired']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return harness.markdown(
+        "ShakeDrop's step time against the plain `Add` PyramidNet", command,
+        [settings,
+         "ratio (min): contender's minimum over `add`'s; ratio (paired median): median over rounds of "
+         "round i of the contender over round i of `add`, timed next to each other (below 1 is faster)",
+         "the machine is shared with other jobs and noisy (about 10% between runs): read ratios, "
+         "not seconds, and differences of a few percent as noise"],
+        COLUMNS, rows, plain="add", group=("network", "what"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -168,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.depth, args.block, args.batch, args.rounds, args.steps, args.warmup = 20, "basic", 16, 2, 2, 2
 
-    command = "python -m benchmarks.shake_drop_step_time " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = harness.command_line("python -m benchmarks.shake_drop_step_time", argv)
     x, y = batch_of("cifar-shaped", args.batch)
     builders = contenders(args.depth, args.alpha, args.block, x.shape[1:])
     network = f"PyramidNet-{args.depth} ({args.block}, alpha {args.alpha:g})"
@@ -188,8 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"(inference: {args.steps * 4} calls), {args.warmup} warm-up steps; linear decay to "
         f"p_L = {FINAL_SURVIVAL_PROBABILITY}; random CIFAR-shaped data, 32x32x3"
     )
-    table = markdown(rows, command.strip(), settings)
-    publish(table, args.output)
+    harness.publish(markdown(rows, command, settings), args.output)
     return 0
 
 

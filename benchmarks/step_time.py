@@ -39,16 +39,12 @@ paper's linear decay to 0.5:
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,17 +53,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import BACKEND, device_description  # noqa: E402,F401  (device_description: this table's device)
 
 FINAL_SURVIVAL_PROBABILITY = 0.5
 CIFAR_SHAPE = (32, 32, 3)
-BACKEND = keras.backend.backend()
-BACKENDS = ("tensorflow", "jax", "torch")
+BACKENDS = tuple(harness.COMPILATION_NAMES)
 DEFAULT_COMPILATIONS = {"tensorflow": ["graph", "xla"], "jax": ["xla"], "torch": ["graph"]}
-COMPILATION_NAMES = {
-    "tensorflow": {"graph": "graph", "xla": "XLA"},
-    "jax": {"graph": "not jitted", "xla": "jit (XLA)"},
-    "torch": {"graph": "eager", "xla": "torch.compile"},
-}
 Shape = Sequence[int]
 
 
@@ -149,147 +141,39 @@ def time_training(depth: int, jit_compile: bool, x: np.ndarray, y: np.ndarray, r
     With a `recipe` (the digits mode: `sdt.recipes.DIGITS`, the demo's) the
     step uses its optimizer: Nesterov SGD with weight decay and its schedule.
     """
-    models = {}
-    for name, build in contenders(depth, x.shape[1:]).items():
-        model = build()
-        if model is None:
-            print(f"  {name}: not importable, skipped", flush=True)
-            continue
-        optimizer = (sdt.recipes.optimizer(recipe, steps_per_epoch=20) if recipe is not None
-                     else keras.optimizers.SGD(0.01, momentum=0.9))
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
-        started = time.perf_counter()
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-        print(f"  {name}: built and warmed up in {time.perf_counter() - started:.1f} s", flush=True)
-        models[name] = model
-    steppers = {name: functools.partial(model.train_on_batch, x, y) for name, model in models.items()}
-    times = interleaved_times(steppers, rounds, steps)
-    return _rows(times, f"ResNet-{depth}", COMPILATION_NAMES[BACKEND]["xla" if jit_compile else "graph"], "train step")
+    optimizer = (functools.partial(sdt.recipes.optimizer, recipe, steps_per_epoch=20) if recipe is not None
+                 else harness.momentum_sgd)
+    steppers = harness.train_steppers(contenders(depth, x.shape[1:]), x, y, jit_compile, warmup, optimizer)
+    times = harness.interleaved_times(steppers, rounds, steps)
+    return _rows(times, f"ResNet-{depth}", harness.compilation_name(jit_compile), "train step")
 
 
 def time_serving(depth: int, x: np.ndarray, rounds: int, steps: int) -> List[dict]:
     """Interleaved latency of exported SavedModels (inference: every block computed)."""
-    import tensorflow as tf
-
-    servers = {}
-    builders = contenders(depth, x.shape[1:])
-    with tempfile.TemporaryDirectory() as directory:
-        for name in ("add", "merge_batch", "block"):
-            path = os.path.join(directory, name)
-            builders[name]().export(path, verbose=False)
-            served = tf.saved_model.load(path)
-            for _ in range(3):
-                served.serve(x)
-            servers[name] = served
-        steppers = {name: (lambda served=served: served.serve(x).numpy()) for name, served in servers.items()}
-        times = interleaved_times(steppers, rounds, steps)
+    times = harness.time_serving(contenders(depth, x.shape[1:]), ("add", "merge_batch", "block"), x, rounds, steps)
     return _rows(times, f"ResNet-{depth}", "SavedModel", "inference")
 
 
-def interleaved_times(steppers: Dict[str, Callable[[], object]], rounds: int, steps: int) -> Dict[str, List[float]]:
-    """Seconds per step of each stepper, one list entry per round, order alternating by round."""
-    times: Dict[str, List[float]] = {name: [] for name in steppers}
-    for round_index in range(rounds):
-        order = list(steppers) if round_index % 2 == 0 else list(reversed(steppers))
-        for name in order:
-            started = time.perf_counter()
-            for _ in range(steps):
-                steppers[name]()
-            times[name].append((time.perf_counter() - started) / steps)
-    return times
-
-
 def _rows(times: Dict[str, List[float]], network: str, compilation: str, what: str) -> List[dict]:
-    """Table rows; `ratio_paired` is the median of round i of a contender over round i of `add`."""
-    baseline = times["add"]
-    return [
-        {
-            "backend": BACKEND,
-            "network": network,
-            "compilation": compilation,
-            "what": what,
-            "contender": name,
-            "min": min(values),
-            "median": statistics.median(values),
-            "ratio_min": min(values) / min(baseline),
-            "ratio_median": statistics.median(values) / statistics.median(baseline),
-            "ratio_paired": statistics.median(value / paired for value, paired in zip(values, baseline)),
-        }
-        for name, values in times.items()
-    ]
+    return harness.timed_rows(times, "add", backend=BACKEND, network=network, compilation=compilation, what=what)
 
 
-def device_description() -> str:
-    """The device the steps run on: for TensorFlow the first TPU or GPU its placer sees, else the CPU.
-
-    Nothing is pinned by the benchmark, so on a GPU machine it measures the
-    GPU, as a user's `fit` would.
-    """
-    if BACKEND == "jax":
-        import jax
-
-        devices = jax.devices()
-        return f"{devices[0]} ({devices[0].platform}; {len(devices)} visible)"
-    if BACKEND == "torch":
-        import torch
-
-        return "cuda:0 (PyTorch)" if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}; PyTorch, no CUDA)"
-    import tensorflow as tf
-
-    for kind in ("TPU", "GPU"):
-        logical = tf.config.list_logical_devices(kind)
-        if logical:
-            physical = tf.config.list_physical_devices(kind)
-            details = tf.config.experimental.get_device_details(physical[0]) if physical else {}
-            name = details.get("device_name", kind)
-            return f"{logical[0].name} ({name}; {len(logical)} {kind} visible)"
-    return f"CPU ({platform.processor() or platform.machine()}; no GPU or TPU visible)"
-
-
-def environment() -> dict:
-    """What this process runs on: the backend, its library's version, the device."""
-    return {
-        "backend": BACKEND,
-        "library": f"{BACKEND} {__import__(BACKEND).__version__}",  # each backend's module is its name
-        "device": device_description(),
-    }
+COLUMNS = [
+    ("backend", "backend", ""), ("network", "network", ""), ("compilation", "compilation", ""),
+    ("measure", "what", ""), ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
+    ("ratio (min)", "ratio_min", ".2f"), ("ratio (median)", "ratio_median", ".2f"),
+    ("ratio (paired)", "ratio_paired", ".2f"),
+]
 
 
 def markdown(rows: List[dict], command: str, settings: str, environments: Optional[List[dict]] = None) -> str:
-    environments = environments or [environment()]
-    lines = [
-        "# Step time of stochastic depth against the plain `Add` network",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}; Keras {keras.__version__}, stochastic_depth_tf {sdt.__version__}",
-        *(f"- backend {env['backend']}: {env['library']}; device: {env['device']}" for env in environments),
-        f"- command: `{command}`",
-        f"- {settings}",
-        "- ratio: contender / `add` of the same backend, network and compilation (below 1 is faster);"
-        " min and median over interleaved rounds, seconds per step; paired: the median over rounds of"
-        " round i of the contender / round i of `add`, timed next to each other",
-        "",
-        "| backend | network | compilation | measure | contender | min s | median s | ratio (min) | ratio (median) "
-        "| ratio (paired) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['backend']} | {row['network']} | {row['compilation']} | {row['what']} | {row['contender']} | "
-            f"{row['min']:.4f} | {row['median']:.4f} | {row['ratio_min']:.2f} | {row['ratio_median']:.2f} | "
-            f"{row['ratio_paired']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def publish(table: str, output: Optional[str]) -> None:
-    """Prints a benchmark's table, and writes it to `output` too when given (the committed copy)."""
-    print(table)
-    if output:
-        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
-        with open(output, "w", encoding="utf-8") as handle:
-            handle.write(table)
+    return harness.markdown(
+        "Step time of stochastic depth against the plain `Add` network", command,
+        [settings,
+         "ratio: contender / `add` of the same backend, network and compilation (below 1 is faster);"
+         " min and median over interleaved rounds, seconds per step; paired: the median over rounds of"
+         " round i of the contender / round i of `add`, timed next to each other"],
+        COLUMNS, rows, environments, plain="add", group=("network", "what"), configuration=("backend", "compilation"))
 
 
 def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
@@ -339,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.depths, args.batch, args.rounds, args.steps, args.warmup = [20], 16, 2, 2, 2
 
-    command = "python -m benchmarks.step_time " + " ".join(_without_options(argv, ["--rows-json"]))
+    command = harness.command_line("python -m benchmarks.step_time", _without_options(argv, ["--rows-json"]))
     rows: List[dict] = []
     environments: List[dict] = []
     if args.backend != [BACKEND]:
@@ -353,13 +237,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         x, y = batch_of(args.data, args.batch)
         for depth in args.depths:
             for compilation in args.compilations or DEFAULT_COMPILATIONS[BACKEND]:
-                print(f"ResNet-{depth}, {COMPILATION_NAMES[BACKEND][compilation]}:", flush=True)
+                print(f"ResNet-{depth}, {harness.COMPILATION_NAMES[BACKEND][compilation]}:", flush=True)
                 rows += time_training(depth, compilation == "xla", x, y, args.rounds, args.steps, args.warmup,
                                       recipe=sdt.recipes.DIGITS if args.data == "digits" else None)
             if not args.no_serving and BACKEND == "tensorflow":
                 print(f"ResNet-{depth}, SavedModel inference:", flush=True)
                 rows += time_serving(depth, x, args.rounds, args.steps * 4)
-        environments.append(environment())
+        environments.append(harness.environment())
         if args.rows_json:
             with open(args.rows_json, "w", encoding="utf-8") as handle:
                 json.dump({"rows": rows, "environment": environments[0]}, handle)
@@ -369,8 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.warmup} warm-up steps; linear decay to p_L = {FINAL_SURVIVAL_PROBABILITY}; "
         f"{'the bundled digits, 12x12x1, the optimizer of sdt.recipes.DIGITS' if args.data == 'digits' else 'random CIFAR-shaped data, 32x32x3'}"
     )
-    table = markdown(rows, command.strip(), settings, environments)
-    publish(table, args.output)
+    harness.publish(markdown(rows, command, settings, environments), args.output)
     return 0
 
 

@@ -4,29 +4,29 @@ Times one 3x3 convolution (64x32x32x32 activations, 3x3x32x32 filter) and
 its two gradients, outside and inside `tf.cond`, in graph mode and under XLA,
 with TensorFlow's stock gradient and with the canonical rewrite that
 `StochasticDepthBlock` uses under XLA (`stochastic_depth_tf.backend.tensorflow_xla`). Interleaved
-rounds in one process; milliseconds per call, min and median. Run from the
-repository root:
+rounds in one process; milliseconds per call, min and median, and the ratio
+of the conditional under XLA (rewritten where the rewrite applies) to the
+same op outside it under XLA and to the fastest op outside a conditional.
+Run from the repository root:
 
     python -m benchmarks.xla_conditional [--rounds 5] [--output FILE]
+    python -m benchmarks.xla_conditional --quick   # 2 rounds of 1 call: a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import statistics
-import sys
-import time
 from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from stochastic_depth_tf.backend import tensorflow_xla  # noqa: E402
 
 OPS = ("forward", "filter gradient", "input gradient")
@@ -62,12 +62,29 @@ def make_function(op: str, jit_compile: bool, in_conditional: bool, rewritten: b
     return run
 
 
+def ratio_cells(times: Dict[tuple, List[float]], op: str) -> List[str]:
+    """The op in a conditional under XLA (rewritten where it applies): ratios of its median.
+
+    To the same op under XLA outside the conditional (the same compilation),
+    and to the fastest op outside a conditional, graph or XLA (the plain
+    configuration a user would pick).
+    """
+    def median(column: str) -> float:
+        return statistics.median(times[(op, column)])
+
+    in_conditional = median("XLA, in cond, rewritten" if (op, "XLA, in cond, rewritten") in times else "XLA, in cond")
+    return [f"{in_conditional / median('XLA'):.2f}", f"{in_conditional / min(median('graph'), median('XLA')):.2f}"]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.xla_conditional", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 call: a smoke run")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=3, help="calls timed per round (the slow rows are seconds each)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.calls = 2, 1
 
     columns = {
         "graph": dict(jit_compile=False, in_conditional=False, rewritten=False),
@@ -76,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "XLA, in cond": dict(jit_compile=True, in_conditional=True, rewritten=False),
         "XLA, in cond, rewritten": dict(jit_compile=True, in_conditional=True, rewritten=True),
     }
-    functions: Dict[tuple, Callable] = {}
+    steppers: Dict[tuple, Callable] = {}
     keep = tf.constant(True)
     for op in OPS:
         for column, settings in columns.items():
@@ -84,38 +101,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                 continue  # the rewrite only changes gradients
             function = make_function(op, **settings)
             function(keep).numpy()  # trace and compile
-            functions[(op, column)] = function
-    times: Dict[tuple, List[float]] = {key: [] for key in functions}
-    for round_index in range(args.rounds):
-        keys = list(functions) if round_index % 2 == 0 else list(reversed(functions))
-        for key in keys:
-            started = time.perf_counter()
-            for _ in range(args.calls):
-                functions[key](keep).numpy()
-            times[key].append((time.perf_counter() - started) / args.calls * 1000)
+            steppers[(op, column)] = lambda function=function: function(keep).numpy()
+    times = harness.interleaved_times(steppers, args.rounds, args.calls)
 
-    command = "python -m benchmarks.xla_conditional " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [
-        "# One convolution and its gradients under XLA, outside and inside a conditional",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; nproc {os.cpu_count()}; TensorFlow {tf.__version__}, Keras {keras.__version__}",
-        f"- command: `{command.strip()}`",
-        f"- 64x32x32x32 activations, 3x3x32x32 filter; ms per call, min / median of {args.rounds} interleaved rounds of {args.calls} calls",
-        "",
-        "| op | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
+    ratio_headers = ["XLA in cond / XLA (median)", harness.FASTEST_PLAIN_COLUMN[0]]
+    rows = []
     for op in OPS:
-        cells = []
-        for column in columns:
-            values = times.get((op, column))
-            cells.append("-" if values is None else f"{min(values):.1f} / {statistics.median(values):.1f}")
-        lines.append(f"| {op} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(table)
+        cells = {
+            column: "-" if (op, column) not in times
+            else f"{min(times[(op, column)]) * 1000:.1f} / {statistics.median(times[(op, column)]) * 1000:.1f}"
+            for column in columns
+        }
+        rows.append({"op": op, **cells, **dict(zip(ratio_headers, ratio_cells(times, op)))})
+    table = harness.markdown(
+        "One convolution and its gradients under XLA, outside and inside a conditional",
+        harness.command_line("python -m benchmarks.xla_conditional", argv),
+        [f"64x32x32x32 activations, 3x3x32x32 filter; ms per call, min / median of {args.rounds} interleaved "
+         f"rounds of {args.calls} calls",
+         "XLA in cond: the op inside `tf.cond` under XLA, with the rewritten gradient where it applies (what "
+         "`StochasticDepthBlock` runs); its median over the same op's under XLA outside the conditional, and over "
+         "the fastest op outside a conditional (graph or XLA)"],
+        [(header, header, "") for header in ["op", *columns, *ratio_headers]], rows)
+    harness.publish(table, args.output)
     return 0
 
 

@@ -279,18 +279,53 @@ def zero_init_residual_branches(model: keras.Model) -> int:
     return changed
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each training epoch."""
+class Timer(keras.callbacks.Callback):
+    """Wall-clock seconds of each training epoch, or of each training step, of `fit`.
 
-    def __init__(self) -> None:
+    The one timer of the recipes and the benchmarks: `Trainer` times epochs
+    with it, `benchmarks/` times steps.
+
+    Args:
+        per: `"epoch"` (default) or `"step"`.
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    timer = sdt.recipes.Timer(per="step")
+    # model.fit(x, y, callbacks=[timer]); timer.seconds holds one entry per step
+    ```
+    """
+
+    def __init__(self, per: str = "epoch") -> None:
+        if per not in ("epoch", "step"):
+            raise ValueError(
+                f"Invalid value received for argument `per`. Expected 'epoch' or 'step'. Received: per={per!r}"
+            )
         super().__init__()
+        self.per = per
         self.seconds: List[float] = []
 
+    def _begin(self, unit: str) -> None:
+        if unit == self.per:
+            self._started = time.perf_counter()
+
+    def _end(self, unit: str) -> None:
+        if unit == self.per:
+            self.seconds.append(time.perf_counter() - self._started)
+
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self._started = time.perf_counter()
+        self._begin("epoch")
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self.seconds.append(time.perf_counter() - self._started)
+        self._end("epoch")
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        self._begin("step")
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        self._end("step")
 
 
 class Trainer:
@@ -409,7 +444,7 @@ class Trainer:
         for variable in self.model.optimizer.variables:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
         x_train, y_train = self.data["train"]
-        timer = EpochTimer()
+        timer = Timer()
         history = self.model.fit(
             training_dataset(self.recipe, x_train, y_train, seed),
             epochs=self.recipe.epochs,

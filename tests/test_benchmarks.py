@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from benchmarks import step_time
+from benchmarks import harness, step_time
 
 # TensorFlow only: the benchmarks' graph-mode, XLA and SavedModel contenders.
 pytestmark = pytest.mark.tensorflow_only
@@ -46,12 +46,13 @@ def test_table_header_names_the_device_tensorflow_chose():
 
 def test_rows_pair_each_round_with_the_baseline_round_timed_next_to_it():
     # a load spike in round 2 slows both: the paired ratio ignores it, min and median do not
-    rows = step_time._rows({"add": [1.0, 4.0, 1.2], "block": [0.8, 3.2, 0.96]}, "ResNet-8", "graph", "train step")
+    rows = harness.timed_rows({"add": [1.0, 4.0, 1.2], "block": [0.8, 3.2, 0.96]}, "add", backend="tensorflow",
+                              network="ResNet-8", compilation="graph", what="train step")
     block = rows[1]
     assert block["backend"] == "tensorflow" and block["contender"] == "block"
     assert block["ratio_paired"] == pytest.approx(0.8)
     assert block["ratio_min"] == pytest.approx(0.8) and block["ratio_median"] == pytest.approx(0.8)
-    skewed = step_time._rows({"add": [1.0, 1.0, 1.0], "block": [2.0, 0.5, 0.9]}, "ResNet-8", "graph", "train step")
+    skewed = harness.timed_rows({"add": [1.0, 1.0, 1.0], "block": [2.0, 0.5, 0.9]}, "add")
     assert skewed[1]["ratio_paired"] == pytest.approx(0.9)
     assert skewed[1]["ratio_min"] == pytest.approx(0.5)
 
@@ -113,3 +114,98 @@ def test_another_backend_runs_in_its_own_process_and_its_rows_join_the_table(tmp
     rows = [line for line in table.splitlines() if line.startswith("| torch |")]
     assert [row.split(" | ")[4] for row in rows] == ["add", "merge_batch", "merge_sample", "block", "keras_dropout"]
     assert all(row.split(" | ")[2] == "eager" for row in rows)
+
+
+def _timed(contender, median, **labels):
+    return {"contender": contender, "min": median, "median": median, "ratio_min": 1.0, "ratio_median": 1.0,
+            "ratio_paired": 1.0, **labels}
+
+
+def test_ratio_to_the_fastest_plain_configuration_crosses_compilations_not_networks():
+    # XLA's `add` is slower than graph mode's: the XLA block is compared with the graph-mode `add`.
+    rows = [
+        _timed("add", 0.4, network="ResNet-56", compilation="graph"),
+        _timed("block", 0.32, network="ResNet-56", compilation="graph"),
+        _timed("add", 0.8, network="ResNet-56", compilation="XLA"),
+        _timed("block", 0.5, network="ResNet-56", compilation="XLA"),
+        _timed("add", 2.0, network="ResNet-110", compilation="XLA"),
+        _timed("block", 1.0, network="ResNet-110", compilation="XLA"),
+    ]
+    notes = harness.add_fastest_plain(rows, "add", group=("network",))
+    assert [row[harness.FASTEST_PLAIN] for row in rows] == pytest.approx([1.0, 0.8, 2.0, 1.25, 1.0, 0.5])
+    assert notes == ["fastest plain (`add`) of ResNet-56: graph, median 0.4000 s",
+                     "fastest plain (`add`) of ResNet-110: XLA, median 2.0000 s"]
+
+
+def _columns(table):
+    header = next(line for line in table.splitlines() if line.startswith("| "))
+    return [cell.strip() for cell in header.strip("|").split("|")]
+
+
+def test_every_table_has_both_ratios_the_backend_and_the_device():
+    from benchmarks import efficientnet_step_time, per_example, shake_drop_step_time
+
+    rows = [_timed("add", 0.4, setting="linear", network="n", what="train step", drop_rate=0.4, backend="tensorflow",
+                   compilation="graph")]
+    tables = {
+        "step_time": step_time.markdown([dict(rows[0])], "command", "settings"),
+        "efficientnet": efficientnet_step_time.markdown([dict(rows[0])], "command", "settings"),
+        "shake_drop": shake_drop_step_time.markdown([dict(rows[0])], "command", "settings"),
+        "per_example": per_example.markdown([dict(rows[0])], "command", "settings"),
+    }
+    for name, table in tables.items():
+        assert "- backend tensorflow: tensorflow " in table and f"device: {harness.device_description()}" in table, name
+        assert "compilation" in _columns(table), name
+        assert _columns(table)[-2:] in (["ratio (paired)", "ratio to fastest plain (median)"],
+                                        ["ratio (paired median)", "ratio to fastest plain (median)"]), name
+        assert table.rstrip().endswith("| 1.00 | 1.00 |"), name
+
+
+def test_per_example_has_the_plain_network_as_a_contender():
+    from benchmarks import per_example
+
+    model = per_example.build("vit", "add", drop_rate=0.4, blocks=1)
+    assert not [layer for layer in model.layers if isinstance(layer, (sdt.StochasticDepth, sdt.StochasticDepthBlock))]
+    assert len([layer for layer in model.layers if isinstance(layer, __import__("keras").layers.Add)]) == 2
+
+
+def test_one_command_plans_every_table_and_quick_never_overwrites_the_committed_ones(tmp_path):
+    from benchmarks import __main__ as every
+
+    full = every.planned(list(every.TABLES), quick=False, output_dir=every.RESULTS)
+    assert [name for name, _, _ in full] == list(every.TABLES)
+    for name, command, output in full:
+        assert command[1:3] == ["-m", f"benchmarks.{every.TABLES[name].script}"]
+        assert command[-2:] == ["--output", output] and output == f"{every.RESULTS}/{name}.md"
+    quick = every.planned(list(every.TABLES), quick=True, output_dir=str(tmp_path))
+    assert all("--quick" in command and output.startswith(str(tmp_path)) for _, command, output in quick)
+    assert every.main(["--quick", "--dry-run"]) == 0
+
+
+@pytest.mark.slow
+def test_one_command_runs_the_tables_into_one_report(tmp_path, monkeypatch, capsys):
+    from benchmarks import __main__ as every
+
+    tiny = ["--batch", "4", "--rounds", "1", "--steps", "1", "--warmup", "1", "--compilations", "graph"]
+    monkeypatch.setattr(every, "TABLES", {
+        "step_time": every.Table("step_time", [], ["--depths", "8", "--no-serving", *tiny]),
+        "per_example": every.Table("per_example", [], ["--networks", "vit", "--vit-blocks", "1", "--drop-rates", "0.4",
+                                                       *tiny]),
+        "broken": every.Table("step_time", [], ["--no-such-option"]),
+    })
+    assert every.main(["--quick", "--output-dir", str(tmp_path)]) == 1  # one table failed
+    report = (tmp_path / "report.md").read_text()
+    assert report.rstrip() in capsys.readouterr().out
+    assert report.startswith("# Every benchmark table\n")
+    assert f"- backend tensorflow: tensorflow {__import__('tensorflow').__version__}; device: " in report
+    assert "## Step time of stochastic depth" in report and "## Per-example compute skipping" in report
+    assert "## broken\n\nFAILED (exit code 2)" in report
+    for name in ("step_time", "per_example"):
+        table = (tmp_path / f"{name}.md").read_text()
+        assert table.lstrip("#") in report
+        assert _columns(table)[-1] == "ratio to fastest plain (median)"
+        rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+        contenders = {row.split(" | ")[_columns(table).index("contender")] for row in rows}
+        assert "add" in contenders and any(contender.startswith("block") for contender in contenders)
+        fastest_plain = [row for row in rows if " add " in row][0].rstrip(" |").rsplit("| ", 1)[-1]
+        assert fastest_plain == "1.00"  # one compilation: the plain network is the fastest plain

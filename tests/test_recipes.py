@@ -111,6 +111,20 @@ def test_with_epochs_keeps_the_warm_up_within_a_quarter_of_a_short_run():
         recipes.DIGITS.with_epochs(0)
 
 
+@pytest.mark.parametrize("per, expected", [("epoch", 3), ("step", 6)])
+def test_timer_records_one_duration_per_epoch_or_per_step(per, expected):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    timer = recipes.Timer(per=per)
+    model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=4, epochs=3, callbacks=[timer], verbose=0)
+    assert len(timer.seconds) == expected and all(seconds > 0 for seconds in timer.seconds)
+
+
+def test_timer_of_an_unknown_unit_is_a_clear_error():
+    with pytest.raises(ValueError, match="Invalid value received for argument `per`. Expected 'epoch' or 'step'"):
+        recipes.Timer(per="batch")
+
+
 @pytest.mark.slow  # trains a ResNet-8 twice: minutes outside TensorFlow's graph mode
 def test_trainer_reuses_one_compiled_step_and_sets_each_runs_survival_probabilities():
     import stochastic_depth_tf as sdt
