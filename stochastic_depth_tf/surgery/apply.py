@@ -96,7 +96,9 @@ def apply_stochastic_depth(
             found directly on a residual branch.
 
     Returns:
-        A new functional `keras.Model`, with the name of `model`.
+        A new functional `keras.Model`, with the name of `model`; of
+        `model`'s own class when that class is built as `cls(inputs,
+        outputs)` (the rule of `keras.models.clone_model`, which rebuilds it).
 
     Raises:
         TypeError: `model` is not a `keras.Model`; `seed`, `inverted`,

@@ -186,23 +186,15 @@ class ResidualMerge(NamedTuple):
 def residual_merges(model: keras.Model) -> List[ResidualMerge]:
     """Every residual merge of a functional model, nested functional models included, in block order.
 
-    A merge is one of this package's layers (`StochasticDepth` and
-    `ShakeDrop` are called as `[shortcut, residual]`; a
-    `StochasticDepthBlock` holds both), or a plain add: a `keras.layers.Add`
-    with exactly two inputs, or the op node that `x + y` /
-    `keras.ops.add(x, y)` leaves in the graph (ConvNeXt writes its residuals
-    so), whose two inputs have the same floating shape and are in a residual
-    relation. Which input of an add is the shortcut is read from the graph,
-    never from the argument order (keras.applications ResNet adds
-    `[shortcut, x]`, EfficientNet `[x, inputs]`): the nearest common ancestor
-    of the two inputs is the block input, and the shortcut is the input with
-    the shorter path back to it. Adds of more than two inputs, of inputs with
-    no common ancestor (two model inputs), or of two paths of equal length
-    (parallel branches) are not residual.
-
-    Merges come in the order the graph runs them (the order the blocks are
-    applied); those of a nested functional model come where it is first
-    called.
+    A merge is a call of one of this package's layers (`StochasticDepth` and
+    `ShakeDrop` take `[shortcut, residual]`), or a residual add: a
+    `keras.layers.Add` of exactly two inputs or an `x + y` op node, whose
+    inputs have the same floating shape and a common ancestor, the block
+    input. The shortcut is the input with the shorter path back to it, read
+    from the graph, not the argument order (ResNet adds `[shortcut, x]`,
+    EfficientNet `[x, inputs]`); two paths of equal length are parallel
+    branches, not a residual. Merges come in the order the graph runs them;
+    a nested model's where it is first called.
 
     Args:
         model: a functional `keras.Model`.

@@ -46,7 +46,8 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
             `StochasticDepthBlock` or `ShakeDrop` layer.
 
     Returns:
-        A new functional `keras.Model`, with the name of `model`.
+        A new functional `keras.Model`, with the name of `model` (and its
+        class, as `apply_stochastic_depth`).
 
     Raises:
         TypeError: `model` is not a `keras.Model`.
