@@ -1,9 +1,10 @@
 """Rebuilding a functional model with chosen calls replaced, through `keras.models.clone_model`.
 
-`keras.models.clone_model` runs the graph, fills in each call's arguments,
-copies nested models (`recursive=True`) and shared layers once, and carries
-the compile config over; its `call_function` hook may call something else in
-a layer's place. What it does not do, and this module adds:
+`keras.models.clone_model` runs the graph in order, fills in each call's
+arguments, builds the new model (of the original's class when that class is
+built as `cls(inputs, outputs)`) and carries the compile config over; its
+`call_function` hook may call something else in a layer's place. What it
+does not do, and this module adds:
 
 - tell which call of a layer the hook is at (`call_function` gets the layer
   and the new arguments, not the node), which a replacement needs: a residual
