@@ -589,3 +589,24 @@ def test_strip_refuses_a_sequential_model():
 def test_strip_refuses_a_model_without_stochastic_depth():
     with pytest.raises(ValueError, match="Invalid value received for argument `model`.*StochasticDepth"):
         strip_stochastic_depth(residual_chain())
+
+
+def test_current_survival_probability_of_existing_blocks_kept():
+    inputs = keras.Input((4,))
+    x = StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, name="block")(inputs)
+    x = keras.layers.Add(name="add")([x, keras.layers.Dense(4)(x)])
+    model = keras.Model(inputs, x)
+    model.get_layer("block").survival_probability_variable.assign(0.7)  # as a schedule would
+    applied = apply_stochastic_depth(model)
+    assert float(numpy(applied.get_layer("block").survival_probability_variable)) == pytest.approx(0.7)
+
+
+def test_functional_subclass_kept():
+    class Residual(keras.Model):  # built as keras.Model(inputs, outputs): a functional subclass
+        pass
+
+    inputs = keras.Input((4,))
+    original = Residual(inputs, keras.layers.Add()([inputs, keras.layers.Dense(4)(inputs)]))
+    model = apply_stochastic_depth(original)
+    assert type(model) is Residual
+    assert type(strip_stochastic_depth(model)) is Residual
