@@ -134,6 +134,127 @@ def ddp_train() -> dict:
             "seed_states": seed_states}
 
 
+def _jax_distribution(kind: str):
+    """`keras.distribution.DataParallel`, or `ModelParallel` sharding every branch kernel's output axis, on all devices."""
+    import jax
+    import keras
+
+    devices = jax.devices()
+    if kind == "data_parallel":
+        return keras.distribution.DataParallel(devices=devices)
+    mesh = keras.distribution.DeviceMesh((1, len(devices)), ("batch", "model"), devices)
+    layout_map = keras.distribution.LayoutMap(mesh)
+    layout_map[".*branch.*kernel"] = (None, "model")  # a Dense branch's [in, out] kernel, split by columns
+    return keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
+
+
+def jax_gates() -> dict:
+    """The gates of every mode over one global batch sharded on two devices, for `GATE_STEPS` jitted steps.
+
+    The step is Keras' own stateless call under `jax.jit`, as `fit` runs
+    it, with the seed states carried from step to step and the input laid
+    out by the distribution (rows 0-7 on one device, 8-15 on the other).
+    """
+    import jax
+    import keras
+
+    distribution = _jax_distribution("data_parallel")
+    keras.distribution.set_distribution(distribution)
+    model = gate_model()
+    zeros = np.zeros((2 * PER_RANK_BATCH, 1), "float32")
+    zeros = keras.distribution.distribute_tensor(zeros, distribution.get_data_layout(zeros.shape))
+
+    @jax.jit
+    def step(trainable, non_trainable, inputs):
+        return model.stateless_call(trainable, non_trainable, inputs, training=True)
+
+    trainable = [variable.value for variable in model.trainable_variables]
+    non_trainable = [variable.value for variable in model.non_trainable_variables]
+    gates = {mode: [] for mode in ("batch", "sample", "subset")}
+    for _ in range(GATE_STEPS):
+        outputs, non_trainable = step(trainable, non_trainable, zeros)
+        for mode in gates:
+            gates[mode].append(np.asarray(outputs[mode])[:, 0].tolist())
+    shards = len(outputs["sample"].sharding.device_set)
+    return {"devices": len(jax.devices()), "output_shards": shards, "gates": gates}
+
+
+def jax_model(kind: str, mode: str):
+    """One layer of the package between a Dense stem and head: its branch is a Dense named `branch...`."""
+    import keras
+
+    import stochastic_depth_tf as sdt
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(8, name="stem")(inputs)
+    if kind == "block":
+        branch = keras.Sequential(
+            [keras.layers.Dense(8, name="branch_dense"), keras.layers.BatchNormalization(name="bn")], name="branch"
+        )
+        x = sdt.StochasticDepthBlock(branch, survival_probability=SURVIVAL_PROBABILITY, mode=mode, seed=1, name="sd")(x)
+    else:
+        layer = sdt.StochasticDepth if kind == "merge" else sdt.ShakeDrop
+        residual = keras.layers.Dense(8, name="branch")(x)
+        x = layer(SURVIVAL_PROBABILITY, mode=mode, seed=1, name="sd")([x, residual])
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(x))
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+JAX_MODELS = [("merge", "batch"), ("merge", "sample"), ("merge", "subset"), ("block", "batch"),
+              ("block", "sample"), ("block", "subset"), ("shake", "batch"), ("shake", "sample")]
+
+
+def _jax_data() -> tuple:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype("float32")
+    return x, x.sum(axis=1, keepdims=True)
+
+
+def jax_fit(distribution_kind: str, directory: str) -> dict:
+    """fit, evaluate and save every layer and mode under a distribution; the predictions beside each file."""
+    import jax
+    import keras
+
+    distribution = _jax_distribution(distribution_kind)
+    keras.distribution.set_distribution(distribution)
+    x, y = _jax_data()
+    findings = {"devices": len(jax.devices())}
+    for kind, mode in JAX_MODELS:
+        name = f"{kind}-{mode}"
+        model = jax_model(kind, mode)
+        kernel = model.get_layer("sd").branch.get_layer("branch_dense").kernel if kind == "block" else model.get_layer("branch").kernel
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        loss = model.evaluate(x, y, batch_size=16, verbose=0)
+        model.save(os.path.join(directory, f"{distribution_kind}-{name}.keras"))
+        np.save(os.path.join(directory, f"{distribution_kind}-{name}.npy"), model.predict(x, batch_size=16, verbose=0))
+        findings[name] = {
+            "losses": history.history["loss"] + [loss],
+            "kernel_shards": len(kernel.value.sharding.device_set),
+            "kernel_sharded": not kernel.value.sharding.is_fully_replicated,
+        }
+    return findings
+
+
+def jax_reload(directory: str, *distribution_kinds: str) -> dict:
+    """In a fresh process on one device: every saved file's predictions against those saved beside it."""
+    import jax
+    import keras
+
+    import stochastic_depth_tf  # noqa: F401  (registers the layers, as a user's import does)
+
+    x, _ = _jax_data()
+    differences = {}
+    for distribution_kind in distribution_kinds:
+        for kind, mode in JAX_MODELS:
+            name = f"{distribution_kind}-{kind}-{mode}"
+            model = keras.models.load_model(os.path.join(directory, f"{name}.keras"))
+            expected = np.load(os.path.join(directory, f"{name}.npy"))
+            differences[name] = float(np.max(np.abs(model.predict(x, batch_size=16, verbose=0) - expected)))
+    return {"devices": len(jax.devices()), "differences": differences}
+
+
 def main(argv: list) -> None:
     name, *args = argv
     print(json.dumps(globals()[name](*args)))

@@ -137,3 +137,87 @@ def test_readme_ddp_example_runs_on_two_ranks(tmp_path):
     for rank, output in enumerate(outputs):
         assert f"rank {rank}: loss" in output
     assert (tmp_path / "ddp_model.keras").exists()  # rank 0 saved the model
+
+
+JAX_TWO_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+JAX_MODELS = ["merge-batch", "merge-sample", "merge-subset", "block-batch", "block-sample", "block-subset",
+              "shake-batch", "shake-sample"]
+DISTRIBUTIONS = ("data_parallel", "model_parallel")
+
+
+def run_jax(name: str, *args: str, environment: dict) -> dict:
+    return scenario_runner.run_scenario(SCENARIOS, name, *args, timeout=TIME_LIMIT, environment=environment)
+
+
+@pytest.fixture(scope="module")
+def jax_gates() -> dict:
+    found = run_jax("jax_gates", environment=JAX_TWO_DEVICES)
+    assert found["devices"] == 2 and found["output_shards"] == 2  # the global batch really was split
+    # [step, row] over the global batch; rows 0-7 on one device, 8-15 on the other
+    return {mode: np.asarray(gates) for mode, gates in found["gates"].items()}
+
+
+def test_jax_data_parallel_batch_gate_is_one_per_step_across_shards(jax_gates):
+    gates = jax_gates["batch"]
+    steps = gates.shape[0]
+    assert np.all(gates == gates[:, :1])  # one gate for the global batch: both shards alike
+    assert abs(gates[:, 0].mean() - 0.5) < 4 * np.sqrt(0.25 / steps)
+
+
+def test_jax_data_parallel_sample_gates_are_independent_across_shards(jax_gates):
+    gates = jax_gates["sample"]
+    steps, rows = gates.shape
+    first, second = gates[:, : rows // 2], gates[:, rows // 2 :]
+    pairs = first.size
+    agreement = (first == second).mean()
+    assert abs(agreement - 0.5) < 4 * np.sqrt(0.25 / pairs), agreement
+    # Identical shard halves: steps / 2^8 expected (0.5); P(more than 5) < 1e-4.
+    assert int(np.sum(np.all(first == second, axis=1))) <= 5
+    assert abs(gates.mean() - 0.5) < 4 * np.sqrt(0.25 / gates.size)
+
+
+def test_jax_data_parallel_subset_is_drawn_over_the_global_batch(jax_gates):
+    gates = jax_gates["subset"]
+    steps, rows = gates.shape
+    # One program sees the global batch: k = round(p * 16) = 8 of the 16
+    # rows (not 4 per shard, as under tf.distribute's per-replica programs).
+    assert np.all(gates.sum(axis=1) == 8)
+    first, second = gates[:, : rows // 2], gates[:, rows // 2 :]
+    # Row i of each half agrees with probability 2 * (8/16) * (7/15) = 7/15
+    # for a uniform 8-of-16 subset; bound by 4 binomial sd of the pairs,
+    # times 2 for the dependence within a step.
+    agreement = (first == second).mean()
+    assert abs(agreement - 7 / 15) < 8 * np.sqrt(0.25 / first.size), agreement
+    assert int(np.sum(np.all(first == second, axis=1))) <= 5  # P(identical halves) = 2/C(16,8) per step
+
+
+@pytest.fixture(scope="module")
+def jax_trained(tmp_path_factory) -> dict:
+    directory = str(tmp_path_factory.mktemp("jax_distributed"))
+    fitted = {kind: run_jax("jax_fit", kind, directory, environment=JAX_TWO_DEVICES) for kind in DISTRIBUTIONS}
+    reloaded = run_jax("jax_reload", directory, *DISTRIBUTIONS, environment={"KERAS_BACKEND": "jax"})
+    return {"fitted": fitted, "reloaded": reloaded}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("name", JAX_MODELS)
+def test_jax_distribution_fit_evaluate_save_and_reload_on_one_device(jax_trained, distribution, name):
+    fitted = jax_trained["fitted"][distribution]
+    assert fitted["devices"] == 2
+    losses = fitted[name]["losses"]  # two epochs of fit, then evaluate
+    assert np.all(np.isfinite(losses)) and losses[1] < losses[0]
+    # ModelParallel split the branch kernel over the two devices; DataParallel replicated it.
+    assert fitted[name]["kernel_sharded"] == (distribution == "model_parallel")
+    reloaded = jax_trained["reloaded"]
+    assert reloaded["devices"] == 1
+    assert reloaded["differences"][f"{distribution}-{name}"] < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", JAX_MODELS)
+def test_jax_gates_do_not_depend_on_how_the_step_is_sharded(jax_trained, name):
+    # The same seeds under DataParallel and ModelParallel: the same gates,
+    # hence the same losses up to float32 rounding of a split matmul.
+    data, model = (jax_trained["fitted"][kind][name]["losses"] for kind in DISTRIBUTIONS)
+    np.testing.assert_allclose(data, model, rtol=1e-5)
