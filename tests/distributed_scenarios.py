@@ -295,6 +295,46 @@ def scenario_multi_worker(index: int, ports: str, output: str) -> dict:
     return {"written": output}
 
 
+def scenario_multi_worker_fit() -> dict:
+    """One worker (`TF_CONFIG` from the environment): what Keras' `fit` does under `MultiWorkerMirroredStrategy`.
+
+    A plain `Add` network, no layer of ours, fed three ways: NumPy arrays,
+    and a `tf.data.Dataset` with each auto-shard policy that applies to
+    in-memory data (`DATA`, `OFF`). Returns, per way, the error and whether
+    it was raised from Keras' `_maybe_symbolic_build`, or the losses.
+    """
+    import traceback
+
+    import keras
+
+    keras.config.disable_traceback_filtering()  # keep Keras' own frames, to name the one that raises
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    x, y = toy_data()
+    outcomes = {}
+    for feed in ("numpy", "dataset_data", "dataset_off"):
+        with strategy.scope():
+            model = toy_model("add", "")
+        if feed == "numpy":
+            arguments = {"x": x, "y": y, "batch_size": 16}
+        else:
+            options = tf.data.Options()
+            policy = "DATA" if feed == "dataset_data" else "OFF"
+            options.experimental_distribute.auto_shard_policy = getattr(tf.data.experimental.AutoShardPolicy, policy)
+            arguments = {"x": tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)}
+        try:
+            history = model.fit(**arguments, epochs=1, verbose=0)
+            outcomes[feed] = {"losses": history.history["loss"]}
+        except Exception as error:  # noqa: BLE001  (what fails is the finding)
+            frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+            outcomes[feed] = {
+                "error": type(error).__name__,
+                "message": str(error).splitlines()[0],
+                "raised_in_symbolic_build": "_maybe_symbolic_build" in frames,
+            }
+    return {"replicas": strategy.num_replicas_in_sync, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "outcomes": outcomes}
+
+
 def main(argv: list) -> None:
     name, *args = argv
     function = globals()[f"scenario_{name}"]

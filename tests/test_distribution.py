@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -125,19 +124,9 @@ def test_a_branch_with_its_own_all_reduce_gets_a_clear_error(batch_normalization
     assert "skip_compute=False" in message
 
 
-def _free_ports(count: int) -> list:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_multi_worker_mirrored_strategy_on_two_processes(tmp_path):
-    ports = ",".join(str(port) for port in _free_ports(2))
+    ports = ",".join(str(port) for port in scenario_runner.free_ports(2))
     outputs = [str(tmp_path / f"worker{index}.json") for index in range(2)]
     workers = [
         subprocess.Popen(
@@ -170,3 +159,31 @@ def test_multi_worker_mirrored_strategy_on_two_processes(tmp_path):
     # Gradients are all-reduced, so the workers end with the same weights.
     for a, b in zip(first["weights"], second["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _worker_environment(index: int, ports: list) -> dict:
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+
+
+@pytest.mark.slow
+def test_keras_fit_fails_under_multi_worker_mirrored_strategy_for_a_plain_add_network():
+    # Why the multi-worker test above trains with a custom loop. Keras'
+    # `fit` (keras/src/backend/tensorflow/trainer.py, `_maybe_symbolic_build`)
+    # takes the first distributed batch and calls `strategy.reduce("MEAN",
+    # (x, y, sample_weight), axis=None)` on the whole structure; with more
+    # than one worker `MultiWorkerMirroredStrategy` hands the tuple of
+    # `PerReplica` values to a tensor conversion, which refuses it. Upstream:
+    # https://github.com/keras-team/keras/issues/20585 (open). No input
+    # option avoids it: NumPy arrays and tf.data with either auto-shard
+    # policy fail alike. When this test fails, Keras has fixed it: test our
+    # layers with `fit` there, and say so in the README.
+    workers = scenario_runner.run_processes(
+        SCENARIOS, "multi_worker_fit", count=2, timeout=TIME_LIMIT, environment=_worker_environment
+    )
+    for found in workers:
+        assert found["replicas"] == 2
+        for feed, outcome in found["outcomes"].items():
+            assert outcome.get("error") == "ValueError", (feed, outcome)
+            assert outcome["message"].startswith("Attempt to convert a value (PerReplica"), (feed, outcome)
+            assert outcome["raised_in_symbolic_build"], (feed, outcome)
