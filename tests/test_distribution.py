@@ -173,8 +173,9 @@ def test_keras_fit_fails_under_multi_worker_mirrored_strategy_for_a_plain_add_ne
     # takes the first distributed batch and calls `strategy.reduce("MEAN",
     # (x, y, sample_weight), axis=None)` on the whole structure; with more
     # than one worker `MultiWorkerMirroredStrategy` hands the tuple of
-    # `PerReplica` values to a tensor conversion, which refuses it. Upstream:
-    # https://github.com/keras-team/keras/issues/20585 (open). No input
+    # `PerReplica` values to a tensor conversion, which refuses it. The open
+    # upstream report of `fit` failing under this strategy with Keras 3:
+    # https://github.com/keras-team/keras/issues/20585. No input
     # option avoids it: NumPy arrays and tf.data with either auto-shard
     # policy fail alike. When this test fails, Keras has fixed it: test our
     # layers with `fit` there, and say so in the README.
