@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -124,28 +122,19 @@ def test_a_branch_with_its_own_all_reduce_gets_a_clear_error(batch_normalization
     assert "skip_compute=False" in message
 
 
+def _worker_environment(index: int, ports: list) -> dict:
+    """`TF_CONFIG` of worker `index` in a cluster of one worker per loopback port."""
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+
+
+def run_workers(name: str) -> list:
+    return scenario_runner.run_processes(SCENARIOS, name, count=2, timeout=TIME_LIMIT, environment=_worker_environment)
+
+
 @pytest.mark.slow
-def test_multi_worker_mirrored_strategy_on_two_processes(tmp_path):
-    ports = ",".join(str(port) for port in scenario_runner.free_ports(2))
-    outputs = [str(tmp_path / f"worker{index}.json") for index in range(2)]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, SCENARIOS, "multi_worker", str(index), ports, outputs[index]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )
-        for index in range(2)
-    ]
-    try:
-        for worker in workers:
-            _, stderr = worker.communicate(timeout=TIME_LIMIT)
-            assert worker.returncode == 0, stderr[-3000:]
-    finally:
-        for worker in workers:
-            worker.kill()
-    first, second = (json.load(open(path)) for path in outputs)
+def test_multi_worker_mirrored_strategy_on_two_processes():
+    first, second = run_workers("multi_worker")
     assert first["replicas"] == second["replicas"] == 2
     batch = [np.asarray(findings["gates"]["batch"]) for findings in (first, second)]
     sample = [np.asarray(findings["gates"]["sample"]) for findings in (first, second)]
@@ -161,11 +150,6 @@ def test_multi_worker_mirrored_strategy_on_two_processes(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def _worker_environment(index: int, ports: list) -> dict:
-    cluster = {"worker": [f"localhost:{port}" for port in ports]}
-    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-
-
 @pytest.mark.slow
 def test_keras_fit_fails_under_multi_worker_mirrored_strategy_for_a_plain_add_network():
     # Why the multi-worker test above trains with a custom loop. Keras'
@@ -179,10 +163,7 @@ def test_keras_fit_fails_under_multi_worker_mirrored_strategy_for_a_plain_add_ne
     # option avoids it: NumPy arrays and tf.data with either auto-shard
     # policy fail alike. When this test fails, Keras has fixed it: test our
     # layers with `fit` there, and say so in the README.
-    workers = scenario_runner.run_processes(
-        SCENARIOS, "multi_worker_fit", count=2, timeout=TIME_LIMIT, environment=_worker_environment
-    )
-    for found in workers:
+    for found in run_workers("multi_worker_fit"):
         assert found["replicas"] == 2
         for feed, outcome in found["outcomes"].items():
             assert outcome.get("error") == "ValueError", (feed, outcome)
