@@ -248,10 +248,8 @@ def scenario_resume(interrupt_after: int) -> dict:
     return {"interrupted": interrupted, "reference": reference, "resumed": resumed}
 
 
-def scenario_multi_worker(index: int, ports: str, output: str) -> dict:
-    """One worker of a two-process `MultiWorkerMirroredStrategy` on loopback."""
-    addresses = [f"localhost:{port}" for port in ports.split(",")]
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+def scenario_multi_worker() -> dict:
+    """One worker of a two-process `MultiWorkerMirroredStrategy` on loopback (`TF_CONFIG` from the environment)."""
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import stochastic_depth_tf as sdt
 
@@ -285,14 +283,51 @@ def scenario_multi_worker(index: int, ports: str, output: str) -> dict:
     for _ in range(2):
         for inputs, targets in strategy.experimental_distribute_dataset(dataset):
             train_step(inputs, targets)
-    findings = {
+    return {
         "replicas": strategy.num_replicas_in_sync,
         "gates": {name: value.tolist() for name, value in gates.items()},
         "weights": [np.asarray(w).tolist() for w in model.trainable_weights],
     }
-    with open(output, "w") as stream:
-        json.dump(findings, stream)
-    return {"written": output}
+
+
+def scenario_multi_worker_fit() -> dict:
+    """One worker (`TF_CONFIG` from the environment): what Keras' `fit` does under `MultiWorkerMirroredStrategy`.
+
+    A plain `Add` network, no layer of ours, fed three ways: NumPy arrays,
+    and a `tf.data.Dataset` with each auto-shard policy that applies to
+    in-memory data (`DATA`, `OFF`). Returns, per way, the error and whether
+    it was raised from Keras' `_maybe_symbolic_build`, or the losses.
+    """
+    import traceback
+
+    import keras
+
+    keras.config.disable_traceback_filtering()  # keep Keras' own frames, to name the one that raises
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    x, y = toy_data()
+    outcomes = {}
+    for feed in ("numpy", "dataset_data", "dataset_off"):
+        with strategy.scope():
+            model = toy_model("add", "")
+        if feed == "numpy":
+            arguments = {"x": x, "y": y, "batch_size": 16}
+        else:
+            options = tf.data.Options()
+            policy = "DATA" if feed == "dataset_data" else "OFF"
+            options.experimental_distribute.auto_shard_policy = getattr(tf.data.experimental.AutoShardPolicy, policy)
+            arguments = {"x": tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)}
+        try:
+            history = model.fit(**arguments, epochs=1, verbose=0)
+            outcomes[feed] = {"losses": history.history["loss"]}
+        except Exception as error:  # noqa: BLE001  (what fails is the finding)
+            frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+            outcomes[feed] = {
+                "error": type(error).__name__,
+                "message": str(error).splitlines()[0],
+                "raised_in_symbolic_build": "_maybe_symbolic_build" in frames,
+            }
+    return {"replicas": strategy.num_replicas_in_sync, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "outcomes": outcomes}
 
 
 def main(argv: list) -> None:

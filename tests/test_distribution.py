@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -125,38 +122,19 @@ def test_a_branch_with_its_own_all_reduce_gets_a_clear_error(batch_normalization
     assert "skip_compute=False" in message
 
 
-def _free_ports(count: int) -> list:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+def _worker_environment(index: int, ports: list) -> dict:
+    """`TF_CONFIG` of worker `index` in a cluster of one worker per loopback port."""
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+
+
+def run_workers(name: str) -> list:
+    return scenario_runner.run_processes(SCENARIOS, name, count=2, timeout=TIME_LIMIT, environment=_worker_environment)
 
 
 @pytest.mark.slow
-def test_multi_worker_mirrored_strategy_on_two_processes(tmp_path):
-    ports = ",".join(str(port) for port in _free_ports(2))
-    outputs = [str(tmp_path / f"worker{index}.json") for index in range(2)]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, SCENARIOS, "multi_worker", str(index), ports, outputs[index]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )
-        for index in range(2)
-    ]
-    try:
-        for worker in workers:
-            _, stderr = worker.communicate(timeout=TIME_LIMIT)
-            assert worker.returncode == 0, stderr[-3000:]
-    finally:
-        for worker in workers:
-            worker.kill()
-    first, second = (json.load(open(path)) for path in outputs)
+def test_multi_worker_mirrored_strategy_on_two_processes():
+    first, second = run_workers("multi_worker")
     assert first["replicas"] == second["replicas"] == 2
     batch = [np.asarray(findings["gates"]["batch"]) for findings in (first, second)]
     sample = [np.asarray(findings["gates"]["sample"]) for findings in (first, second)]
@@ -170,3 +148,24 @@ def test_multi_worker_mirrored_strategy_on_two_processes(tmp_path):
     # Gradients are all-reduced, so the workers end with the same weights.
     for a, b in zip(first["weights"], second["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_keras_fit_fails_under_multi_worker_mirrored_strategy_for_a_plain_add_network():
+    # Why the multi-worker test above trains with a custom loop. Keras'
+    # `fit` (keras/src/backend/tensorflow/trainer.py, `_maybe_symbolic_build`)
+    # takes the first distributed batch and calls `strategy.reduce("MEAN",
+    # (x, y, sample_weight), axis=None)` on the whole structure; with more
+    # than one worker `MultiWorkerMirroredStrategy` hands the tuple of
+    # `PerReplica` values to a tensor conversion, which refuses it. The open
+    # upstream report of `fit` failing under this strategy with Keras 3:
+    # https://github.com/keras-team/keras/issues/20585. No input
+    # option avoids it: NumPy arrays and tf.data with either auto-shard
+    # policy fail alike. When this test fails, Keras has fixed it: test our
+    # layers with `fit` there, and say so in the README.
+    for found in run_workers("multi_worker_fit"):
+        assert found["replicas"] == 2
+        for feed, outcome in found["outcomes"].items():
+            assert outcome.get("error") == "ValueError", (feed, outcome)
+            assert outcome["message"].startswith("Attempt to convert a value (PerReplica"), (feed, outcome)
+            assert outcome["raised_in_symbolic_build"], (feed, outcome)

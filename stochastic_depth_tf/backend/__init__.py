@@ -5,7 +5,8 @@ runs; the module of Keras' backend (`tensorflow.py`, `jax.py` or `torch.py`)
 provides them:
 
 - `num_replicas_in_sync()`, `replica_uniform(shape, seed)`: replicas of a
-  distributed step, and per-example draws that differ between them.
+  distributed step (`tf.distribute` replicas, PyTorch DDP ranks), and
+  per-example draws that differ between them.
 - `host_device()`, `host_variables()`: where a gate and its state live.
 - `static_shapes()`: whether the step being traced needs static shapes (XLA
   under TensorFlow, always under JAX), so a varying kept count cannot be.

@@ -3,8 +3,10 @@
 Neither backend runs a step as several replicas of one program: JAX's
 `keras.distribution` shards one global program (a gate drawn for the global
 batch is one gate, and per-example gates differ per example), and PyTorch
-runs eagerly on one device. So there are no replica ids to fold into a draw,
-no host placement to choose and no collective that a conditional refuses.
+runs eagerly. So there is no host placement to choose and no collective
+that a conditional refuses; and under JAX no replica id to fold into a
+draw. PyTorch's DDP ranks are processes of their own: `torch.py` folds the
+rank in.
 """
 
 from __future__ import annotations

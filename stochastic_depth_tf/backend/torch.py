@@ -1,10 +1,18 @@
-"""PyTorch: eager execution, so a skipped branch is simply not called.
+"""PyTorch: eager execution, so a skipped branch is simply not called; ranks of `torch.distributed`.
 
 Keras runs PyTorch eagerly (`jit_compile=True` hands the step to
 `torch.compile`, which breaks its graph at a data-dependent branch and runs
 that part eagerly). A gate is a tensor whose value is known when the
 conditional is reached, so the block runs the branch or does not, and a
 per-example kept count may vary from step to step.
+
+Under `torch.nn.parallel.DistributedDataParallel` every rank is a process
+of its own running the same model, and DDP broadcasts rank 0's module
+state when it wraps the model: the seed generators' states included (Keras
+tracks them as parameters). So every rank draws the same gates, which is
+what batch mode wants (one gate per global step, and every rank takes the
+same branch of a skipping block); per-example draws fold the rank in, as
+`tensorflow.py` folds the replica id.
 """
 
 from __future__ import annotations
@@ -12,6 +20,40 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import keras
+import numpy as np
+import torch
+
+
+def _ranks() -> int:
+    """The world size of `torch.distributed`, 1 when it is not initialized."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def num_replicas_in_sync() -> int:
+    """How many ranks train together: `torch.distributed`'s world size, 1 outside it."""
+    return _ranks()
+
+
+def replica_uniform(shape: Any, seed: Any) -> Any:
+    """A float32 uniform draw in `[0, 1)`, independent between ranks.
+
+    With one rank this is `keras.random.uniform(shape, seed=seed)`, so a
+    single-process run draws exactly what it always drew. With several, one
+    base seed is drawn from `seed` (the same on every rank: DDP broadcast
+    the generator's state) and the rank is mixed into it with NumPy's
+    `SeedSequence`: rank `r` draws from a stream of its own, reproducible
+    from the seed. PyTorch seeds a generator from a Python int at every
+    Keras draw anyway, so reading the base seed on the host costs nothing
+    more.
+    """
+    if _ranks() == 1:
+        return keras.random.uniform(shape, dtype="float32", seed=seed)
+    base = keras.ops.convert_to_numpy(keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=seed))
+    entropy = [int(value) for value in base] + [torch.distributed.get_rank()]
+    rank_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    return keras.random.uniform(shape, dtype="float32", seed=rank_seed)
 
 
 def static_shapes() -> bool:
