@@ -220,7 +220,7 @@ class _Block:
 
     @property
     def survival_probability(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.layer.survival_probability_variable))
+        return float(keras.ops.convert_to_numpy(self.layer.survival_probability_variable.value))
 
     @property
     def reason(self) -> Optional[str]:
