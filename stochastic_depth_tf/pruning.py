@@ -552,4 +552,6 @@ def _copy_variables(original: keras.layers.Layer, copy: keras.layers.Layer) -> N
             f"({len(targets)} against {len(sources)}); its config does not describe it."
         )
     for source, target in zip(sources, targets):
-        target.assign(source.value)
+        # A copy of the data: under JAX `assign(source.value)` would share the
+        # buffer, which a compiled step of either model may donate and delete.
+        target.assign(np.array(keras.ops.convert_to_numpy(source.value)))

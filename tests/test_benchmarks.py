@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from benchmarks import step_time
+from benchmarks import prune_latency, step_time
 
 # TensorFlow only: the benchmarks' graph-mode, XLA and SavedModel contenders.
 pytestmark = pytest.mark.tensorflow_only
@@ -113,3 +113,18 @@ def test_another_backend_runs_in_its_own_process_and_its_rows_join_the_table(tmp
     rows = [line for line in table.splitlines() if line.startswith("| torch |")]
     assert [row.split(" | ")[4] for row in rows] == ["add", "merge_batch", "merge_sample", "block", "keras_dropout"]
     assert all(row.split(" | ")[2] == "eager" for row in rows)
+
+
+def test_prune_latency_builds_the_full_model_and_one_pruned_copy_per_fraction():
+    built = prune_latency.models(20, (1.0, 0.5, 0.25), (32, 32, 3))
+    assert list(built) == ["full", "keep 1", "keep 0.5", "keep 0.25"]
+    assert [len(sdt.layers.stochastic_depth_layers(model)) for model in built.values()] == [9, 9, 5, 2]
+    assert all(model.output_shape == (None, 10) for model in built.values())
+
+
+def test_prune_latency_table_names_its_command():
+    rows = [{"model": "full", "blocks": "9 of 9", "block_fraction": 1.0, "parameters": 1000, "median": 0.01,
+             "ratio_paired": 1.0}]
+    table = prune_latency.markdown(rows, "python -m benchmarks.prune_latency --quick", "settings")
+    assert "- command: `python -m benchmarks.prune_latency --quick`" in table
+    assert "| full | 9 of 9 | 1.00 | 1,000 | 0.0100 | 1.00 |" in table
