@@ -1,7 +1,7 @@
 """Inference latency of a pruned network against the full one (`sdt.prune_blocks`).
 
     python -m benchmarks.prune_latency                  # ResNet-110, batch 32, 7 rounds
-    python -m benchmarks.prune_latency --quick          # batch 8, 5 rounds of 3 steps
+    python -m benchmarks.prune_latency --quick          # batch 8, 9 rounds of 5 batches
     python -m benchmarks.prune_latency --quick --output benchmarks/results/prune_latency.md
 
 One process builds the paper's CIFAR ResNet (`sdt.models.cifar_resnet`,
@@ -91,7 +91,7 @@ def markdown(rows: List[dict], command: str, settings: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 8, 5 rounds of 3 steps: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="batch 8, 9 rounds of 5 batches: a smoke run")
     parser.add_argument("--depth", type=int, default=110)
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--batch", type=int, default=32)
@@ -101,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.rounds, args.steps, args.warmup = 8, 5, 3, 2
+        args.batch, args.rounds, args.steps, args.warmup = 8, 9, 5, 2
     rows = measure(args.depth, args.batch, args.fractions, args.rounds, args.steps, args.warmup)
     settings = (f"ResNet-{args.depth} (`sdt.models.cifar_resnet`, p_L = 0.5), batch {args.batch} of 32x32x3, "
                 f"`predict_on_batch`, {args.rounds} rounds of {args.steps} batches after {args.warmup} warm-up calls")
