@@ -253,8 +253,9 @@ class _Switch(keras.layers.Layer):
         return input_shape[1]
 
 
-# What a rebuild does with one call of one of our layers: given the block,
-# the copied layer and a function that makes the copied call, return the output.
+# What a rebuild does with one call of one of our layers: given the block, the
+# copied layer, and functions that make the copied call and that compute the
+# block's shortcut in the new graph, return the call's output.
 _Replace = Callable[[_Block, keras.layers.Layer, Callable[[], Any], Callable[[], Any]], Any]
 
 
