@@ -137,6 +137,16 @@ def test_shake_drop_pyramidnet_block_removed_is_its_zero_padded_shortcut():
     np.testing.assert_allclose(predict(pruned), with_blocks_zeroed(model, [1, 4, 5]), rtol=1e-5, atol=1e-5)
 
 
+def test_efficientnet_residual_blocks_are_pruned_lowest_survival_first():
+    model = sdt.models.EfficientNetB0(input_shape=(32, 32, 3), weights=None)
+    order = pruning.removal_order(model)
+    assert len(order) == 9  # the blocks with a residual add; the others hold none of our layers
+    pruned = sdt.prune_blocks(model, keep=5)
+    assert names(pruned) == [name for index, name in enumerate(names(model)) if index not in order[:4]]
+    assert pruned.output_shape == model.output_shape
+    assert pruned.count_params() < model.count_params()
+
+
 def test_surgery_result_of_a_plain_network_keeps_its_outputs_and_prunes_deepest_first():
     plain = moved_statistics(resnet(final_survival_probability=1.0))
     model = sdt.apply_stochastic_depth(plain, final_survival_probability=1.0)
