@@ -59,6 +59,7 @@ TABLES: Dict[str, Table] = {
     "per_example": Table("per_example", [], ["--quick", "--networks", "vit"]),
     "cifar10_epoch_time": Table("cifar10_epoch_time", [], ["--quick"]),
     "xla_conditional": Table("xla_conditional", [], ["--quick"]),
+    "prune_latency": Table("prune_latency", [], ["--quick"]),
 }
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from benchmarks import harness, step_time
+from benchmarks import harness, prune_latency, step_time
 
 # TensorFlow only: the benchmarks' graph-mode, XLA and SavedModel contenders.
 pytestmark = pytest.mark.tensorflow_only
@@ -209,3 +209,18 @@ def test_one_command_runs_the_tables_into_one_report(tmp_path, monkeypatch, caps
         assert "add" in contenders and any(contender.startswith("block") for contender in contenders)
         fastest_plain = [row for row in rows if " add " in row][0].rstrip(" |").rsplit("| ", 1)[-1]
         assert fastest_plain == "1.00"  # one compilation: the plain network is the fastest plain
+
+
+def test_prune_latency_builds_the_full_model_and_one_pruned_copy_per_fraction():
+    built = prune_latency.models(20, (1.0, 0.5, 0.25), (32, 32, 3))
+    assert list(built) == ["full", "keep 1", "keep 0.5", "keep 0.25"]
+    assert [len(sdt.layers.stochastic_depth_layers(model)) for model in built.values()] == [9, 9, 5, 2]
+    assert all(model.output_shape == (None, 10) for model in built.values())
+
+
+def test_prune_latency_table_names_its_command():
+    rows = [{"contender": "full", "blocks": "9 of 9", "block_fraction": 1.0, "parameters": 1000, "median": 0.01,
+             "ratio_paired": 1.0}]
+    table = prune_latency.markdown(rows, "python -m benchmarks.prune_latency --quick", "settings")
+    assert "- command: `python -m benchmarks.prune_latency --quick`" in table
+    assert "| full | 9 of 9 | 1.00 | 1,000 | 0.0100 | 1.00 |" in table

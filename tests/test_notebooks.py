@@ -42,8 +42,8 @@ def _text(notebook):
     return "".join(pieces)
 
 
-def test_the_three_notebooks_exist_and_each_has_a_small_size():
-    assert NAMES == ["stochastic_depth_resnet.ipynb", "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
+def test_the_notebooks_exist_and_each_has_a_small_size():
+    assert NAMES == ["depth_on_demand.ipynb", "stochastic_depth_resnet.ipynb", "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
     assert sorted(runner.SMALL_PARAMETERS) == NAMES
 
 
@@ -113,3 +113,21 @@ def test_sweep_notebook_runs_at_small_size():
     assert "| mode | test accuracy" in text and "| sample |" in text
     assert "ResNet-8: best p_L" in text
     assert len(_images(notebook)) == 2
+
+
+def test_depth_on_demand_notebook_runs_at_small_size():
+    name = "depth_on_demand.ipynb"
+    parameters = runner.SMALL_PARAMETERS[name]
+    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
+    assert not _outputs(notebook, "error")
+    text = _text(notebook)
+    # depth 8: 3 blocks; the plain network (p = 1 everywhere) and the linear rule both go deepest first
+    for seed in range(parameters["SEEDS"]):
+        for network in ("plain", "stochastic depth"):
+            assert re.search(rf"seed {seed}  {network} +lowest_survival +order \[2, 1, 0\]", text)
+            assert re.search(rf"seed {seed}  {network} +greedy +order \[[0-2], [0-2], [0-2]\]", text)
+    assert f"mean ± 95% interval over {parameters['SEEDS']} seeds, ResNet-8 (3 blocks)" in text
+    assert "blocks removable within 1 point" in text and "total run time" in text
+    assert f"(95% interval over {parameters['SEEDS']} paired seeds)" in text
+    assert "With 1 of 3 blocks removed deepest first" in text
+    assert len(_images(notebook)) == 1
