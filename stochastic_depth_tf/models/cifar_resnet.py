@@ -8,7 +8,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Type
 import keras
 
 from stochastic_depth_tf import ops, schedules
-from stochastic_depth_tf.layers import StochasticDepth, StochasticDepthBlock, ZeroPadShortcut
+from stochastic_depth_tf.layers import ZeroPadShortcut
+from stochastic_depth_tf.models import _residual
 
 SHORTCUTS = ("zero_pad", "projection")
 STAGE_FILTERS = (16, 32, 64)
@@ -33,6 +34,7 @@ def cifar_resnet(
     input_shape: Sequence[int] = (32, 32, 3),
     classifier_activation: Optional[str] = "softmax",
     name: Optional[str] = None,
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """Builds the paper's CIFAR ResNet with stochastic depth.
 
@@ -68,7 +70,8 @@ def cifar_resnet(
             zero-padded channels (option A of He et al.), or `"projection"`
             for a 1x1 strided convolution with BatchNormalization (option B).
         inverted: the scaling convention of every stochastic-depth layer.
-        seed: None, or an int from which block `l` gets seed `seed + l`.
+        seed: None, or an int from which block `l`, counted from 0, gets
+            seed `seed + l` (as `sdt.apply_stochastic_depth` counts).
         input_shape: channels-last input shape: `(height, width, channels)`
             for images (`(32, 32, 3)` for CIFAR), or `(length, channels)` for
             the one-dimensional network (`(40, 1)` for MNIST-1D).
@@ -76,6 +79,10 @@ def cifar_resnet(
             logits.
         name: the model's name; `"cifar_resnet{depth}"` by default
             (`"cifar_resnet{depth}_1d"` in one dimension).
+        zero_init_residual: start the scale (gamma) of the last
+            BatchNormalization of every residual branch at 0, so every block
+            starts as its shortcut (Goyal et al., 2017; torchvision's
+            `zero_init_residual`).
 
     Returns:
         A functional `keras.Model` from images (or sequences) to class scores.
@@ -92,17 +99,13 @@ def cifar_resnet(
     blocks_per_stage = _validate_depth(depth)
     mode = ops.validate_mode(mode)
     inverted = ops.validate_inverted(inverted)
-    seed = ops.validate_seed(seed)
+    seed = _residual.validate_block_seed(seed)
+    _residual.validate_flags(skip_compute=skip_compute, zero_init_residual=zero_init_residual)
     conv, pooling = _layers_for(input_shape)
     if not isinstance(shortcut, str) or shortcut not in SHORTCUTS:
         raise ValueError(
             "Invalid value received for argument `shortcut`. Expected one of "
             f"{SHORTCUTS}. Received: shortcut={shortcut!r}"
-        )
-    if not isinstance(skip_compute, bool):
-        raise TypeError(
-            "Invalid type received for argument `skip_compute`. Expected a "
-            f"bool. Received: skip_compute={skip_compute!r}"
         )
     num_blocks = 3 * blocks_per_stage
     probabilities = schedules.survival_probabilities(num_blocks, final_survival_probability, distribution)
@@ -118,31 +121,20 @@ def cifar_resnet(
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
             prefix = f"stage{stage + 1}_block{block + 1}_"
-            projection = _shortcut_layer(shortcut, conv, filters, strides, prefix) if strides > 1 else None
-            branch = _branch_layers(conv, filters, strides, prefix)
-            block_seed = None if seed is None else seed + index + 1
-            if plain or not skip_compute:
-                residual = x
-                for layer in branch:
-                    residual = layer(residual)
-                identity = x if projection is None else projection(x)
-                if plain:
-                    x = keras.layers.Add(name=prefix + "add")([identity, residual])
-                else:
-                    x = StochasticDepth(
-                        probabilities[index], mode=mode, inverted=inverted, seed=block_seed,
-                        name=prefix + "stochastic_depth",
-                    )([identity, residual])
-            else:
-                x = StochasticDepthBlock(
-                    keras.Sequential(branch, name=prefix + "branch"),
-                    shortcut=projection,
-                    survival_probability=probabilities[index],
-                    mode=mode,
-                    inverted=inverted,
-                    seed=block_seed,
-                    name=prefix + "stochastic_depth_block",
-                )(x)
+            # The shortcut's layers are made first: an unseeded initializer
+            # draws its seed when made, so the order fixes the initial weights.
+            projection = [_shortcut_layer(shortcut, conv, filters, strides, prefix)] if strides > 1 else []
+            x = _residual.residual_block(
+                x,
+                _branch_layers(conv, filters, strides, prefix, zero_init_residual),
+                projection,
+                names=_residual.BlockNames.from_prefix(prefix),
+                survival_probability=None if plain else probabilities[index],
+                skip_compute=skip_compute,
+                mode=mode,
+                inverted=inverted,
+                seed=_residual.block_seed(seed, index),
+            )
             x = keras.layers.ReLU(name=prefix + "out")(x)
             index += 1
 
@@ -182,7 +174,9 @@ def _validate_depth(depth: Any) -> int:
     return (int(depth) - 2) // 6
 
 
-def _branch_layers(conv: Type[keras.layers.Layer], filters: int, strides: int, prefix: str) -> List[keras.layers.Layer]:
+def _branch_layers(
+    conv: Type[keras.layers.Layer], filters: int, strides: int, prefix: str, zero_init_residual: bool
+) -> List[keras.layers.Layer]:
     """conv 3x3 - BN - ReLU - conv 3x3 - BN (width 3 in 1D), the basic block's residual branch."""
     return [
         conv(filters, 3, strides=strides, padding="same", use_bias=False,
@@ -191,7 +185,9 @@ def _branch_layers(conv: Type[keras.layers.Layer], filters: int, strides: int, p
         keras.layers.ReLU(name=prefix + "relu1"),
         conv(filters, 3, padding="same", use_bias=False,
              kernel_initializer="he_normal", name=prefix + "conv2"),
-        keras.layers.BatchNormalization(name=prefix + "bn2"),
+        keras.layers.BatchNormalization(
+            gamma_initializer=_residual.last_gamma_initializer(zero_init_residual), name=prefix + "bn2"
+        ),
     ]
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from tests.layer_checks import JIT_COMPILE
+from tests.layer_checks import JIT_COMPILE, outputs_and_gradients
 
 
 def images(n=4, seed=0):
@@ -37,7 +37,7 @@ def test_uniform_distribution_and_seeds():
     model = sdt.models.cifar_resnet(depth=20, distribution="uniform", final_survival_probability=0.8, seed=10)
     layers = stochastic_layers(model)
     assert [l.survival_probability for l in layers] == [0.8] * 9
-    assert [l.seed for l in layers] == list(range(11, 20))
+    assert [l.seed for l in layers] == list(range(10, 19))  # block l, from 0, gets seed + l
 
 
 def test_final_survival_probability_one_is_the_plain_resnet():
@@ -102,6 +102,42 @@ def test_bad_distribution_and_probability_are_refused():
 def test_bad_input_shape_is_refused():
     with pytest.raises(ValueError, match=r"argument `input_shape`. Expected a channels-last shape of rank 2"):
         sdt.models.cifar_resnet(depth=20, input_shape=(40,))
+
+
+def test_seeds_count_blocks_from_zero_as_surgery_does():
+    built = sdt.models.cifar_resnet(depth=8, skip_compute=False, seed=7)
+    plain = sdt.models.cifar_resnet(depth=8, final_survival_probability=1.0)
+    applied = sdt.apply_stochastic_depth(plain, final_survival_probability=0.5, seed=7)
+    assert [l.seed for l in stochastic_layers(built)] == [l.seed for l in stochastic_layers(applied)] == [7, 8, 9]
+
+
+@pytest.mark.parametrize("kwargs", [{"final_survival_probability": 1.0}, {"skip_compute": True}, {"skip_compute": False}])
+def test_zero_init_residual_zeroes_the_last_gamma_of_every_branch(kwargs):
+    model = sdt.models.cifar_resnet(depth=14, input_shape=(12, 12, 1), zero_init_residual=True, **kwargs)
+    gammas = {w.path.split("/")[-2]: keras.ops.convert_to_numpy(w) for w in model.weights if w.path.endswith("/gamma")}
+    assert sorted(name for name, gamma in gammas.items() if np.all(gamma == 0.0)) == sorted(
+        f"stage{s}_block{b}_bn2" for s in (1, 2, 3) for b in (1, 2)
+    )
+    assert all(np.all(gamma == 1.0) for name, gamma in gammas.items() if not name.endswith("_bn2"))
+
+
+def test_zero_init_residual_blocks_start_as_their_shortcut():
+    # With every branch zero, the block output is relu(shortcut(x)): the
+    # network's output then does not depend on the branches' other weights.
+    model = sdt.models.cifar_resnet(depth=8, input_shape=(12, 12, 1), zero_init_residual=True,
+                                    final_survival_probability=1.0)
+    x = np.random.default_rng(0).normal(size=(4, 12, 12, 1)).astype("float32")
+    before = model.predict(x, verbose=0)
+    conv = model.get_layer("stage1_block1_conv1")
+    conv.kernel.assign(np.random.default_rng(1).normal(size=conv.kernel.shape).astype("float32"))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+
+
+def test_bad_zero_init_residual_and_seed_generator_are_refused():
+    with pytest.raises(TypeError, match=r"Invalid type received for argument `zero_init_residual`. Expected a bool"):
+        sdt.models.cifar_resnet(depth=8, zero_init_residual="yes")
+    with pytest.raises(TypeError, match=r"Invalid type received for argument `seed`. Expected None or a non-negative int"):
+        sdt.models.cifar_resnet(depth=8, seed=keras.random.SeedGenerator(0))
 
 
 # The one-dimensional network, for MNIST-1D: a rank-2 input_shape.
@@ -235,31 +271,22 @@ def test_1d_dropped_blocks_skip_their_branch(jit_compile):
 
 @pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/_xla.py)
 def test_1d_stride_one_branches_run_in_the_xla_conditional_with_exact_gradients():
-    import tensorflow as tf
-
     model = sdt.models.cifar_resnet(depth=8, final_survival_probability=0.5, input_shape=SEQUENCE_SHAPE)
     block = model.get_layer("stage1_block1_stochastic_depth_block")
-    block.merge.survival_probability = 1.0
-    block.survival_probability_variable.assign(1.0)
-    x = tf.constant(np.random.default_rng(0).normal(size=(2, 40, 16)).astype("float32"))
+    block.survival_probability = 1.0
     branch = block.branch
+    x = np.random.default_rng(0).normal(size=(2, 40, 16)).astype("float32")
 
-    @tf.function(jit_compile=True)
-    def block_gradients():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(block(x, training=True) ** 2)
-        return tape.gradient(loss, [x] + branch.trainable_variables)
+    def gradients(function):
+        _, grads = outputs_and_gradients(
+            lambda inputs: keras.ops.square(function(inputs)), [x], variables=branch.trainable_variables,
+            state=block.non_trainable_variables, jit_compile=True,
+        )
+        return grads
 
-    def reference_gradients():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum((x + branch(x, training=True)) ** 2)
-        return tape.gradient(loss, [x] + branch.trainable_variables)
-
-    for got, expected in zip(block_gradients(), reference_gradients()):
-        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
-    assert list(block._fast_under_xla.values()) == [True], "the Conv1D branch was put in the conditional"
-    graph_def = block_gradients.get_concrete_function().graph.as_graph_def()
-    op_types = {node.op for function in graph_def.library.function for node in function.node_def}
-    assert not op_types & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+    block_gradients = gradients(lambda inputs: block(inputs, training=True))
+    # The branch ran inside the conditional, with the rewritten Conv2D gradients.
+    assert list(block._fast_under_xla.values()) == [True]
+    reference = gradients(lambda inputs: keras.ops.add(inputs, branch(inputs, training=True)))
+    for got, expected in zip(block_gradients, reference):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
