@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from stochastic_depth_tf import callbacks as callbacks_module
+from stochastic_depth_tf import layers as layers_module
 from stochastic_depth_tf import models
 from stochastic_depth_tf._requirements import import_tensorflow
 from stochastic_depth_tf._validation import validate_choice
@@ -264,19 +265,53 @@ def set_batch_norm_momentum(model: keras.Model, momentum: float) -> int:
     return len(norms)
 
 
-def zero_init_residual_branches(model: keras.Model) -> int:
-    """Sets the gamma of the last BatchNormalization of every `cifar_resnet` branch to 0.
+# Layers merging `[shortcut, residual]`.
+MERGES = (layers_module.StochasticDepth, layers_module.ShakeDrop, keras.layers.Add)
 
-    Returns the number of branches changed (`3n` for depth `6n + 2`).
+
+def zero_init_residual_branches(model: keras.Model) -> int:
+    """Sets to 0 the gamma of the last BatchNormalization of every residual branch of `model`.
+
+    The builders do this themselves with `zero_init_residual=True` (what
+    `Trainer` uses); this is for a model built without it. The branches are
+    read from the model's graph, not from layer names: the branch of every
+    `StochasticDepthBlock`, and the second input of every two-input merge
+    (`StochasticDepth`, `ShakeDrop`, `keras.layers.Add`), ordered `[shortcut,
+    residual]` as the merge layers and the package's builders order them.
+    A branch that does not end in a BatchNormalization is left alone.
+
+    Returns the number of branches changed (`3n` for a `cifar_resnet` of
+    depth `6n + 2`).
     """
-    changed = 0
-    for variable in model.trainable_weights:
-        # `_bn2` names the branch's last BatchNormalization in `cifar_resnet`,
-        # plain (`Add`) or inside a `StochasticDepthBlock`.
-        if variable.path.endswith("_bn2/gamma"):
-            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-            changed += 1
-    return changed
+    norms: Dict[int, keras.layers.BatchNormalization] = {}
+    for container in _layers(model):
+        if not isinstance(container, keras.Model):
+            continue
+        producers = _producers(container)
+        for layer in container.layers:
+            if isinstance(layer, layers_module.StochasticDepthBlock):
+                branch = layer.branch
+                end = _producers(branch).get(id(branch.outputs[0])) if isinstance(branch, keras.Model) else branch
+            elif isinstance(layer, MERGES) and isinstance(layer.input, (list, tuple)) and len(layer.input) == 2:
+                end = producers.get(id(layer.input[1]))
+            else:
+                continue
+            if isinstance(end, keras.layers.BatchNormalization):
+                norms[id(end)] = end
+    for norm in norms.values():
+        norm.gamma.assign(keras.ops.zeros(norm.gamma.shape, norm.gamma.dtype))
+    return len(norms)
+
+
+def _producers(model: keras.Model) -> Dict[int, keras.layers.Layer]:
+    """The layer producing each tensor of a functional model, by the tensor's id (layers called once)."""
+    producers = {}
+    for layer in model.layers:
+        try:
+            producers[id(layer.output)] = layer
+        except (AttributeError, ValueError):  # a shared layer has no single output
+            continue
+    return producers
 
 
 class Timer(keras.callbacks.Callback):
@@ -400,6 +435,7 @@ class Trainer:
             seed=seed,
             input_shape=self.data["train"][0].shape[1:],
             name="plain" if self.plain else "stochastic_depth",
+            zero_init_residual=self.recipe.zero_init_residual,
         )
 
     def run(self, final_survival_probability: float = 0.5, seed: int = 0, verbose: int = 0,
@@ -433,8 +469,6 @@ class Trainer:
             )
         keras.utils.set_random_seed(seed)
         fresh = self._build(final_survival_probability, seed)
-        if self.recipe.zero_init_residual:
-            zero_init_residual_branches(fresh)
         for target, source in zip(self.model.variables, fresh.variables, strict=True):
             target.assign(source.value)
         # Through the layers' setter too, so their configs agree with their variables.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple, Type
 
 import keras
 
@@ -15,10 +15,17 @@ from stochastic_depth_tf._validation import (
     validate_mode,
     validate_seed,
 )
-from stochastic_depth_tf.layers import StochasticDepth, StochasticDepthBlock, ZeroPadShortcut
+from stochastic_depth_tf.layers import ZeroPadShortcut
+from stochastic_depth_tf.models import _residual
 
 SHORTCUTS = ("zero_pad", "projection")
 STAGE_FILTERS = (16, 32, 64)
+# The rank of `input_shape` (spatial axes and channels) picks the convolution
+# and the pooling: 2 for sequences such as MNIST-1D, 3 for images.
+_LAYERS_BY_INPUT_RANK = {
+    2: (keras.layers.Conv1D, keras.layers.GlobalAveragePooling1D),
+    3: (keras.layers.Conv2D, keras.layers.GlobalAveragePooling2D),
+}
 
 
 def cifar_resnet(
@@ -34,6 +41,7 @@ def cifar_resnet(
     input_shape: Sequence[int] = (32, 32, 3),
     classifier_activation: Optional[str] = "softmax",
     name: Optional[str] = None,
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """Builds the paper's CIFAR ResNet with stochastic depth.
 
@@ -47,6 +55,13 @@ def cifar_resnet(
     `"linear"` is the paper's rule `p_l = 1 - (l / L) * (1 - p_L)`,
     `"uniform"` gives every block `p_L`. With `final_survival_probability=1.0`
     the network is the plain ResNet, with `keras.layers.Add`.
+
+    The same network in one dimension, for sequences (MNIST-1D: Greydanus,
+    "Scaling down deep learning with MNIST-1D", ICML 2024), comes from a
+    rank-2 `input_shape` `(length, channels)`: every 3x3 convolution becomes
+    a `Conv1D` of width 3, the 1x1 projections width 1, the zero-padded
+    shortcut subsamples the one axis, and the pooling is
+    `GlobalAveragePooling1D`. Depth, stages, widths and blocks are unchanged.
 
     Args:
         depth: `6n + 2`: 20, 32, 44, 56, 110, 1202, ...
@@ -62,14 +77,22 @@ def cifar_resnet(
             zero-padded channels (option A of He et al.), or `"projection"`
             for a 1x1 strided convolution with BatchNormalization (option B).
         inverted: the scaling convention of every stochastic-depth layer.
-        seed: None, or an int from which block `l` gets seed `seed + l`.
-        input_shape: channels-last image shape, `(32, 32, 3)` for CIFAR.
+        seed: None, or an int from which block `l`, counted from 0, gets
+            seed `seed + l` (as `sdt.apply_stochastic_depth` counts).
+        input_shape: channels-last input shape: `(height, width, channels)`
+            for images (`(32, 32, 3)` for CIFAR), or `(length, channels)` for
+            the one-dimensional network (`(40, 1)` for MNIST-1D).
         classifier_activation: the activation of the last layer; None for
             logits.
-        name: the model's name; `"cifar_resnet{depth}"` by default.
+        name: the model's name; `"cifar_resnet{depth}"` by default
+            (`"cifar_resnet{depth}_1d"` in one dimension).
+        zero_init_residual: start the scale (gamma) of the last
+            BatchNormalization of every residual branch at 0, so every block
+            starts as its shortcut (Goyal et al., 2017; torchvision's
+            `zero_init_residual`).
 
     Returns:
-        A functional `keras.Model` from images to class scores.
+        A functional `keras.Model` from images (or sequences) to class scores.
 
     Example:
 
@@ -77,20 +100,23 @@ def cifar_resnet(
     import stochastic_depth_tf as sdt
 
     model = sdt.models.cifar_resnet(depth=20, final_survival_probability=0.5)
+    sequences = sdt.models.cifar_resnet(depth=20, input_shape=(40, 1))  # MNIST-1D
     ```
     """
     blocks_per_stage = _validate_depth(depth)
     mode = validate_mode(mode)
     inverted = validate_inverted(inverted)
     seed = validate_seed(seed)
-    validate_choice(shortcut, SHORTCUTS, name="shortcut")
     skip_compute = validate_bool(skip_compute, name="skip_compute")
+    zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
+    conv, pooling = _layers_for(input_shape)
+    validate_choice(shortcut, SHORTCUTS, name="shortcut")
     num_blocks = 3 * blocks_per_stage
     probabilities = schedules.survival_probabilities(num_blocks, final_survival_probability, distribution)
     plain = all(p == 1.0 for p in probabilities)
 
     inputs = keras.Input(tuple(input_shape))
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
+    x = conv(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
 
@@ -99,37 +125,42 @@ def cifar_resnet(
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
             prefix = f"stage{stage + 1}_block{block + 1}_"
-            projection = _shortcut_layer(shortcut, filters, strides, prefix) if strides > 1 else None
-            branch = _branch_layers(filters, strides, prefix)
-            block_seed = None if seed is None else seed + index + 1
-            if plain or not skip_compute:
-                residual = x
-                for layer in branch:
-                    residual = layer(residual)
-                identity = x if projection is None else projection(x)
-                if plain:
-                    x = keras.layers.Add(name=prefix + "add")([identity, residual])
-                else:
-                    x = StochasticDepth(
-                        probabilities[index], mode=mode, inverted=inverted, seed=block_seed,
-                        name=prefix + "stochastic_depth",
-                    )([identity, residual])
-            else:
-                x = StochasticDepthBlock(
-                    keras.Sequential(branch, name=prefix + "branch"),
-                    shortcut=projection,
-                    survival_probability=probabilities[index],
-                    mode=mode,
-                    inverted=inverted,
-                    seed=block_seed,
-                    name=prefix + "stochastic_depth_block",
-                )(x)
+            # The shortcut's layers are made first: an unseeded initializer
+            # draws its seed when made, so the order fixes the initial weights.
+            projection = [_shortcut_layer(shortcut, conv, filters, strides, prefix)] if strides > 1 else []
+            x = _residual.residual_block(
+                x,
+                _branch_layers(conv, filters, strides, prefix, zero_init_residual),
+                projection,
+                names=_residual.BlockNames.from_prefix(prefix),
+                survival_probability=None if plain else probabilities[index],
+                skip_compute=skip_compute,
+                mode=mode,
+                inverted=inverted,
+                seed=_residual.block_seed(seed, index),
+            )
             x = keras.layers.ReLU(name=prefix + "out")(x)
             index += 1
 
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = pooling(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name or f"cifar_resnet{depth}")
+    default_name = f"cifar_resnet{depth}" if conv is keras.layers.Conv2D else f"cifar_resnet{depth}_1d"
+    return keras.Model(inputs, outputs, name=name or default_name)
+
+
+def _layers_for(input_shape: Any) -> Tuple[Type[keras.layers.Layer], Type[keras.layers.Layer]]:
+    """The convolution and pooling classes for a channels-last `input_shape` of rank 2 or 3."""
+    try:
+        rank = len(input_shape)
+    except TypeError:
+        rank = None
+    if rank not in _LAYERS_BY_INPUT_RANK:
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected a "
+            "channels-last shape of rank 2, (length, channels), or 3, "
+            f"(height, width, channels). Received: input_shape={input_shape!r}"
+        )
+    return _LAYERS_BY_INPUT_RANK[rank]
 
 
 def _validate_depth(depth: Any) -> int:
@@ -147,26 +178,32 @@ def _validate_depth(depth: Any) -> int:
     return (int(depth) - 2) // 6
 
 
-def _branch_layers(filters: int, strides: int, prefix: str) -> List[keras.layers.Layer]:
-    """conv 3x3 - BN - ReLU - conv 3x3 - BN, the basic block's residual branch."""
+def _branch_layers(
+    conv: Type[keras.layers.Layer], filters: int, strides: int, prefix: str, zero_init_residual: bool
+) -> List[keras.layers.Layer]:
+    """conv 3x3 - BN - ReLU - conv 3x3 - BN (width 3 in 1D), the basic block's residual branch."""
     return [
-        keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name=prefix + "conv1"),
+        conv(filters, 3, strides=strides, padding="same", use_bias=False,
+             kernel_initializer="he_normal", name=prefix + "conv1"),
         keras.layers.BatchNormalization(name=prefix + "bn1"),
         keras.layers.ReLU(name=prefix + "relu1"),
-        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name=prefix + "conv2"),
-        keras.layers.BatchNormalization(name=prefix + "bn2"),
+        conv(filters, 3, padding="same", use_bias=False,
+             kernel_initializer="he_normal", name=prefix + "conv2"),
+        keras.layers.BatchNormalization(
+            gamma_initializer=_residual.last_gamma_initializer(zero_init_residual), name=prefix + "bn2"
+        ),
     ]
 
 
-def _shortcut_layer(kind: str, filters: int, strides: int, prefix: str) -> keras.layers.Layer:
+def _shortcut_layer(
+    kind: str, conv: Type[keras.layers.Layer], filters: int, strides: int, prefix: str
+) -> keras.layers.Layer:
     if kind == "zero_pad":
         return ZeroPadShortcut(filters, strides=strides, name=prefix + "shortcut")
     return keras.Sequential(
         [
-            keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
-                                kernel_initializer="he_normal", name=prefix + "shortcut_conv"),
+            conv(filters, 1, strides=strides, use_bias=False,
+                 kernel_initializer="he_normal", name=prefix + "shortcut_conv"),
             keras.layers.BatchNormalization(name=prefix + "shortcut_bn"),
         ],
         name=prefix + "shortcut",

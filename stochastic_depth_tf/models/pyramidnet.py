@@ -12,20 +12,19 @@ from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
     validate_bool,
     validate_choice,
+    validate_inverted,
     validate_mode,
     validate_range,
     validate_seed,
     validate_shake_drop_mode,
     validate_shake_mode,
 )
-from stochastic_depth_tf.layers import ShakeDrop, StochasticDepth, StochasticDepthBlock, ZeroPadShortcut
+from stochastic_depth_tf.layers import ZeroPadShortcut
+from stochastic_depth_tf.models import _residual
 
 BLOCKS = ("basic", "bottleneck")
 REGULARIZATIONS = ("shake_drop", "stochastic_depth", None)
 STEM_FILTERS = 16
-# He et al.'s initialization as the reference code writes it: normal with
-# variance 2 / (kernel area * output channels).
-CONV_INITIALIZER = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 def pyramidnet(
@@ -45,6 +44,8 @@ def pyramidnet(
     input_shape: Sequence[int] = (32, 32, 3),
     classifier_activation: Optional[str] = "softmax",
     name: Optional[str] = None,
+    inverted: bool = False,
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """Builds the CIFAR PyramidNet, with ShakeDrop (the default) or stochastic depth.
 
@@ -93,11 +94,22 @@ def pyramidnet(
         shake_mode: ShakeDrop's `"sample"` or `"element"` coefficients.
         skip_compute: with stochastic depth, True builds
             `StochasticDepthBlock`s, False `StochasticDepth` merge layers.
-        seed: None, or an int from which block `l` gets seed `seed + l`.
+        seed: None, or an int from which block `l`, counted from 0, gets
+            seed `seed + l` (as `sdt.apply_stochastic_depth` counts). The
+            initial weights come from Keras' global seed
+            (`keras.utils.set_random_seed`), as in every Keras model.
         input_shape: channels-last image shape, `(32, 32, 3)` for CIFAR.
         classifier_activation: the activation of the last layer; None for
             logits.
         name: the model's name; `"pyramidnet{depth}_alpha{alpha}"` by default.
+        inverted: the scaling convention of stochastic depth: False for the
+            paper's (`x + p * f(x)` at inference), True for the inverted one
+            (`b / p` in training). ShakeDrop scales its branch at inference
+            and has no inverted form: True with ShakeDrop is refused.
+        zero_init_residual: start the scale (gamma) of the last
+            BatchNormalization of every residual branch at 0, so every block
+            starts as its shortcut (Goyal et al., 2017; torchvision's
+            `zero_init_residual`).
 
     Returns:
         A functional `keras.Model` from images to class scores.
@@ -111,16 +123,32 @@ def pyramidnet(
     small = sdt.models.pyramidnet(depth=20, alpha=48, block="basic", input_shape=(16, 16, 3))
     ```
     """
-    validate_choice(block, BLOCKS, name="block")
+    if not isinstance(block, str) or block not in BLOCKS:
+        raise ValueError(
+            "Invalid value received for argument `block`. Expected one of "
+            f"{BLOCKS}. Received: block={block!r}"
+        )
     blocks_per_stage = _validate_depth(depth, block)
     alpha = _validate_alpha(alpha)
     validate_choice(regularization, REGULARIZATIONS, name="regularization")
     skip_compute = validate_bool(skip_compute, name="skip_compute")
+    zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
+    inverted = validate_inverted(inverted)
+    shake_drop = None
     if regularization == "shake_drop":
+        if inverted:
+            raise ValueError(
+                "Invalid value received for argument `inverted`. Expected False "
+                "with regularization='shake_drop' (ShakeDrop scales its branch at "
+                "inference, as the paper does, and has no inverted form; inverted=True "
+                "is for regularization='stochastic_depth'). Received: inverted=True"
+            )
         mode = validate_shake_drop_mode(mode)
-        alpha_range = validate_range(alpha_range, name="alpha_range")
-        beta_range = validate_range(beta_range, name="beta_range")
-        shake_mode = validate_shake_mode(shake_mode)
+        shake_drop = {
+            "alpha_range": validate_range(alpha_range, name="alpha_range"),
+            "beta_range": validate_range(beta_range, name="beta_range"),
+            "shake_mode": validate_shake_mode(shake_mode),
+        }
     else:
         mode = validate_mode(mode)
     seed = validate_seed(seed)
@@ -130,8 +158,7 @@ def pyramidnet(
     expansion = 4 if block == "bottleneck" else 1
 
     inputs = keras.Input(tuple(input_shape))
-    x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False,
-                            kernel_initializer=CONV_INITIALIZER, name="stem_conv")(inputs)
+    x = _conv(STEM_FILTERS, 3, 1, "stem_conv")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
 
     channels = STEM_FILTERS
@@ -140,35 +167,18 @@ def pyramidnet(
         strides = 2 if stage > 0 and position == 0 else 1
         prefix = f"stage{stage + 1}_block{position + 1}_"
         filters = width * expansion
-        branch = _branch_layers(block, width, filters, strides, prefix)
-        shortcut = _shortcut_layers(channels, filters, strides, prefix)
-        block_seed = None if seed is None else seed + index + 1
-        if regularization == "stochastic_depth" and skip_compute and not plain:
-            x = StochasticDepthBlock(
-                keras.Sequential(branch, name=prefix + "branch"),
-                shortcut=keras.Sequential(shortcut, name=prefix + "shortcut") if shortcut else None,
-                survival_probability=probabilities[index],
-                mode=mode,
-                seed=block_seed,
-                name=prefix + "stochastic_depth_block",
-            )(x)
-        else:
-            residual = x
-            for layer in branch:
-                residual = layer(residual)
-            identity = x
-            for layer in shortcut:
-                identity = layer(identity)
-            if plain:
-                merge = keras.layers.Add(name=prefix + "add")
-            elif regularization == "shake_drop":
-                merge = ShakeDrop(
-                    probabilities[index], alpha_range=alpha_range, beta_range=beta_range, mode=mode,
-                    seed=block_seed, shake_mode=shake_mode, name=prefix + "shake_drop",
-                )
-            else:
-                merge = StochasticDepth(probabilities[index], mode=mode, seed=block_seed, name=prefix + "stochastic_depth")
-            x = merge([identity, residual])
+        x = _residual.residual_block(
+            x,
+            _branch_layers(block, width, filters, strides, prefix, zero_init_residual),
+            _shortcut_layers(channels, filters, strides, prefix),
+            names=_residual.BlockNames.from_prefix(prefix, merge=regularization or "add"),
+            survival_probability=None if plain else probabilities[index],
+            skip_compute=skip_compute,
+            mode=mode,
+            inverted=inverted,
+            seed=_residual.block_seed(seed, index),
+            shake_drop=shake_drop,
+        )
         channels = filters
 
     x = keras.layers.BatchNormalization(name="final_bn")(x)
@@ -195,7 +205,11 @@ def pyramidnet_widths(depth: int, alpha: float, block: str = "bottleneck") -> Li
     sdt.models.pyramidnet_widths(110, 48, "basic")[-1]  # 64, the paper's output feature dimension
     ```
     """
-    validate_choice(block, BLOCKS, name="block")
+    if not isinstance(block, str) or block not in BLOCKS:
+        raise ValueError(
+            "Invalid value received for argument `block`. Expected one of "
+            f"{BLOCKS}. Received: block={block!r}"
+        )
     num_blocks = 3 * _validate_depth(depth, block)
     step = _validate_alpha(alpha) / num_blocks
     widths, running = [], float(STEM_FILTERS)
@@ -232,12 +246,21 @@ def _validate_alpha(alpha: Any) -> float:
 
 
 def _conv(filters: int, kernel_size: int, strides: int, name: str) -> keras.layers.Layer:
+    # He et al.'s initialization as the reference code writes it: normal with
+    # variance 2 / (kernel area * output channels). A new initializer per
+    # layer: an unseeded instance draws its seed once, when made, so one
+    # instance shared by every convolution gave same-shape kernels the same
+    # values, and (made at import) the same weights whatever the global seed.
+    initializer = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
     return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                               kernel_initializer=CONV_INITIALIZER, name=name)
+                               kernel_initializer=initializer, name=name)
 
 
-def _branch_layers(block: str, width: int, filters: int, strides: int, prefix: str) -> List[keras.layers.Layer]:
+def _branch_layers(
+    block: str, width: int, filters: int, strides: int, prefix: str, zero_init_residual: bool
+) -> List[keras.layers.Layer]:
     """The pyramidal residual branch: BN first, no ReLU at the end."""
+    last_gamma = _residual.last_gamma_initializer(zero_init_residual)
     if block == "basic":
         return [
             keras.layers.BatchNormalization(name=prefix + "bn1"),
@@ -245,7 +268,7 @@ def _branch_layers(block: str, width: int, filters: int, strides: int, prefix: s
             keras.layers.BatchNormalization(name=prefix + "bn2"),
             keras.layers.ReLU(name=prefix + "relu1"),
             _conv(width, 3, 1, prefix + "conv2"),
-            keras.layers.BatchNormalization(name=prefix + "bn3"),
+            keras.layers.BatchNormalization(gamma_initializer=last_gamma, name=prefix + "bn3"),
         ]
     return [
         keras.layers.BatchNormalization(name=prefix + "bn1"),
@@ -256,7 +279,7 @@ def _branch_layers(block: str, width: int, filters: int, strides: int, prefix: s
         keras.layers.BatchNormalization(name=prefix + "bn3"),
         keras.layers.ReLU(name=prefix + "relu2"),
         _conv(filters, 1, 1, prefix + "conv3"),
-        keras.layers.BatchNormalization(name=prefix + "bn4"),
+        keras.layers.BatchNormalization(gamma_initializer=last_gamma, name=prefix + "bn4"),
     ]
 
 

@@ -227,7 +227,7 @@ def test_options_reach_every_block():
     layers = stochastic_layers(model)
     assert all(type(l) is sdt.StochasticDepthBlock for l in layers)
     assert [l.survival_probability for l in layers] == pytest.approx(sdt.schedules.linear_decay(9, 0.5))
-    assert [l.seed for l in layers] == list(range(11, 20))
+    assert [l.seed for l in layers] == list(range(10, 19))  # block l, from 0, gets seed + l
     assert {(l.mode, l.inverted) for l in layers} == {("batch", False)}
     block = model.get_layer("block2b_add")
     assert block.branch.name == "block2b_branch"
@@ -424,3 +424,12 @@ def test_input_tensor_and_default_shapes():
     assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, CLASSES)
     assert model.name == "efficientnetb0"
     assert sdt.models.EfficientNetB0(include_top=False, pooling="max").output_shape == (None, 1280)
+
+
+def test_zero_init_residual_zeroes_project_bn_of_residual_blocks_only():
+    model = our_b0(zero_init_residual=True)
+    gammas = {w.path.split("/")[-2]: numpy(w) for w in model.weights if w.path.endswith("project_bn/gamma")}
+    zeroed = sorted(name for name, gamma in gammas.items() if np.all(gamma == 0.0))
+    residual = [layer.name.replace("_add", "_project_bn") for layer in stochastic_layers(model)]
+    assert len(zeroed) == 9 and zeroed == sorted(residual)
+    assert all(np.all(gamma == 1.0) for name, gamma in gammas.items() if name not in zeroed)

@@ -75,7 +75,7 @@ def test_shake_drop_network_has_the_linear_rule_over_its_blocks():
     layers = layers_of(model, sdt.ShakeDrop)
     assert len(layers) == 9
     assert [layer.survival_probability for layer in layers] == pytest.approx(sdt.schedules.linear_decay(9, 0.5))
-    assert [layer.seed for layer in layers] == list(range(1, 10))
+    assert [layer.seed for layer in layers] == list(range(0, 9))  # block l, from 0, gets seed + l
     assert {(layer.mode, layer.shake_mode, layer.alpha_range, layer.beta_range) for layer in layers} == {
         ("batch", "sample", (-1.0, 1.0), (0.0, 1.0))
     }
@@ -120,6 +120,46 @@ def test_full_survival_is_the_plain_network():
     assert not layers_of(model, sdt.ShakeDrop) and len(layers_of(model, keras.layers.Add)) == 3
     model.set_weights(plain.get_weights())
     np.testing.assert_array_equal(model.predict(images(), verbose=0), plain.predict(images(), verbose=0))
+
+
+# Initial weights.
+
+
+def kernel(model, name):
+    return keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+
+
+def test_convolutions_of_one_shape_start_with_different_kernels():
+    # alpha=0: every stage-1 convolution is 3x3, 16 to 16 channels. One shared
+    # unseeded initializer gave them all the same kernel.
+    model = sdt.models.pyramidnet(14, 0, block="basic", input_shape=(12, 12, 3), regularization=None)
+    kernels = [kernel(model, f"stage1_block{b}_conv{c}") for b in (1, 2) for c in (1, 2)]
+    assert all(k.shape == (3, 3, 16, 16) for k in kernels)
+    for i in range(len(kernels)):
+        for j in range(i):
+            assert not np.array_equal(kernels[i], kernels[j])
+
+
+def test_the_global_seed_decides_the_initial_weights():
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        return sdt.models.pyramidnet(**SMALL, regularization=None).get_weights()
+
+    first, again, other = build(0), build(0), build(1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    conv_indices = [i for i, w in enumerate(first) if w.ndim == 4]
+    assert all(not np.array_equal(first[i], other[i]) for i in conv_indices)
+
+
+def test_zero_init_residual_zeroes_the_last_batch_normalization_of_every_branch():
+    for block, last in (("basic", "bn3"), ("bottleneck", "bn4")):
+        depth = 8 if block == "basic" else 11
+        model = sdt.models.pyramidnet(depth, 12, block=block, input_shape=(12, 12, 3),
+                                      regularization=None, zero_init_residual=True)
+        gammas = {w.path.split("/")[-2]: keras.ops.convert_to_numpy(w) for w in model.weights if w.path.endswith("/gamma")}
+        zeroed = sorted(name for name, gamma in gammas.items() if np.all(gamma == 0.0))
+        assert zeroed == [f"stage{s}_block1_{last}" for s in (1, 2, 3)]
+        assert all(np.all(gamma == 1.0) for name, gamma in gammas.items() if name not in zeroed)
 
 
 # Training and saving.
@@ -173,3 +213,27 @@ def test_bad_arguments_are_refused():
         sdt.models.pyramidnet(20, 48, block="basic", mode="subset")
     with pytest.raises(ValueError, match=r"Invalid value received for argument `alpha_range`"):
         sdt.models.pyramidnet(20, 48, block="basic", alpha_range=(1.0, -1.0))
+
+
+
+@pytest.mark.parametrize("skip_compute", [True, False])
+def test_inverted_reaches_every_stochastic_depth_layer(skip_compute):
+    for inverted in (False, True):
+        model = sdt.models.pyramidnet(**SMALL, regularization="stochastic_depth", skip_compute=skip_compute,
+                                      inverted=inverted)
+        layers = sdt.callbacks.stochastic_depth_layers(model)
+        assert len(layers) == 3 and {layer.inverted for layer in layers} == {inverted}
+
+
+def test_inverted_shake_drop_is_refused():
+    with pytest.raises(ValueError, match=r"Invalid value received for argument `inverted`. Expected False with regularization='shake_drop'"):
+        sdt.models.pyramidnet(**SMALL, inverted=True)
+
+
+def test_bad_flags_and_seed_generator_are_refused():
+    with pytest.raises(TypeError, match=r"Invalid type received for argument `zero_init_residual`. Expected a bool"):
+        sdt.models.pyramidnet(**SMALL, zero_init_residual=1)
+    with pytest.raises(TypeError, match=r"Invalid type received for argument `inverted`"):
+        sdt.models.pyramidnet(**SMALL, regularization="stochastic_depth", inverted="yes")
+    with pytest.raises(TypeError, match=r"Invalid type received for argument `seed`. Expected None or a non-negative int"):
+        sdt.models.pyramidnet(**SMALL, seed=keras.random.SeedGenerator(0))
