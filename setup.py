@@ -35,12 +35,15 @@ setup(
         "jax": ["jax[cpu]"],
         "torch": ["torch>=2.1"],
         "demo": ["scikit-learn", "matplotlib"],
-        "test": ["pytest>=7", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest>=7", "build", "twine", "setuptools>=64", "wheel", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "bench": ["keras-cv"],
     },
     entry_points={"console_scripts": ["stochastic-depth-tf=stochastic_depth_tf.__main__:main"]},
     classifiers=[
+        # Beta: the API of ARCHITECTURE.md is settled and tested on three
+        # backends, but it has not yet been through a 1.0 release.
+        "Development Status :: 4 - Beta",
         "Programming Language :: Python :: 3",
         "Framework :: Keras",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -1,0 +1,94 @@
+"""The release a user installs: sdist and wheel build, pass `twine check`, and the wheel works alone.
+
+The wheel is installed with `--no-deps` into a new virtual environment that
+sees this environment's site-packages (so TensorFlow and Keras need no
+download) and is run from an empty folder, so the package imported is the
+installed wheel, not this checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import stochastic_depth_tf as sdt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("dist")
+    # --no-isolation: the build backend comes from the test extra, not a download.
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True, capture_output=True, text=True,
+    )
+    (wheel,) = out.glob("*.whl")
+    (sdist,) = out.glob("*.tar.gz")
+    return {"wheel": wheel, "sdist": sdist}
+
+
+def test_version_names_the_release_in_the_changelog():
+    assert re.fullmatch(r"\d+\.\d+\.\d+((a|b|rc)\d+)?", sdt.__version__)
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    first_release = re.search(r"^## \[?([^\]\s]+)\]?", changelog, flags=re.MULTILINE)
+    assert first_release is not None and first_release.group(1) == sdt.__version__
+
+
+def test_distributions_are_named_for_the_version(distributions):
+    for path in distributions.values():
+        assert f"stochastic_depth_tf-{sdt.__version__}" in path.name
+
+
+def test_twine_check_passes(distributions):
+    result = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, distributions.values())],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wheel_holds_the_package_only(distributions):
+    names = zipfile.ZipFile(distributions["wheel"]).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"stochastic_depth_tf", f"stochastic_depth_tf-{sdt.__version__}.dist-info"}
+    assert not [name for name in names if re.search(r"(^|/)(tests|notebooks|benchmarks|results)/", name)]
+    assert not [name for name in names if name.endswith((".ipynb", ".keras", ".json", ".md"))]
+
+
+def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distributions, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    work = tmp_path / "empty"
+    work.mkdir()
+    # Away from the checkout: its build leaves an .egg-info that pip would
+    # take for the package already installed.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(distributions["wheel"])],
+        check=True, capture_output=True, text=True, cwd=work, env=env,
+    )
+
+    def run(*args: str) -> str:
+        result = subprocess.run([python, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    location = run("-c", "import stochastic_depth_tf as s; print(s.__file__, s.__version__)")
+    assert str(venv) in location and sdt.__version__ in location
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick_start = re.search(r"```python\n(.*?)```", readme, flags=re.DOTALL).group(1)
+    run("-c", quick_start)
+    assert (work / "model.keras").exists()
+    assert "usage" in run("-m", "stochastic_depth_tf", "--help").lower()
