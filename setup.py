@@ -35,6 +35,10 @@ setup(
         "jax": ["jax[cpu]"],
         "torch": ["torch>=2.1"],
         "demo": ["scikit-learn", "matplotlib"],
+        # What keras-hub's vision backbones import. keras-hub itself goes in
+        # with `pip install --no-deps "keras-hub==0.32.0"`: its declared
+        # tensorflow-text pulls the full `tensorflow` beside tensorflow-cpu.
+        "hub": ["kagglehub", "kagglesdk==0.1.28", "sentencepiece", "tokenizers", "regex", "rich", "absl-py", "packaging"],
         "test": ["pytest>=7", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "bench": ["keras-cv"],

@@ -62,6 +62,7 @@ import functools
 from typing import Any, Dict, Optional
 
 import keras
+import numpy as np
 
 from stochastic_depth_tf import ops
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
@@ -69,10 +70,8 @@ from stochastic_depth_tf.schedules import DISTRIBUTIONS
 
 # keras-hub declares tensorflow-text as a dependency, which pulls the full
 # `tensorflow` package beside `tensorflow-cpu`; vision backbones need neither.
-INSTALL = (
-    'pip install --no-deps "keras-hub>=0.32,<0.33" && '
-    'pip install kagglehub "kagglesdk==0.1.28" sentencepiece tokenizers regex rich'
-)
+INSTALL = 'pip install "stochastic_depth_tf[hub]" && pip install --no-deps "keras-hub==0.32.0"'
+
 
 SETTINGS_KEY = "stochastic_depth"
 
@@ -354,7 +353,9 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
             "the tested versions."
         )
     for source_weight, target_weight in zip(source_weights, target_weights):
-        target_weight.assign(source_weight)
+        # Through a NumPy copy: JAX would otherwise share the buffer, which a
+        # compiled step of one model donates (deletes) under the other.
+        target_weight.assign(np.array(keras.ops.convert_to_numpy(source_weight)))
 
 
 @functools.lru_cache(maxsize=None)

@@ -130,7 +130,7 @@ def test_none_is_refused_without_private_rates():
 def test_task_model_trains_one_step(case):
     build, task, _ = case
     original = build()
-    before = [keras.ops.convert_to_numpy(weight) for weight in original.weights]
+    before = [np.array(keras.ops.convert_to_numpy(weight)) for weight in original.weights]
     model = hub.apply_stochastic_depth(original, seed=0)
     classifier = task(backbone=model, num_classes=3)
     classifier.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
