@@ -281,3 +281,22 @@ def test_changed_block_fails_loudly(monkeypatch):
     monkeypatch.setattr(_hub_backbones.ViTEncoderBlock, "call", changed_call)
     with pytest.raises(RuntimeError, match="no longer computes"):
         hub.apply_stochastic_depth(_vit())
+
+
+@pytest.mark.parametrize("name", ["resnet_v1", "vit"])
+def test_scheduler_finds_every_gate_of_a_task_model(name):
+    from stochastic_depth_tf.callbacks import SurvivalProbabilityScheduler
+    from stochastic_depth_tf.layers import stochastic_depth_layers
+
+    build, task, num_gates = BACKBONES[name]
+    model = hub.apply_stochastic_depth(build(), final_survival_probability=0.5, seed=0)
+    classifier = task(backbone=model, num_classes=3)
+    assert stochastic_depth_layers(classifier) == list(model.stochastic_depth_layers)
+    classifier.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    # The ramp's first epoch starts every gate at its initial value, 1.0.
+    classifier.fit(
+        _images(4), np.arange(4) % 3, epochs=1, verbose=0,
+        callbacks=[SurvivalProbabilityScheduler(duration=4)],
+    )
+    assert len(_survival(model)) == num_gates
+    assert all(value == 1.0 for value in _survival(model))
