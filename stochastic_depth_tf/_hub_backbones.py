@@ -7,7 +7,7 @@ A handler turns a freshly built, plain backbone into the inputs, outputs and
 pyramid outputs of the same network with stochastic depth, and lists the
 `StochasticDepth` layers it put in, in block order:
 
-- `_GraphHandler` (ResNet): the residual adds are `keras.layers.Add` layers of
+- `_GraphHandler` (ResNet, Xception): the residual adds are `keras.layers.Add` layers of
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
@@ -235,6 +235,7 @@ def _mit_rates(blocks: Sequence[Any]) -> List[float]:
 
 HANDLERS: Dict[type, Any] = {
     keras_hub.models.ResNetBackbone: _GraphHandler(),
+    keras_hub.models.XceptionBackbone: _GraphHandler(),
     keras_hub.models.ViTBackbone: _EncoderBlockHandler(_vit_blocks),
     keras_hub.models.MiTBackbone: _EncoderBlockHandler(
         _graph_blocks(HierarchicalTransformerEncoder), private_rates=_mit_rates

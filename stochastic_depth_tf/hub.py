@@ -35,6 +35,7 @@ and independent draws):
 | backbone | residual adds | private drop path | ours |
 |---|---|---|---|
 | `ResNetBackbone` (v1, v2, basic, bottleneck, vd) | `keras.layers.Add` in the graph | none | graph surgery, one gate per block |
+| `XceptionBackbone` | `keras.layers.Add` in the graph (middle blocks) | none | graph surgery, one gate per block |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
 | `MiTBackbone` (SegFormer's encoder) | `x + y` in `HierarchicalTransformerEncoder.call` | `DropPath(rate)` per block, `rate = linspace(0, max_drop_path_rate, L)` | adapter, two gates per block; its `DropPath` is no longer called |
 
@@ -75,13 +76,12 @@ INSTALL = 'pip install "stochastic_depth_tf[hub]" && pip install --no-deps "kera
 
 SETTINGS_KEY = "stochastic_depth"
 
-SUPPORTED_BACKBONES = ("ResNetBackbone", "ViTBackbone", "MiTBackbone")
+SUPPORTED_BACKBONES = ("ResNetBackbone", "XceptionBackbone", "ViTBackbone", "MiTBackbone")
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
     "CSPNetBackbone": "not yet adapted: its residual adds are graph adds of a cross-stage block, untested here",
     "MobileNetBackbone": "not yet adapted: inverted-residual adds, untested here",
     "EfficientNetBackbone": "not yet adapted: its drop connect is a Dropout with a noise shape to be replaced",
-    "XceptionBackbone": "not yet adapted: untested here",
     "DeiTBackbone": "not yet adapted: its encoder blocks need their own adapter",
     "SwinTransformerBackbone": "not yet adapted: its blocks hold a private DropPath in a windowed attention block",
     "DINOV2Backbone": "not yet adapted: its DINOV2Layer holds a private DropPath and layer scale",
@@ -150,8 +150,8 @@ def apply_stochastic_depth(
     import stochastic_depth_tf as sdt
 
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8], input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[8, 16], stackwise_num_blocks=[2, 2],
+        input_conv_filters=[64], input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16], stackwise_num_blocks=[2, 2],
         stackwise_num_strides=[1, 2], block_type="basic_block",
         use_pre_activation=False, image_shape=(32, 32, 3),
     )
@@ -342,17 +342,30 @@ def _supported_class(backbone: Any, hub_backbones: Any) -> type:
 
 
 def _copy_weights(source: keras.Model, target: keras.Model) -> None:
-    """Copies every weight; both hold the plain backbone's weights in the same order."""
+    """Copies every weight of `source` into `target`, which holds the same weights.
+
+    By variable path when both models have the same unique paths (graph
+    surgery keeps layer names but may list the layers in another order, as
+    for Xception), else by position (a backbone whose unnamed sublayers get
+    new automatic names in every build, as MiT's, keeps its order).
+    """
     source_weights = source.weights
     target_weights = target.weights
-    shapes = [tuple(weight.shape) for weight in source_weights]
-    if shapes != [tuple(weight.shape) for weight in target_weights]:
+    source_paths = [weight.path for weight in source_weights]
+    target_by_path = {weight.path: weight for weight in target_weights}
+    if len(set(source_paths)) == len(source_paths) == len(target_by_path) and set(source_paths) == set(target_by_path):
+        pairs = [(weight, target_by_path[weight.path]) for weight in source_weights]
+    else:
+        pairs = list(zip(source_weights, target_weights))
+    if len(source_weights) != len(target_weights) or any(
+        tuple(one.shape) != tuple(other.shape) for one, other in pairs
+    ):
         raise RuntimeError(
             f"The weights of '{source.name}' and of its copy differ in number or "
             "shape; the installed KerasHub builds this backbone differently from "
             "the tested versions."
         )
-    for source_weight, target_weight in zip(source_weights, target_weights):
+    for source_weight, target_weight in pairs:
         # Through a NumPy copy: JAX would otherwise share the buffer, which a
         # compiled step of one model donates (deletes) under the other.
         target_weight.assign(np.array(keras.ops.convert_to_numpy(source_weight)))

@@ -38,6 +38,14 @@ def _resnet_v2():
     )
 
 
+def _xception():
+    return keras_hub.models.XceptionBackbone(
+        stackwise_conv_filters=[[8, 8], [16, 16], [16, 16], [16]],
+        stackwise_pooling=[True, True, False, False],
+        image_shape=(16, 16, 3),
+    )
+
+
 def _vit():
     return keras_hub.models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
@@ -61,6 +69,7 @@ def _mit():
 BACKBONES = {
     "resnet_v1": (_resnet, keras_hub.models.ResNetImageClassifier, 4),
     "resnet_v2": (_resnet_v2, keras_hub.models.ResNetImageClassifier, 4),
+    "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
     "mit": (_mit, keras_hub.models.MiTImageClassifier, 6),
 }
@@ -81,7 +90,14 @@ def _survival(model):
     ]
 
 
-@pytest.fixture(params=sorted(BACKBONES))
+# MiT is the slowest to build (about 15 s per test here) and ResNet v2 trains
+# like v1: both run with the slow tests, one MiT test runs always.
+SLOW = ("mit", "resnet_v2")
+
+
+@pytest.fixture(
+    params=[pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in sorted(BACKBONES)]
+)
 def case(request):
     build, task, gates = BACKBONES[request.param]
     return build, task, gates
@@ -97,9 +113,14 @@ def test_class_is_kept_and_weights_copied(case):
     assert model.name == original.name
     assert len(model.stochastic_depth_layers) == num_gates
     assert all(isinstance(gate, StochasticDepth) for gate in model.stochastic_depth_layers)
-    for copied, weight in zip(model.weights, original.weights):
-        assert copied is not weight
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(copied), keras.ops.convert_to_numpy(weight))
+    copied = sorted(model.weights, key=lambda weight: weight.path)
+    weights = sorted(original.weights, key=lambda weight: weight.path)
+    if [weight.path for weight in copied] != [weight.path for weight in weights]:
+        copied, weights = model.weights, original.weights  # MiT: new automatic names
+    assert len(copied) == len(weights)
+    for one, other in zip(copied, weights):
+        assert one is not other
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(one), keras.ops.convert_to_numpy(other))
 
 
 def test_inverted_inference_is_the_original(case):
@@ -127,23 +148,24 @@ def test_none_is_refused_without_private_rates():
         hub.apply_stochastic_depth(_resnet(), final_survival_probability=None)
 
 
+def _values(model):
+    return [np.array(keras.ops.convert_to_numpy(weight)) for weight in model.weights]
+
+
 def test_task_model_trains_one_step(case):
     build, task, _ = case
     original = build()
-    before = [np.array(keras.ops.convert_to_numpy(weight)) for weight in original.weights]
+    original_before = _values(original)
     model = hub.apply_stochastic_depth(original, seed=0)
+    model_before = _values(model)
     classifier = task(backbone=model, num_classes=3)
     classifier.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     history = classifier.fit(_images(8), np.arange(8) % 3, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    changed = [
-        not np.array_equal(keras.ops.convert_to_numpy(weight), value)
-        for weight, value in zip(model.trainable_weights, before)
-    ]
-    assert any(changed)
+    assert any(not np.array_equal(after, before) for after, before in zip(_values(model), model_before))
     # The original is a separate model: training the copy left it alone.
-    for weight, value in zip(original.weights, before):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), value)
+    for after, before in zip(_values(original), original_before):
+        np.testing.assert_array_equal(after, before)
 
 
 def test_preset_round_trip(case, tmp_path):
@@ -225,7 +247,7 @@ def _all_kept_fraction(original, model, batch):
     return float(np.mean(kept))
 
 
-@pytest.mark.parametrize("name", ["resnet_v1", "vit", "mit"])
+@pytest.mark.parametrize("name", ["resnet_v1", "xception", "vit", pytest.param("mit", marks=pytest.mark.slow)])
 def test_gates_drop_in_training(name):
     build, _, num_gates = BACKBONES[name]
     original = build()
