@@ -193,10 +193,12 @@ def _example_input(block: Any, backbone: Any) -> np.ndarray:
 
 def _check_adapter(block: Any, original_class: type, example: np.ndarray) -> None:
     """Raises if the adapter with its gates bypassed differs from the original `call`."""
+    example = keras.ops.convert_to_tensor(example)
     object.__setattr__(block, "_stochastic_depth_bypass", True)
     try:
-        expected = keras.ops.convert_to_numpy(original_class.call(block, example))
-        received = keras.ops.convert_to_numpy(block.call(example))
+        # stop_gradient: PyTorch refuses NumPy of a tensor that requires grad.
+        expected = keras.ops.convert_to_numpy(keras.ops.stop_gradient(original_class.call(block, example)))
+        received = keras.ops.convert_to_numpy(keras.ops.stop_gradient(block.call(example)))
     finally:
         object.__setattr__(block, "_stochastic_depth_bypass", False)
     scale = max(1.0, float(np.max(np.abs(expected))))

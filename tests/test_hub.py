@@ -322,3 +322,15 @@ def test_scheduler_finds_every_gate_of_a_task_model(name):
     )
     assert len(_survival(model)) == num_gates
     assert all(value == 1.0 for value in _survival(model))
+
+
+def test_task_preset_round_trip(tmp_path):
+    model = hub.apply_stochastic_depth(_resnet(), seed=0)
+    classifier = keras_hub.models.ResNetImageClassifier(backbone=model, num_classes=3)
+    images = _images()
+    expected = keras.ops.convert_to_numpy(classifier(images, training=False))
+    classifier.save_to_preset(str(tmp_path))
+    loaded = keras_hub.models.ImageClassifier.from_preset(str(tmp_path))
+    assert type(loaded) is keras_hub.models.ResNetImageClassifier
+    assert type(loaded.backbone) is type(model)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images, training=False)), expected, atol=1e-6)
