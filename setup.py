@@ -35,7 +35,12 @@ setup(
         "jax": ["jax[cpu]"],
         "torch": ["torch>=2.1"],
         "demo": ["scikit-learn", "matplotlib"],
-        "test": ["pytest>=7", "build", "twine", "setuptools>=64", "wheel", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
+        # What keras-hub's vision backbones import. keras-hub itself goes in
+        # with `pip install --no-deps "keras-hub==0.32.0"`: its declared
+        # tensorflow-text pulls the full `tensorflow` beside tensorflow-cpu.
+        "hub": ["kagglehub", "kagglesdk==0.1.28", "sentencepiece", "tokenizers", "regex", "rich", "absl-py", "packaging"],
+        "test": ["pytest>=7", "build", "twine", "setuptools>=64", "wheel", "mkdocs-material", "mkdocstrings[python]", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
+        "docs": ["mkdocs-material", "mkdocstrings[python]"],
         "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "bench": ["keras-cv"],
     },

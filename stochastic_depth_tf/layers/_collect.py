@@ -19,7 +19,9 @@ def stochastic_depth_layers(model: keras.layers.Layer) -> List[keras.layers.Laye
 
     Looks inside nested models and inside the wrapped layers of blocks (a
     block's `branch` and `shortcut`), so a block nested in a block's branch is
-    found too. Shared layers are listed once.
+    found too, and inside every layer's own sublayers (so the gates a
+    `stochastic_depth_tf.hub` backbone keeps for its encoder blocks, which
+    are in no graph node, are found as well). Shared layers are listed once.
     """
     found: List[keras.layers.Layer] = []
     seen = set()
@@ -35,6 +37,10 @@ def stochastic_depth_layers(model: keras.layers.Layer) -> List[keras.layers.Laye
         for attribute in ("branch", "shortcut"):
             child = getattr(layer, attribute, None)
             if isinstance(child, keras.layers.Layer):
+                visit(child)
+        # Keras has no public accessor for a layer's direct sublayers.
+        if isinstance(layer, keras.layers.Layer):
+            for child in layer._flatten_layers(include_self=False, recursive=False):
                 visit(child)
 
     visit(model)

@@ -1,0 +1,245 @@
+"""What `stochastic_depth_tf.hub` needs from KerasHub: one handler per backbone family.
+
+Imported only by `stochastic_depth_tf.hub`, and only once KerasHub is known to
+be installed: this module imports `keras_hub` at the top.
+
+A handler turns a freshly built, plain backbone into the inputs, outputs and
+pyramid outputs of the same network with stochastic depth, and lists the
+`StochasticDepth` layers it put in, in block order:
+
+- `_GraphHandler` (ResNet, Xception): the residual adds are `keras.layers.Add` layers of
+  the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
+  the work, on a model whose outputs are the backbone's output and its
+  pyramid outputs (so those tensors can be found in the new graph).
+- `_EncoderBlockHandler` (ViT, MiT): the residual adds are `x + y` inside an
+  encoder block's `call`, out of reach of graph surgery. Each block of the
+  (throwaway) backbone is given an adapter class: a subclass of its own class
+  whose `call` is the original's with the residual adds routed through
+  `StochasticDepth` layers. Only that instance's class changes, never
+  KerasHub's classes. Every adapted block is checked once against its
+  original class's `call` on a random input, with the gates bypassed: a
+  KerasHub version whose block computes something else fails loudly here
+  instead of training a different network silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import keras_hub
+import numpy as np
+from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
+from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
+
+from stochastic_depth_tf import surgery
+from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+
+# The largest difference allowed between an adapter with its gates bypassed and
+# the block's original `call`, relative to the output's scale (float32 maths).
+_ADAPTER_TOLERANCE = 1e-5
+
+
+class _GatedBlock:
+    """Mixin of the adapters: the residual adds of `call` go through gates.
+
+    `_stochastic_depth_gates` holds one `StochasticDepth` per residual add of
+    the block, set with `object.__setattr__` so the (already built, state
+    locked) block does not track them; the backbone tracks them instead.
+    """
+
+    def _residual_add(self, index: int, shortcut: Any, residual: Any) -> Any:
+        if getattr(self, "_stochastic_depth_bypass", False):
+            return shortcut + residual
+        return self._stochastic_depth_gates[index]([shortcut, residual])
+
+
+class _ViTEncoderBlockAdapter(_GatedBlock, ViTEncoderBlock):
+    """`ViTEncoderBlock` with its two residual adds (attention, MLP) gated."""
+
+    residual_adds = 2
+
+    def call(self, inputs: Any) -> Any:
+        x = self.layer_norm_1(inputs)
+        x = self.mha(x, x)
+        x = self.dropout(x)
+        x = self._residual_add(0, inputs, x)
+        y = self.layer_norm_2(x)
+        y = self.mlp(y)
+        return self._residual_add(1, x, y)
+
+
+class _HierarchicalTransformerEncoderAdapter(_GatedBlock, HierarchicalTransformerEncoder):
+    """MiT's encoder block with its private `DropPath` replaced by gates."""
+
+    residual_adds = 2
+
+    def call(self, x: Any) -> Any:
+        x = self._residual_add(0, x, self.attn(self.norm1(x)))
+        return self._residual_add(1, x, self.mlp(self.norm2(x)))
+
+
+_ADAPTERS: Dict[type, type] = {
+    ViTEncoderBlock: _ViTEncoderBlockAdapter,
+    HierarchicalTransformerEncoder: _HierarchicalTransformerEncoderAdapter,
+}
+
+
+class _GraphHandler:
+    """Backbones whose residual adds are `Add` layers of the functional graph."""
+
+    private_rates = None
+
+    def transform(self, backbone: Any, settings: Dict[str, Any]) -> Tuple[Any, Any, Any, List[Any]]:
+        pyramid = dict(getattr(backbone, "pyramid_outputs", None) or {})
+        outputs = [backbone.output, *pyramid.values()]
+        # Surgery finds the pyramid tensors in the new graph only if they are outputs.
+        probe = keras.Model(backbone.inputs, outputs, name=backbone.name)
+        settings = dict(settings)
+        if settings["final_survival_probability"] is None:
+            raise _no_private_rates(backbone)
+        new = surgery.apply_stochastic_depth(probe, **settings)
+        new_outputs = list(new.outputs)
+        new_pyramid = dict(zip(pyramid.keys(), new_outputs[1:]))
+        gates = [layer for layer in new.layers if isinstance(layer, StochasticDepth)]
+        return new.inputs[0], new_outputs[0], new_pyramid, gates
+
+
+class _EncoderBlockHandler:
+    """Backbones whose residual adds live inside encoder blocks.
+
+    Args:
+        blocks: returns the backbone's encoder blocks in the order they run.
+        private_rates: for a backbone with a drop path of its own, returns the
+            drop rate of each block (used with `final_survival_probability=None`).
+    """
+
+    def __init__(
+        self,
+        blocks: Callable[[Any], Sequence[Any]],
+        private_rates: Optional[Callable[[Sequence[Any]], List[float]]] = None,
+    ) -> None:
+        self.blocks = blocks
+        self.private_rates = private_rates
+
+    def transform(self, backbone: Any, settings: Dict[str, Any]) -> Tuple[Any, Any, Any, List[Any]]:
+        blocks = list(self.blocks(backbone))
+        probabilities = block_survival_probabilities(self, backbone, blocks, settings)
+        gates: List[StochasticDepth] = []
+        for block, probability in zip(blocks, probabilities):
+            adapter = _ADAPTERS.get(type(block))
+            if adapter is None:
+                raise TypeError(
+                    f"Invalid block in backbone '{backbone.name}'. Expected one of "
+                    f"{sorted(cls.__name__ for cls in _ADAPTERS)}. Received: "
+                    f"{type(block).__name__} '{block.name}' (this KerasHub "
+                    f"version, {keras_hub.__version__}, builds its blocks differently)"
+                )
+            original_class = type(block)
+            example = _example_input(block, backbone)
+            block.__class__ = adapter
+            block_gates = []
+            for _ in range(adapter.residual_adds):
+                seed = settings["seed"]
+                block_gates.append(
+                    StochasticDepth(
+                        survival_probability=probability,
+                        mode=settings["mode"],
+                        inverted=settings["inverted"],
+                        seed=None if seed is None else seed + len(gates) + len(block_gates),
+                        dtype=block.dtype_policy,
+                        name=f"{block.name}_stochastic_depth_{len(block_gates)}",
+                    )
+                )
+            object.__setattr__(block, "_stochastic_depth_gates", tuple(block_gates))
+            _check_adapter(block, original_class, example)
+            gates.extend(block_gates)
+        pyramid = dict(getattr(backbone, "pyramid_outputs", None) or {})
+        return backbone.inputs[0], backbone.output, pyramid, gates
+
+
+def block_survival_probabilities(
+    handler: Any, backbone: Any, blocks: Sequence[Any], settings: Dict[str, Any]
+) -> List[float]:
+    """One survival probability per block: our schedule, or the model's own rates."""
+    from stochastic_depth_tf.schedules import survival_probabilities
+
+    if settings["final_survival_probability"] is not None:
+        return survival_probabilities(
+            len(blocks), settings["final_survival_probability"], settings["distribution"]
+        )
+    if handler.private_rates is None:
+        raise _no_private_rates(backbone)
+    return [1.0 - rate for rate in handler.private_rates(blocks)]
+
+
+def _no_private_rates(backbone: Any) -> ValueError:
+    return ValueError(
+        "Invalid value received for argument `final_survival_probability`. "
+        "Expected a float in [0, 1] (None keeps a backbone's own drop path "
+        f"rates, and {type(backbone).__name__} has none). Received: "
+        "final_survival_probability=None"
+    )
+
+
+def _example_input(block: Any, backbone: Any) -> np.ndarray:
+    """A random input of the shape the block sees in the backbone, batch 2."""
+    if isinstance(block, ViTEncoderBlock):
+        shape = (2, 5, block.hidden_dim)
+    else:
+        shape = (2,) + tuple(block.input.shape[1:])
+    return np.random.default_rng(0).normal(size=shape).astype("float32")
+
+
+def _check_adapter(block: Any, original_class: type, example: np.ndarray) -> None:
+    """Raises if the adapter with its gates bypassed differs from the original `call`."""
+    example = keras.ops.convert_to_tensor(example)
+    object.__setattr__(block, "_stochastic_depth_bypass", True)
+    try:
+        # stop_gradient: PyTorch refuses NumPy of a tensor that requires grad.
+        expected = keras.ops.convert_to_numpy(keras.ops.stop_gradient(original_class.call(block, example)))
+        received = keras.ops.convert_to_numpy(keras.ops.stop_gradient(block.call(example)))
+    finally:
+        object.__setattr__(block, "_stochastic_depth_bypass", False)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    if expected.shape != received.shape or not np.allclose(
+        expected, received, rtol=0.0, atol=_ADAPTER_TOLERANCE * scale
+    ):
+        raise RuntimeError(
+            f"KerasHub {keras_hub.__version__}'s {original_class.__name__} no "
+            "longer computes what stochastic_depth_tf's adapter for it assumes "
+            f"(block '{block.name}': outputs differ by up to "
+            f"{float(np.max(np.abs(expected - received))):.3g}). Use a KerasHub "
+            "version in the tested range (see stochastic_depth_tf.hub)."
+        )
+
+
+def _vit_blocks(backbone: Any) -> Sequence[Any]:
+    encoders = [layer for layer in backbone.layers if isinstance(layer, ViTEncoder)]
+    if len(encoders) != 1:
+        raise TypeError(
+            f"Invalid backbone. Expected a ViTBackbone with one ViTEncoder. "
+            f"Received: '{backbone.name}' with {len(encoders)}"
+        )
+    return encoders[0].encoder_layers
+
+
+def _graph_blocks(block_class: type) -> Callable[[Any], Sequence[Any]]:
+    def blocks(backbone: Any) -> Sequence[Any]:
+        return [layer for layer in backbone.layers if isinstance(layer, block_class)]
+
+    return blocks
+
+
+def _mit_rates(blocks: Sequence[Any]) -> List[float]:
+    return [float(block.drop_path.rate) for block in blocks]
+
+
+HANDLERS: Dict[type, Any] = {
+    keras_hub.models.ResNetBackbone: _GraphHandler(),
+    keras_hub.models.XceptionBackbone: _GraphHandler(),
+    keras_hub.models.ViTBackbone: _EncoderBlockHandler(_vit_blocks),
+    keras_hub.models.MiTBackbone: _EncoderBlockHandler(
+        _graph_blocks(HierarchicalTransformerEncoder), private_rates=_mit_rates
+    ),
+}

@@ -1,0 +1,337 @@
+"""Tests of stochastic_depth_tf.hub: KerasHub backbones with stochastic depth, class kept.
+
+Every backbone is built small from constructor arguments and saved to a
+temporary preset directory: nothing is downloaded.
+"""
+
+import numpy as np
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub")
+
+import keras  # noqa: E402
+
+from stochastic_depth_tf import hub  # noqa: E402
+from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth  # noqa: E402
+
+
+def _resnet(**overrides):
+    config = dict(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[2, 2],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(16, 16, 3),
+    )
+    config.update(overrides)
+    return keras_hub.models.ResNetBackbone(**config)
+
+
+def _resnet_v2():
+    return _resnet(
+        stackwise_num_filters=[64, 8],
+        block_type="bottleneck_block",
+        use_pre_activation=True,
+    )
+
+
+def _xception():
+    return keras_hub.models.XceptionBackbone(
+        stackwise_conv_filters=[[8, 8], [16, 16], [16, 16], [16]],
+        stackwise_pooling=[True, True, False, False],
+        image_shape=(16, 16, 3),
+    )
+
+
+def _vit():
+    return keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
+    )
+
+
+def _mit():
+    return keras_hub.models.MiTBackbone(
+        layerwise_depths=[1, 2],
+        num_layers=2,
+        layerwise_num_heads=[1, 2],
+        layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.2,
+        layerwise_patch_sizes=[3, 3],
+        layerwise_strides=[2, 2],
+        image_shape=(16, 16, 3),
+        hidden_dims=[8, 16],
+    )
+
+
+BACKBONES = {
+    "resnet_v1": (_resnet, keras_hub.models.ResNetImageClassifier, 4),
+    "resnet_v2": (_resnet_v2, keras_hub.models.ResNetImageClassifier, 4),
+    "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
+    "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
+    "mit": (_mit, keras_hub.models.MiTImageClassifier, 6),
+}
+
+
+def _images(batch=4, seed=0):
+    return np.random.default_rng(seed).uniform(0.0, 1.0, size=(batch, 16, 16, 3)).astype("float32")
+
+
+def _infer(model, images):
+    return keras.ops.convert_to_numpy(model(images, training=False))
+
+
+def _survival(model):
+    return [
+        float(keras.ops.convert_to_numpy(gate.survival_probability_variable))
+        for gate in model.stochastic_depth_layers
+    ]
+
+
+# MiT is the slowest to build (about 15 s per test here) and ResNet v2 trains
+# like v1: both run with the slow tests, one MiT test runs always.
+SLOW = ("mit", "resnet_v2")
+
+
+@pytest.fixture(
+    params=[pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in sorted(BACKBONES)]
+)
+def case(request):
+    build, task, gates = BACKBONES[request.param]
+    return build, task, gates
+
+
+def test_class_is_kept_and_weights_copied(case):
+    build, _, num_gates = case
+    original = build()
+    model = hub.apply_stochastic_depth(original, final_survival_probability=0.8, seed=0)
+    assert isinstance(model, type(original))
+    assert type(model).__mro__[1] is type(original)
+    assert type(model) is hub.stochastic_depth_class(type(original))
+    assert model.name == original.name
+    assert len(model.stochastic_depth_layers) == num_gates
+    assert all(isinstance(gate, StochasticDepth) for gate in model.stochastic_depth_layers)
+    copied = sorted(model.weights, key=lambda weight: weight.path)
+    weights = sorted(original.weights, key=lambda weight: weight.path)
+    if [weight.path for weight in copied] != [weight.path for weight in weights]:
+        copied, weights = model.weights, original.weights  # MiT: new automatic names
+    assert len(copied) == len(weights)
+    for one, other in zip(copied, weights):
+        assert one is not other
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(one), keras.ops.convert_to_numpy(other))
+
+
+def test_inverted_inference_is_the_original(case):
+    build, _, _ = case
+    original = build()
+    model = hub.apply_stochastic_depth(original, final_survival_probability=0.5, seed=0)
+    images = _images()
+    np.testing.assert_allclose(_infer(model, images), _infer(original, images), rtol=0, atol=1e-6)
+
+
+def test_linear_schedule_per_block():
+    model = hub.apply_stochastic_depth(_vit(), final_survival_probability=0.5)
+    # two blocks, two gates each: p_l = 1 - (l / 2) * 0.5
+    np.testing.assert_allclose(_survival(model), [0.75, 0.75, 0.5, 0.5], rtol=1e-6)
+
+
+def test_mit_keeps_its_own_rates_with_none():
+    model = hub.apply_stochastic_depth(_mit(), final_survival_probability=None)
+    # MiT's rates are linspace(0, 0.2, 3) per block, both adds of a block alike.
+    np.testing.assert_allclose(_survival(model), [1.0, 1.0, 0.9, 0.9, 0.8, 0.8], rtol=1e-6)
+
+
+def test_none_is_refused_without_private_rates():
+    with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
+        hub.apply_stochastic_depth(_resnet(), final_survival_probability=None)
+
+
+def _values(model):
+    return [np.array(keras.ops.convert_to_numpy(weight)) for weight in model.weights]
+
+
+def test_task_model_trains_one_step(case):
+    build, task, _ = case
+    original = build()
+    original_before = _values(original)
+    model = hub.apply_stochastic_depth(original, seed=0)
+    model_before = _values(model)
+    classifier = task(backbone=model, num_classes=3)
+    classifier.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    history = classifier.fit(_images(8), np.arange(8) % 3, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(after, before) for after, before in zip(_values(model), model_before))
+    # The original is a separate model: training the copy left it alone.
+    for after, before in zip(_values(original), original_before):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_preset_round_trip(case, tmp_path):
+    build, _, _ = case
+    model = hub.apply_stochastic_depth(build(), final_survival_probability=0.7, mode="batch", inverted=False, seed=3)
+    model.stochastic_depth_layers[-1].survival_probability_variable.assign(0.6)
+    model.save_to_preset(str(tmp_path))
+    loaded = keras_hub.models.Backbone.from_preset(str(tmp_path))
+    assert type(loaded) is type(model)
+    assert loaded.stochastic_depth_settings == model.stochastic_depth_settings
+    # The gates' current values travel with the weights.
+    np.testing.assert_allclose(_survival(loaded), _survival(model), rtol=1e-6)
+    images = _images()
+    np.testing.assert_allclose(_infer(loaded, images), _infer(model, images), rtol=0, atol=1e-6)
+
+
+def test_preset_loads_through_the_base_class_and_the_subclass(tmp_path):
+    model = hub.apply_stochastic_depth(_vit(), seed=0)
+    model.save_to_preset(str(tmp_path))
+    for loader in (keras_hub.models.ViTBackbone, type(model)):
+        assert type(loader.from_preset(str(tmp_path))) is type(model)
+
+
+def test_keras_file_of_task_round_trip(tmp_path):
+    model = hub.apply_stochastic_depth(_vit(), seed=0)
+    classifier = keras_hub.models.ViTImageClassifier(backbone=model, num_classes=3)
+    images = _images()
+    expected = keras.ops.convert_to_numpy(classifier(images, training=False))
+    path = str(tmp_path / "classifier.keras")
+    classifier.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.backbone) is type(model)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images, training=False)), expected, atol=1e-6)
+
+
+def test_strip_gives_the_original_class_and_function(case):
+    build, _, _ = case
+    original = build()
+    model = hub.apply_stochastic_depth(original, final_survival_probability=0.5, seed=0)
+    plain = hub.strip_stochastic_depth(model)
+    assert type(plain) is type(original)
+    images = _images()
+    np.testing.assert_allclose(_infer(plain, images), _infer(original, images), rtol=0, atol=1e-6)
+    assert plain.get_config() == original.get_config()
+
+
+def test_strip_refuses_paper_scaling_below_one():
+    model = hub.apply_stochastic_depth(_vit(), final_survival_probability=0.5, inverted=False)
+    with pytest.raises(ValueError, match="Invalid value received for argument `backbone`"):
+        hub.strip_stochastic_depth(model)
+
+
+def test_strip_of_paper_scaling_at_one():
+    original = _vit()
+    model = hub.apply_stochastic_depth(original, final_survival_probability=1.0, inverted=False)
+    images = _images()
+    np.testing.assert_allclose(_infer(hub.strip_stochastic_depth(model), images), _infer(original, images), atol=1e-6)
+
+
+def _all_kept_fraction(original, model, batch):
+    """Fraction of identical examples whose training output is the plain backbone's.
+
+    With `inverted=False` an example whose every gate kept its branch gets
+    `shortcut + residual` everywhere, the plain backbone's output; an example
+    with any branch dropped gets another output.
+    """
+    images = np.repeat(_images(1), batch, axis=0)
+    plain = _infer(original, images[:1])
+    for layer in model._flatten_layers():
+        # Normalization in inference mode, so examples do not see each other.
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        # MiT's attention has a Dropout(0.1) of its own: off, to see only our gates.
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    trained = keras.ops.convert_to_numpy(model(images, training=True))
+    axes = tuple(range(1, trained.ndim))
+    kept = np.max(np.abs(trained - plain), axis=axes) <= 1e-4 * max(1.0, float(np.max(np.abs(plain))))
+    return float(np.mean(kept))
+
+
+@pytest.mark.parametrize("name", ["resnet_v1", "xception", "vit", pytest.param("mit", marks=pytest.mark.slow)])
+def test_gates_drop_in_training(name):
+    build, _, num_gates = BACKBONES[name]
+    original = build()
+    model = hub.apply_stochastic_depth(
+        original, final_survival_probability=0.8, distribution="uniform", mode="sample", inverted=False, seed=0
+    )
+    batch = 2000
+    fraction = _all_kept_fraction(original, model, batch)
+    expected = 0.8**num_gates
+    # Binomial(2000, 0.8^G): 5 standard deviations, a false failure below 1e-6.
+    bound = 5.0 * np.sqrt(expected * (1.0 - expected) / batch)
+    assert abs(fraction - expected) <= bound
+
+
+def test_unsupported_backbone_is_named():
+    backbone = keras_hub.models.VGGBackbone(
+        stackwise_num_repeats=[1], stackwise_num_filters=[4], image_shape=(16, 16, 3)
+    )
+    with pytest.raises(ValueError, match="Invalid value received for argument `backbone`.*VGGBackbone"):
+        hub.apply_stochastic_depth(backbone)
+
+
+def test_not_a_backbone_is_refused():
+    with pytest.raises(TypeError, match="Invalid type received for argument `backbone`"):
+        hub.apply_stochastic_depth(keras.Sequential([keras.layers.Dense(1)]))
+
+
+def test_applying_twice_is_refused():
+    model = hub.apply_stochastic_depth(_vit())
+    with pytest.raises(ValueError, match="Invalid value received for argument `backbone`"):
+        hub.apply_stochastic_depth(model)
+
+
+def test_strip_of_a_plain_backbone_is_refused():
+    with pytest.raises(TypeError, match="Invalid type received for argument `backbone`"):
+        hub.strip_stochastic_depth(_vit())
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="Invalid value received for argument `distribution`"):
+        hub.apply_stochastic_depth(_vit(), distribution="cosine")
+    with pytest.raises(ValueError, match="Invalid value received for argument `seed`"):
+        hub.apply_stochastic_depth(_vit(), seed=-1)
+
+
+def test_changed_block_fails_loudly(monkeypatch):
+    from stochastic_depth_tf import _hub_backbones
+
+    def changed_call(self, inputs):
+        return inputs * 2.0
+
+    # A KerasHub release whose block computes something else than the adapter.
+    monkeypatch.setattr(_hub_backbones.ViTEncoderBlock, "call", changed_call)
+    with pytest.raises(RuntimeError, match="no longer computes"):
+        hub.apply_stochastic_depth(_vit())
+
+
+@pytest.mark.parametrize("name", ["resnet_v1", "vit"])
+def test_scheduler_finds_every_gate_of_a_task_model(name):
+    from stochastic_depth_tf.callbacks import SurvivalProbabilityScheduler
+    from stochastic_depth_tf.layers import stochastic_depth_layers
+
+    build, task, num_gates = BACKBONES[name]
+    model = hub.apply_stochastic_depth(build(), final_survival_probability=0.5, seed=0)
+    classifier = task(backbone=model, num_classes=3)
+    assert stochastic_depth_layers(classifier) == list(model.stochastic_depth_layers)
+    classifier.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    # The ramp's first epoch starts every gate at its initial value, 1.0.
+    classifier.fit(
+        _images(4), np.arange(4) % 3, epochs=1, verbose=0,
+        callbacks=[SurvivalProbabilityScheduler(duration=4)],
+    )
+    assert len(_survival(model)) == num_gates
+    assert all(value == 1.0 for value in _survival(model))
+
+
+def test_backbone_loads_from_a_task_preset(tmp_path):
+    # keras-hub's Task.from_preset looks its task class up by the backbone's
+    # exact class, so a whole task goes through a .keras file (tested above);
+    # the backbone of a task preset loads as usual.
+    model = hub.apply_stochastic_depth(_resnet(), seed=0)
+    classifier = keras_hub.models.ResNetImageClassifier(backbone=model, num_classes=3)
+    classifier.save_to_preset(str(tmp_path))
+    loaded = keras_hub.models.Backbone.from_preset(str(tmp_path))
+    assert type(loaded) is type(model)
+    images = _images()
+    np.testing.assert_allclose(_infer(loaded, images), _infer(model, images), atol=1e-6)
