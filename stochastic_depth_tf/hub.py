@@ -65,8 +65,13 @@ from typing import Any, Dict, Optional
 import keras
 import numpy as np
 
-from stochastic_depth_tf import ops
-from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+from stochastic_depth_tf._validation import (
+    validate_choice,
+    validate_inverted,
+    validate_mode,
+    validate_seed,
+    validate_survival_probability,
+)
 from stochastic_depth_tf.schedules import DISTRIBUTIONS
 
 # keras-hub declares tensorflow-text as a dependency, which pulls the full
@@ -267,30 +272,17 @@ def validate_settings(
     seed: Any,
 ) -> Dict[str, Any]:
     """The stochastic-depth settings a backbone's config stores, validated."""
-    inverted = ops.validate_inverted(inverted)
+    inverted = validate_inverted(inverted)
     if final_survival_probability is not None:
-        try:
-            final_survival_probability = ops.validate_survival_probability(
-                final_survival_probability, inverted=inverted
-            )
-        except (TypeError, ValueError) as error:
-            message = str(error).replace("survival_probability", "final_survival_probability")
-            raise type(error)(message) from None
-        final_survival_probability = float(final_survival_probability)
-    if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            "Invalid value received for argument `distribution`. Expected one "
-            f"of {tuple(DISTRIBUTIONS)}. Received: distribution={distribution!r}"
+        final_survival_probability = validate_survival_probability(
+            final_survival_probability, inverted=inverted, name="final_survival_probability"
         )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(
-            "Invalid value received for argument `seed`. Expected None or a "
-            f"non-negative int (gate k gets `seed + k`). Received: seed={seed!r}"
-        )
+    validate_choice(distribution, tuple(DISTRIBUTIONS), name="distribution")
+    seed = validate_seed(seed)
     return {
         "final_survival_probability": final_survival_probability,
         "distribution": distribution,
-        "mode": ops.validate_mode(mode),
+        "mode": validate_mode(mode),
         "inverted": inverted,
         "seed": seed,
     }

@@ -13,16 +13,17 @@ the backends themselves, so they run once, in the TensorFlow pass of
 from __future__ import annotations
 
 import os
-import re
+import pathlib
 
 import keras
 import numpy as np
 import pytest
 
 from tests import scenario_runner
+from tests.markdown_snippets import fenced
 
 SCENARIOS = os.path.join(scenario_runner.ROOT, "tests", "engine_scenarios.py")
-README = os.path.join(scenario_runner.ROOT, "README.md")
+DISTRIBUTED_GUIDE = pathlib.Path(scenario_runner.ROOT) / "docs" / "guides" / "distributed.md"
 TIME_LIMIT = 240  # seconds; a scenario takes 20 to 60 s on 2 shared cores
 
 pytestmark = pytest.mark.skipif(
@@ -121,16 +122,15 @@ def test_ddp_ranks_end_with_equal_weights_and_seed_states(ddp_training):
     assert first["seed_states"] == second["seed_states"] and first["seed_states"]
 
 
-def readme_ddp_example() -> str:
-    with open(README, encoding="utf-8") as stream:
-        examples = re.findall(r"```python torchrun\n(.*?)```", stream.read(), flags=re.DOTALL)
+def guide_ddp_example() -> str:
+    examples = fenced(DISTRIBUTED_GUIDE, "python torchrun")
     assert len(examples) == 1
     return examples[0]
 
 
-def test_readme_ddp_example_runs_on_two_ranks(tmp_path):
+def test_guide_ddp_example_runs_on_two_ranks(tmp_path):
     script = tmp_path / "ddp_example.py"
-    script.write_text(readme_ddp_example(), encoding="utf-8")
+    script.write_text(guide_ddp_example(), encoding="utf-8")
     outputs = scenario_runner.run_processes(
         str(script), count=2, timeout=TIME_LIMIT, environment=ddp_environment, cwd=str(tmp_path), parse=False
     )

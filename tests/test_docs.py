@@ -1,0 +1,100 @@
+"""The documentation site: it builds with warnings as errors, names every public API, and its snippets run."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import subprocess
+import sys
+
+import pytest
+
+import stochastic_depth_tf as sdt
+from tests.markdown_snippets import ROOT, python_snippets, run_snippet
+
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+SNIPPETS = [(page, index, code) for page in PAGES for index, code in enumerate(python_snippets(page))]
+
+# The modules whose public names the API reference documents, by the name users import them under.
+PUBLIC_MODULES = ("stochastic_depth_tf", "stochastic_depth_tf.layers", "stochastic_depth_tf.ops",
+                  "stochastic_depth_tf.schedules", "stochastic_depth_tf.callbacks", "stochastic_depth_tf.models",
+                  "stochastic_depth_tf.recipes", "stochastic_depth_tf.datasets", "stochastic_depth_tf.pruning",
+                  "stochastic_depth_tf.hub")
+
+
+def public_names(module_name: str) -> set:
+    """The module's `__all__`, or else what it defines itself without a leading underscore."""
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [name for name, value in vars(module).items()
+                 if not name.startswith("_") and not inspect.ismodule(value)
+                 and getattr(value, "__module__", module_name) == module_name
+                 and (inspect.isclass(value) or inspect.isfunction(value) or name.isupper())]
+    return {name for name in names if not inspect.ismodule(getattr(module, name)) and name != "__version__"}
+
+
+def documented() -> set:
+    """Every `::: dotted.name` of the API reference pages."""
+    text = "\n".join(page.read_text(encoding="utf-8") for page in (DOCS / "api").glob("*.md"))
+    return set(re.findall(r"^::: ([\w.]+)", text, flags=re.MULTILINE))
+
+
+def test_site_builds_with_warnings_as_errors(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", **__import__("os").environ},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "api" / "layers" / "index.html").exists()
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_name_has_a_reference_entry(module_name):
+    references = documented()
+    missing = []
+    for name in sorted(public_names(module_name)):
+        value = getattr(importlib.import_module(module_name), name)
+        home = getattr(value, "__module__", module_name) if inspect.isclass(value) or inspect.isfunction(value) else module_name
+        candidates = {f"{module_name}.{name}", f"{home}.{name}"}
+        if not candidates & references:
+            missing.append(name)
+    assert not missing, f"{module_name}: no `::: ` entry in docs/api/ for {missing}"
+
+
+def test_every_reference_entry_names_a_real_object():
+    for dotted in documented():
+        module_name, _, attribute = dotted.rpartition(".")
+        try:
+            module = importlib.import_module(dotted)
+            continue
+        except ImportError:
+            module = importlib.import_module(module_name)
+        assert hasattr(module, attribute), dotted
+
+
+def test_every_page_is_in_the_navigation():
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for page in PAGES:
+        assert str(page.relative_to(DOCS)) in nav, page
+
+
+def test_readme_links_into_the_docs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for target in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / target).exists(), target
+    assert len(re.findall(r"\]\(docs/", readme)) >= 5
+
+
+def test_version_is_the_package_version():
+    assert sdt.__version__ in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("page, index, code", SNIPPETS,
+                         ids=[f"{page.relative_to(DOCS)}[{index}]" for page, index, _ in SNIPPETS])
+def test_docs_snippet_runs(page, index, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # snippets that save files write here
+    run_snippet(code, f"{page.relative_to(ROOT)} snippet {index}")
