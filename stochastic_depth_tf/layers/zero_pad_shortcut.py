@@ -15,7 +15,9 @@ class ZeroPadShortcut(keras.layers.Layer):
     For residual blocks that halve the resolution and widen the channels,
     `x[:, ::strides, ::strides, :]` padded with zero channels up to
     `filters` ("option A" of He et al., 2016, used by the stochastic depth
-    paper's CIFAR ResNets). Channels-last inputs of rank 4.
+    paper's CIFAR ResNets). Channels-last inputs with any number of spatial
+    axes, each subsampled: rank 4 for images, rank 3 (`x[:, ::strides, :]`)
+    for sequences such as MNIST-1D.
 
     Args:
         filters: the number of output channels, at least the input's.
@@ -44,23 +46,26 @@ class ZeroPadShortcut(keras.layers.Layer):
         self.strides = int(strides)
 
     def build(self, input_shape: Any) -> None:
-        if len(input_shape) != 4 or input_shape[-1] is None or input_shape[-1] > self.filters:
+        if len(input_shape) < 3 or input_shape[-1] is None or input_shape[-1] > self.filters:
             raise ValueError(
                 "Invalid input shape received by ZeroPadShortcut. Expected a "
-                f"rank-4 channels-last shape with at most filters={self.filters} "
+                "channels-last shape of rank 3 or more (batch, spatial axes, "
+                f"channels) with at most filters={self.filters} "
                 f"channels. Received: input_shape={tuple(input_shape)}"
             )
 
     def call(self, inputs: Any) -> Any:
-        subsampled = inputs[:, :: self.strides, :: self.strides, :]
+        spatial_axes = len(inputs.shape) - 2
+        subsampled = inputs[(slice(None),) + (slice(None, None, self.strides),) * spatial_axes + (slice(None),)]
         extra = self.filters - inputs.shape[-1]
-        return keras.ops.pad(subsampled, [[0, 0], [0, 0], [0, 0], [0, extra]])
+        return keras.ops.pad(subsampled, [[0, 0]] * (spatial_axes + 1) + [[0, extra]])
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         def subsample(size: Any) -> Any:
             return None if size is None else -(-size // self.strides)
 
-        return (input_shape[0], subsample(input_shape[1]), subsample(input_shape[2]), self.filters)
+        spatial = tuple(subsample(size) for size in input_shape[1:-1])
+        return (input_shape[0],) + spatial + (self.filters,)
 
     def get_config(self) -> dict:
         base_config = super().get_config()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple, Type
 
 import keras
 
@@ -12,6 +12,12 @@ from stochastic_depth_tf.layers import StochasticDepth, StochasticDepthBlock, Ze
 
 SHORTCUTS = ("zero_pad", "projection")
 STAGE_FILTERS = (16, 32, 64)
+# The rank of `input_shape` (spatial axes and channels) picks the convolution
+# and the pooling: 2 for sequences such as MNIST-1D, 3 for images.
+_LAYERS_BY_INPUT_RANK = {
+    2: (keras.layers.Conv1D, keras.layers.GlobalAveragePooling1D),
+    3: (keras.layers.Conv2D, keras.layers.GlobalAveragePooling2D),
+}
 
 
 def cifar_resnet(
@@ -41,6 +47,13 @@ def cifar_resnet(
     `"uniform"` gives every block `p_L`. With `final_survival_probability=1.0`
     the network is the plain ResNet, with `keras.layers.Add`.
 
+    The same network in one dimension, for sequences (MNIST-1D: Greydanus,
+    "Scaling down deep learning with MNIST-1D", ICML 2024), comes from a
+    rank-2 `input_shape` `(length, channels)`: every 3x3 convolution becomes
+    a `Conv1D` of width 3, the 1x1 projections width 1, the zero-padded
+    shortcut subsamples the one axis, and the pooling is
+    `GlobalAveragePooling1D`. Depth, stages, widths and blocks are unchanged.
+
     Args:
         depth: `6n + 2`: 20, 32, 44, 56, 110, 1202, ...
         num_classes: classes of the classifier.
@@ -56,13 +69,16 @@ def cifar_resnet(
             for a 1x1 strided convolution with BatchNormalization (option B).
         inverted: the scaling convention of every stochastic-depth layer.
         seed: None, or an int from which block `l` gets seed `seed + l`.
-        input_shape: channels-last image shape, `(32, 32, 3)` for CIFAR.
+        input_shape: channels-last input shape: `(height, width, channels)`
+            for images (`(32, 32, 3)` for CIFAR), or `(length, channels)` for
+            the one-dimensional network (`(40, 1)` for MNIST-1D).
         classifier_activation: the activation of the last layer; None for
             logits.
-        name: the model's name; `"cifar_resnet{depth}"` by default.
+        name: the model's name; `"cifar_resnet{depth}"` by default
+            (`"cifar_resnet{depth}_1d"` in one dimension).
 
     Returns:
-        A functional `keras.Model` from images to class scores.
+        A functional `keras.Model` from images (or sequences) to class scores.
 
     Example:
 
@@ -70,12 +86,14 @@ def cifar_resnet(
     import stochastic_depth_tf as sdt
 
     model = sdt.models.cifar_resnet(depth=20, final_survival_probability=0.5)
+    sequences = sdt.models.cifar_resnet(depth=20, input_shape=(40, 1))  # MNIST-1D
     ```
     """
     blocks_per_stage = _validate_depth(depth)
     mode = ops.validate_mode(mode)
     inverted = ops.validate_inverted(inverted)
     seed = ops.validate_seed(seed)
+    conv, pooling = _layers_for(input_shape)
     if not isinstance(shortcut, str) or shortcut not in SHORTCUTS:
         raise ValueError(
             "Invalid value received for argument `shortcut`. Expected one of "
@@ -91,7 +109,7 @@ def cifar_resnet(
     plain = all(p == 1.0 for p in probabilities)
 
     inputs = keras.Input(tuple(input_shape))
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
+    x = conv(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
 
@@ -100,8 +118,8 @@ def cifar_resnet(
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
             prefix = f"stage{stage + 1}_block{block + 1}_"
-            projection = _shortcut_layer(shortcut, filters, strides, prefix) if strides > 1 else None
-            branch = _branch_layers(filters, strides, prefix)
+            projection = _shortcut_layer(shortcut, conv, filters, strides, prefix) if strides > 1 else None
+            branch = _branch_layers(conv, filters, strides, prefix)
             block_seed = None if seed is None else seed + index + 1
             if plain or not skip_compute:
                 residual = x
@@ -128,9 +146,25 @@ def cifar_resnet(
             x = keras.layers.ReLU(name=prefix + "out")(x)
             index += 1
 
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = pooling(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name or f"cifar_resnet{depth}")
+    default_name = f"cifar_resnet{depth}" if conv is keras.layers.Conv2D else f"cifar_resnet{depth}_1d"
+    return keras.Model(inputs, outputs, name=name or default_name)
+
+
+def _layers_for(input_shape: Any) -> Tuple[Type[keras.layers.Layer], Type[keras.layers.Layer]]:
+    """The convolution and pooling classes for a channels-last `input_shape` of rank 2 or 3."""
+    try:
+        rank = len(input_shape)
+    except TypeError:
+        rank = None
+    if rank not in _LAYERS_BY_INPUT_RANK:
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected a "
+            "channels-last shape of rank 2, (length, channels), or 3, "
+            f"(height, width, channels). Received: input_shape={input_shape!r}"
+        )
+    return _LAYERS_BY_INPUT_RANK[rank]
 
 
 def _validate_depth(depth: Any) -> int:
@@ -148,26 +182,28 @@ def _validate_depth(depth: Any) -> int:
     return (int(depth) - 2) // 6
 
 
-def _branch_layers(filters: int, strides: int, prefix: str) -> List[keras.layers.Layer]:
-    """conv 3x3 - BN - ReLU - conv 3x3 - BN, the basic block's residual branch."""
+def _branch_layers(conv: Type[keras.layers.Layer], filters: int, strides: int, prefix: str) -> List[keras.layers.Layer]:
+    """conv 3x3 - BN - ReLU - conv 3x3 - BN (width 3 in 1D), the basic block's residual branch."""
     return [
-        keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name=prefix + "conv1"),
+        conv(filters, 3, strides=strides, padding="same", use_bias=False,
+             kernel_initializer="he_normal", name=prefix + "conv1"),
         keras.layers.BatchNormalization(name=prefix + "bn1"),
         keras.layers.ReLU(name=prefix + "relu1"),
-        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name=prefix + "conv2"),
+        conv(filters, 3, padding="same", use_bias=False,
+             kernel_initializer="he_normal", name=prefix + "conv2"),
         keras.layers.BatchNormalization(name=prefix + "bn2"),
     ]
 
 
-def _shortcut_layer(kind: str, filters: int, strides: int, prefix: str) -> keras.layers.Layer:
+def _shortcut_layer(
+    kind: str, conv: Type[keras.layers.Layer], filters: int, strides: int, prefix: str
+) -> keras.layers.Layer:
     if kind == "zero_pad":
         return ZeroPadShortcut(filters, strides=strides, name=prefix + "shortcut")
     return keras.Sequential(
         [
-            keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
-                                kernel_initializer="he_normal", name=prefix + "shortcut_conv"),
+            conv(filters, 1, strides=strides, use_bias=False,
+                 kernel_initializer="he_normal", name=prefix + "shortcut_conv"),
             keras.layers.BatchNormalization(name=prefix + "shortcut_bn"),
         ],
         name=prefix + "shortcut",

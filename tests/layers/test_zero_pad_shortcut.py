@@ -34,3 +34,17 @@ def test_bad_arguments_are_refused(kwargs):
 def test_fewer_filters_than_channels_is_refused():
     with pytest.raises(ValueError, match=r"at most filters=2 channels. Received: input_shape=\(1, 4, 4, 3\)"):
         sdt.layers.ZeroPadShortcut(2)(np.zeros((1, 4, 4, 3), "float32"))
+
+
+def test_sequences_subsample_their_one_axis():
+    x = np.arange(2 * 5 * 3, dtype="float32").reshape(2, 5, 3)
+    layer = sdt.layers.ZeroPadShortcut(4)
+    y = keras.ops.convert_to_numpy(layer(x))
+    assert y.shape == (2, 3, 4) == layer.compute_output_shape((2, 5, 3))
+    np.testing.assert_array_equal(y[..., :3], x[:, ::2, :])
+    np.testing.assert_array_equal(y[..., 3:], 0.0)
+
+
+def test_input_without_a_spatial_axis_is_refused():
+    with pytest.raises(ValueError, match=r"Invalid input shape received by ZeroPadShortcut"):
+        sdt.layers.ZeroPadShortcut(4)(np.zeros((2, 3), "float32"))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.layer_checks import JIT_COMPILE
 
 
 def images(n=4, seed=0):
@@ -96,3 +97,169 @@ def test_bad_distribution_and_probability_are_refused():
         sdt.models.cifar_resnet(depth=20, distribution="cosine")
     with pytest.raises(ValueError, match=r"argument `final_survival_probability`"):
         sdt.models.cifar_resnet(depth=20, final_survival_probability=1.2)
+
+
+def test_bad_input_shape_is_refused():
+    with pytest.raises(ValueError, match=r"argument `input_shape`. Expected a channels-last shape of rank 2"):
+        sdt.models.cifar_resnet(depth=20, input_shape=(40,))
+
+
+# The one-dimensional network, for MNIST-1D: a rank-2 input_shape.
+
+SEQUENCE_SHAPE = (40, 1)  # MNIST-1D: 40 samples, one channel
+
+
+def sequences(n=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n,) + SEQUENCE_SHAPE).astype("float32")
+
+
+def analytic_parameter_count(depth, kernel_size, in_channels, num_classes, shortcut):
+    """Weights of the CIFAR ResNet, counted by hand; BatchNormalization holds 4 per channel."""
+    n = (depth - 2) // 6
+    count = kernel_size * in_channels * 16 + 4 * 16  # stem
+    previous = 16
+    for filters in (16, 32, 64):
+        for block in range(n):
+            count += kernel_size * previous * filters + 4 * filters  # conv1, bn1
+            count += kernel_size * filters * filters + 4 * filters  # conv2, bn2
+            if shortcut == "projection" and filters != previous:
+                count += previous * filters + 4 * filters  # 1x1 conv, bn
+            previous = filters
+    return count + 64 * num_classes + num_classes
+
+
+@pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
+@pytest.mark.parametrize("depth", [20, 110])
+def test_parameter_counts_equal_the_analytic_count(depth, shortcut):
+    one_d = sdt.models.cifar_resnet(depth=depth, shortcut=shortcut, input_shape=SEQUENCE_SHAPE)
+    two_d = sdt.models.cifar_resnet(depth=depth, shortcut=shortcut)
+    assert one_d.count_params() == analytic_parameter_count(depth, 3, 1, 10, shortcut)
+    assert two_d.count_params() == analytic_parameter_count(depth, 9, 3, 10, shortcut)
+
+
+def test_1d_network_shapes_and_layers():
+    model = sdt.models.cifar_resnet(depth=20, num_classes=10, input_shape=SEQUENCE_SHAPE)
+    assert model.name == "cifar_resnet20_1d"
+    assert model.output_shape == (None, 10)
+    # Three stages of lengths 40, 20, 10 (stride 2 at each transition), 16, 32, 64 channels.
+    stage_outputs = [model.get_layer(f"stage{s}_block3_out").output.shape for s in (1, 2, 3)]
+    assert stage_outputs == [(None, 40, 16), (None, 20, 32), (None, 10, 64)]
+    assert isinstance(model.get_layer("stem_conv"), keras.layers.Conv1D)
+    assert isinstance(model.get_layer("pool"), keras.layers.GlobalAveragePooling1D)
+    assert not any(isinstance(l, keras.layers.Conv2D) for l in model._flatten_layers())
+    y = model.predict(sequences(), verbose=0)
+    assert y.shape == (4, 10)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("depth, blocks", [(8, 3), (20, 9), (110, 54)])
+@pytest.mark.parametrize("skip_compute", [True, False])
+def test_1d_block_count_and_decay(depth, blocks, skip_compute):
+    model = sdt.models.cifar_resnet(depth=depth, skip_compute=skip_compute, input_shape=SEQUENCE_SHAPE)
+    layers = stochastic_layers(model)
+    assert len(layers) == blocks
+    assert [l.survival_probability for l in layers] == pytest.approx(sdt.schedules.linear_decay(blocks, 0.5))
+    plain = sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0, input_shape=SEQUENCE_SHAPE)
+    assert sum(isinstance(l, keras.layers.Add) for l in plain.layers) == blocks
+
+
+def test_1d_zero_pad_transitions_have_no_weights_and_projection_has_some():
+    zero_pad = sdt.models.cifar_resnet(depth=20, shortcut="zero_pad", input_shape=SEQUENCE_SHAPE)
+    projection = sdt.models.cifar_resnet(depth=20, shortcut="projection", input_shape=SEQUENCE_SHAPE)
+    assert projection.count_params() - zero_pad.count_params() == 16 * 32 + 32 * 64 + 4 * (32 + 64)
+    shortcut = zero_pad.get_layer("stage2_block1_stochastic_depth_block").shortcut
+    assert isinstance(shortcut, sdt.layers.ZeroPadShortcut)
+    assert shortcut.compute_output_shape((None, 40, 16)) == (None, 20, 32)
+    conv = projection.get_layer("stage2_block1_stochastic_depth_block").shortcut.layers[0]
+    assert isinstance(conv, keras.layers.Conv1D) and conv.kernel.shape == (1, 16, 32)
+
+
+@pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
+def test_1d_block_and_merge_builds_agree_at_inference(shortcut):
+    kwargs = dict(depth=8, shortcut=shortcut, input_shape=SEQUENCE_SHAPE)
+    blocks = sdt.models.cifar_resnet(skip_compute=True, **kwargs)
+    merges = sdt.models.cifar_resnet(skip_compute=False, **kwargs)
+    by_key = {"/".join(w.path.split("/")[-2:]): w for w in merges.weights}
+    for weight in blocks.weights:
+        weight.assign(keras.ops.convert_to_numpy(by_key["/".join(weight.path.split("/")[-2:])]))
+    x = sequences()
+    np.testing.assert_allclose(blocks.predict(x, verbose=0), merges.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
+@pytest.mark.parametrize("skip_compute", [True, False])
+def test_1d_trains_and_round_trips_through_keras_file(tmp_path, skip_compute, shortcut):
+    model = sdt.models.cifar_resnet(
+        depth=8, num_classes=3, skip_compute=skip_compute, shortcut=shortcut, seed=0, input_shape=SEQUENCE_SHAPE
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, y = sequences(n=8), np.arange(8) % 3
+    before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert any(not np.array_equal(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, model.trainable_weights))
+    path = str(tmp_path / "resnet1d.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+skip_jax_conv = pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="JAX on CPU multiplies a convolution branch (tests/layers)"
+)
+
+
+@skip_jax_conv
+@pytest.mark.parametrize("jit_compile", JIT_COMPILE)
+def test_1d_dropped_blocks_skip_their_branch(jit_compile):
+    """A stride-1 Conv1D branch is skipped when dropped: its BN statistics move on kept steps only.
+
+    Under XLA on the CPU this relies on the Conv2D gradient rewrite
+    (stochastic_depth_tf/_xla.py): Keras' Conv1D is TensorFlow's conv1d, a
+    Conv2D op on an expanded axis, which the rewrite handles.
+    """
+    model = sdt.models.cifar_resnet(
+        depth=8, distribution="uniform", final_survival_probability=0.5, seed=3, input_shape=SEQUENCE_SHAPE
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+    moving_mean = model.get_layer("stage1_block1_stochastic_depth_block").branch.get_layer("stage1_block1_bn1").moving_mean
+    x, y = sequences(n=4) + 3.0, np.arange(4) % 10
+    steps, changes = 30, 0
+    for _ in range(steps):
+        before = keras.ops.convert_to_numpy(moving_mean).copy()
+        model.train_on_batch(x, y)
+        changes += not np.array_equal(before, keras.ops.convert_to_numpy(moving_mean))
+    # p = 0.5 over 30 steps: all kept or all dropped has probability 2 * 2**-30.
+    assert 0 < changes < steps
+
+
+@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/_xla.py)
+def test_1d_stride_one_branches_run_in_the_xla_conditional_with_exact_gradients():
+    import tensorflow as tf
+
+    model = sdt.models.cifar_resnet(depth=8, final_survival_probability=0.5, input_shape=SEQUENCE_SHAPE)
+    block = model.get_layer("stage1_block1_stochastic_depth_block")
+    block.merge.survival_probability = 1.0
+    block.survival_probability_variable.assign(1.0)
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 40, 16)).astype("float32"))
+    branch = block.branch
+
+    @tf.function(jit_compile=True)
+    def block_gradients():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(block(x, training=True) ** 2)
+        return tape.gradient(loss, [x] + branch.trainable_variables)
+
+    def reference_gradients():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum((x + branch(x, training=True)) ** 2)
+        return tape.gradient(loss, [x] + branch.trainable_variables)
+
+    for got, expected in zip(block_gradients(), reference_gradients()):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+    assert list(block._fast_under_xla.values()) == [True], "the Conv1D branch was put in the conditional"
+    graph_def = block_gradients.get_concrete_function().graph.as_graph_def()
+    op_types = {node.op for function in graph_def.library.function for node in function.node_def}
+    assert not op_types & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
