@@ -16,7 +16,7 @@ about 94%, an MLP about 68%), so a regularizer has room to show.
 from __future__ import annotations
 
 import random
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -74,7 +74,8 @@ def load_digits(
     }
 
 
-def load_mnist1d(num_samples: int = 5000, validation_fraction: float = 0.1, seed: int = 42) -> Dict[str, Split]:
+def load_mnist1d(num_samples: int = 5000, validation_fraction: float = 0.1, train_samples: Optional[int] = None,
+                 seed: int = 42) -> Dict[str, Split]:
     """MNIST-1D, generated offline, as `{"train", "validation", "test"}` of `(signals, labels)`.
 
     The `mnist1d` package's `make_dataset` generates the signals from its
@@ -94,6 +95,9 @@ def load_mnist1d(num_samples: int = 5000, validation_fraction: float = 0.1, seed
             number per class) of at least 50.
         validation_fraction: share of the training split held out for
             validation, strictly between 0 and 1.
+        train_samples: None keeps every remaining training signal; an int
+            keeps that many of them (a random subset drawn with `seed`), for
+            a low-data regime with the full test and validation splits.
         seed: the generator's seed (42 is the package's default), and the
             seed of the validation draw.
 
@@ -122,6 +126,12 @@ def load_mnist1d(num_samples: int = 5000, validation_fraction: float = 0.1, seed
             "Invalid value received for argument `validation_fraction`. Expected a "
             f"float strictly between 0 and 1. Received: validation_fraction={validation_fraction!r}"
         )
+    if train_samples is not None and (isinstance(train_samples, bool) or not isinstance(train_samples, int)
+                                      or train_samples < 1):
+        raise ValueError(
+            "Invalid value received for argument `train_samples`. Expected None or a positive int. "
+            f"Received: train_samples={train_samples!r}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(
             f"Invalid value received for argument `seed`. Expected a non-negative int. Received: seed={seed!r}"
@@ -142,7 +152,15 @@ def load_mnist1d(num_samples: int = 5000, validation_fraction: float = 0.1, seed
     order = np.random.default_rng(seed).permutation(len(labels))
     # At least one signal in each split, whatever the rounding.
     n_validation = min(max(1, int(round(len(labels) * validation_fraction))), len(labels) - 1)
-    validation, train = np.sort(order[:n_validation]), np.sort(order[n_validation:])
+    validation, train = np.sort(order[:n_validation]), order[n_validation:]
+    if train_samples is not None:
+        if train_samples > len(train):
+            raise ValueError(
+                "Invalid value received for argument `train_samples`. Expected at most the "
+                f"{len(train)} training signals left after the validation split. Received: train_samples={train_samples!r}"
+            )
+        train = train[:train_samples]
+    train = np.sort(train)
     return {
         "train": (signals[train], labels[train]),
         "validation": (signals[validation], labels[validation]),

@@ -99,9 +99,20 @@ def test_mnist1d_is_generated_without_the_network(monkeypatch):
     ({"num_samples": 100.0}, "num_samples"),
     ({"validation_fraction": 1.0}, "validation_fraction"),
     ({"validation_fraction": 0}, "validation_fraction"),
+    ({"train_samples": 0}, "train_samples"),
+    ({"num_samples": 100, "train_samples": 73}, "train_samples"),
     ({"seed": -1}, "seed"),
     ({"seed": 1.5}, "seed"),
 ])
 def test_mnist1d_bad_arguments_are_refused(kwargs, argument):
     with pytest.raises(ValueError, match=rf"Invalid value received for argument `{argument}`"):
         datasets.load_mnist1d(**kwargs)
+
+
+def test_mnist1d_train_samples_is_a_subset_of_the_full_training_split():
+    full = datasets.load_mnist1d(num_samples=200, seed=4)
+    small = datasets.load_mnist1d(num_samples=200, train_samples=50, seed=4)
+    assert len(small["train"][1]) == 50
+    for name in ("validation", "test"):
+        np.testing.assert_array_equal(small[name][0], full[name][0])
+    assert {row.tobytes() for row in small["train"][0]} <= {row.tobytes() for row in full["train"][0]}

@@ -42,8 +42,9 @@ def _text(notebook):
     return "".join(pieces)
 
 
-def test_the_three_notebooks_exist_and_each_has_a_small_size():
-    assert NAMES == ["stochastic_depth_resnet.ipynb", "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
+def test_the_notebooks_exist_and_each_has_a_small_size():
+    assert NAMES == ["stochastic_depth_mnist1d.ipynb", "stochastic_depth_resnet.ipynb", "stochastic_depth_semantics.ipynb",
+                     "stochastic_depth_sweep.ipynb"]
     assert sorted(runner.SMALL_PARAMETERS) == NAMES
 
 
@@ -112,4 +113,21 @@ def test_sweep_notebook_runs_at_small_size():
     assert f"mean ± 95% interval over {parameters['SEEDS']} seeds" in text
     assert "| mode | test accuracy" in text and "| sample |" in text
     assert "ResNet-8: best p_L" in text
+    assert len(_images(notebook)) == 2
+
+
+def test_mnist1d_notebook_runs_at_small_size():
+    name = "stochastic_depth_mnist1d.ipynb"
+    parameters = runner.SMALL_PARAMETERS[name]
+    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
+    assert not _outputs(notebook, "error")
+    text = _text(notebook)
+    for p in parameters["FINAL_SURVIVAL_PROBABILITIES"]:
+        for seed in range(parameters["SEEDS"]):
+            assert re.search(rf"ResNet-8 +p_L={p} +seed {seed}: test \d\.\d{{4}}, validation", text)
+    assert f"4 runs of {parameters['STEPS']} steps" in text
+    assert f"**Test accuracy**, mean ± 95% interval over {parameters['SEEDS']} seeds" in text
+    assert "ResNet-8: p_L chosen on validation:" in text
+    assert "p_L = 0.5 − plain:" in text
+    assert re.search(r"\| 8 \| \d+\.\d\d \(1\.00\) \| \d+\.\d\d \(\d\.\d\d\) \|", text)
     assert len(_images(notebook)) == 2
