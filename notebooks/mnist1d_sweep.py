@@ -69,9 +69,9 @@ def write(path: str, expected: Dict[str, object], name: str, run: dict) -> None:
 def sweep(depths: Sequence[int], final_survival_probabilities: Sequence[float], seeds: Iterable[int],
           steps: Optional[int] = None, batch_size: Optional[int] = None, num_samples: int = 5000,
           validation_fraction: float = 0.1, train_samples: Optional[int] = 500, data_seed: int = 42,
-          results: Optional[str] = RESULTS_FILE,
+          results: Optional[str] = RESULTS_FILE, train: bool = True,
           log=print) -> Dict[str, dict]:
-    """Runs every `(depth, p_L, seed)` not yet in `results`, seed by seed; returns all runs of the grid.
+    """Runs every `(depth, p_L, seed)` not yet in `results`, seed by seed; returns the grid's runs.
 
     Seed-major order: a sweep stopped early holds whole seeds of the grid.
 
@@ -84,10 +84,13 @@ def sweep(depths: Sequence[int], final_survival_probabilities: Sequence[float], 
         batch_size: None keeps the recipe's.
         num_samples, validation_fraction, train_samples, data_seed: `load_mnist1d`'s.
         results: the JSON file to resume from and write to; None keeps nothing.
+        train: False trains nothing and returns the runs of the grid that
+            `results` holds (a sweep cut short leaves some out).
         log: where one line per run goes.
 
     Returns:
-        `{key(depth, p, seed): run}` for the whole grid, each run a dict of
+        `{key(depth, p, seed): run}` for the grid (with `train=False`, its
+        finished runs only), each run a dict of
         `test_accuracy` and `validation_accuracy` (the trained model, once
         each), `seconds_per_epoch`, `seconds` (the whole run), `epochs`,
         `steps` and the per-epoch training curves `loss` and `accuracy`.
@@ -109,7 +112,7 @@ def sweep(depths: Sequence[int], final_survival_probabilities: Sequence[float], 
         name = key(depth, p, seed)
         if results:  # another process may have finished it meanwhile
             done.update(read(results, expected))
-        if name in done:
+        if name in done or not train:
             continue
         if (depth, p == 1.0) not in trainers:
             # No validation pass per epoch: on a shared CPU it would cost a quarter of a short run.
@@ -133,7 +136,7 @@ def sweep(depths: Sequence[int], final_survival_probabilities: Sequence[float], 
         log(f"ResNet-{depth:<3} p_L={p:<4} seed {seed}: test {run['test_accuracy']:.4f}, validation "
             f"{run['validation_accuracy']:.4f}, last training loss {run['loss'][-1]:.3f}, "
             f"{run['seconds_per_epoch']:.2f} s / epoch, {run['seconds']:.0f} s")
-    return {key(*point): done[key(*point)] for point in grid}
+    return {key(*point): done[key(*point)] for point in grid if key(*point) in done}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
