@@ -43,7 +43,8 @@ def _text(notebook):
 
 
 def test_the_notebooks_exist_and_each_has_a_small_size():
-    assert NAMES == ["depth_on_demand.ipynb", "stochastic_depth_resnet.ipynb", "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
+    assert NAMES == ["depth_on_demand.ipynb", "stochastic_depth_mnist1d.ipynb", "stochastic_depth_resnet.ipynb",
+                     "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
     assert sorted(runner.SMALL_PARAMETERS) == NAMES
 
 
@@ -131,3 +132,20 @@ def test_depth_on_demand_notebook_runs_at_small_size():
     assert f"(95% interval over {parameters['SEEDS']} paired seeds)" in text
     assert "With 1 of 3 blocks removed deepest first" in text
     assert len(_images(notebook)) == 1
+
+
+def test_mnist1d_notebook_runs_at_small_size():
+    name = "stochastic_depth_mnist1d.ipynb"
+    parameters = runner.SMALL_PARAMETERS[name]
+    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
+    assert not _outputs(notebook, "error")
+    text = _text(notebook)
+    for p in parameters["FINAL_SURVIVAL_PROBABILITIES"]:
+        for seed in range(parameters["SEEDS"]):
+            assert re.search(rf"ResNet-8 +p_L={p} +seed {seed}: test \d\.\d{{4}}, validation", text)
+    assert f"4 runs of {parameters['STEPS']} steps" in text
+    assert f"**Test accuracy**, mean ± 95% interval over {parameters['SEEDS']} seeds" in text
+    assert "ResNet-8: p_L chosen on validation:" in text
+    assert "p_L = 0.5 − plain:" in text
+    assert re.search(r"\| 8 \| \d+\.\d\d \(1\.00\) \| \d+\.\d\d \(\d\.\d\d\) \|", text)
+    assert len(_images(notebook)) == 2

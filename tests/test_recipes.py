@@ -159,3 +159,47 @@ def test_batch_norm_momentum_reaches_every_batch_normalization(final_survival_pr
                                     shortcut="projection", input_shape=(12, 12, 1))
     # stem + 2 per block x 6 blocks + 2 projection shortcuts
     assert recipes.set_batch_norm_momentum(model, 0.9) == 15
+
+
+def test_mnist1d_recipe_is_the_papers_optimizer_without_augmentation():
+    recipe = recipes.MNIST1D
+    assert recipes.RECIPES["mnist1d"] is recipe
+    assert (recipe.momentum, recipe.nesterov, recipe.decay, recipe.weight_decay) == (0.9, True, "cosine", 1e-3)
+    assert recipe.shift == 0 and not recipe.horizontal_flip
+    # 500 training signals seen many times: 200 steps, 20 epochs.
+    assert recipe.epochs * recipes.steps_per_epoch(recipe, 500) == 200
+    assert recipes.augmentation(recipe, (40, 1)).layers == []
+
+
+def test_with_steps_stretches_the_schedule_to_the_run():
+    base = recipes.MNIST1D.replace(batch_size=64)
+    recipe = base.with_steps(1000, num_examples=640)  # 10 steps per epoch
+    assert recipe.epochs == 100 and recipe.warmup_epochs == recipes.MNIST1D.warmup_epochs
+    schedule = recipes.learning_rate_schedule(recipe, steps_per_epoch=10)
+    assert float(schedule(20)) == pytest.approx(recipe.learning_rate)
+    assert float(schedule(510)) == pytest.approx(recipe.learning_rate / 2, rel=1e-2)
+    assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-6)
+    # Whole epochs, at least the steps asked for; a short run keeps a quarter for the warm-up at most.
+    assert base.with_steps(1001, num_examples=640).epochs == 101
+    assert base.with_steps(30, num_examples=640).warmup_epochs == 0.75
+
+
+@pytest.mark.parametrize("arguments, argument", [((0, 640), "steps"), ((100, 0), "num_examples"), ((1.5, 640), "steps")])
+def test_with_steps_refuses_bad_arguments(arguments, argument):
+    with pytest.raises(ValueError, match=rf"Invalid value received for argument `{argument}`"):
+        recipes.MNIST1D.with_steps(*arguments)
+
+
+def test_sequences_refuse_shifts_and_flips():
+    with pytest.raises(ValueError, match="Invalid value received for argument `image_shape`"):
+        recipes.augmentation(recipes.DIGITS, (40, 1))
+
+
+def test_training_dataset_of_sequences_is_not_augmented():
+    signals, labels = datasets.load_mnist1d(num_samples=200)["train"]
+    recipe = recipes.MNIST1D.replace(batch_size=len(labels))
+    x, y = next(iter(recipes.training_dataset(recipe, signals, labels, seed=0)))
+    # One batch holds the whole split, shuffled but unchanged.
+    assert x.shape == signals.shape
+    assert sorted(map(bytes, np.asarray(x))) == sorted(map(bytes, signals))
+    assert sorted(y.numpy().tolist()) == sorted(labels.tolist())
