@@ -244,11 +244,21 @@ def test_under_jax_on_the_cpu_a_transposed_convolution_branch_is_computed_every_
 
 
 @pytest.mark.tensorflow_only  # XLA on CPU and TensorFlow's convolution gradients
-def test_under_xla_a_branch_with_depthwise_convolution_is_computed_every_step():
-    # XLA on CPU cannot run a depthwise convolution's gradient fast inside a
-    # conditional, so the block computes such a branch and multiplies by the gate.
-    branch = keras.Sequential([keras.layers.DepthwiseConv2D(3, padding="same"), keras.layers.BatchNormalization()])
+def test_under_xla_a_branch_with_strided_depthwise_convolution_is_computed_every_step():
+    # XLA on CPU cannot run a strided depthwise convolution's gradient fast inside a
+    # conditional (stride 1 is rewritten), so the block computes such a branch and multiplies.
+    branch = keras.Sequential([
+        keras.layers.DepthwiseConv2D(3, strides=2, padding="same"),
+        keras.layers.UpSampling2D(2),
+        keras.layers.BatchNormalization(),
+    ])
     assert bn_updates_per_step(branch, jit_compile=True) == 30
+
+
+@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite covers depthwise convolutions
+def test_under_xla_a_branch_with_depthwise_convolution_skips():
+    branch = keras.Sequential([keras.layers.DepthwiseConv2D(3, padding="same"), keras.layers.BatchNormalization()])
+    assert 0 < bn_updates_per_step(branch, jit_compile=True) < 30
 
 
 @pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/backend/tensorflow_xla.py)
