@@ -127,6 +127,19 @@ def is_rewritable_conv2d(op: Any) -> bool:
     return max(top, bottom) < kernel_shape[0] and max(left, right) < kernel_shape[1]
 
 
+def _input_gradient(upstream: Any, flipped: Any, padding: Tuple[Tuple[int, int], Tuple[int, int]]) -> Any:
+    """The input gradient of a stride-1 convolution: `upstream` by the flipped, channel-swapped kernel."""
+    (top, bottom), (left, right) = padding
+    kernel_height, kernel_width = int(flipped.shape[0]), int(flipped.shape[1])
+    return tf.nn.conv2d(
+        upstream,
+        flipped,
+        strides=1,
+        padding=[[0, 0], [kernel_height - 1 - top, kernel_height - 1 - bottom],
+                 [kernel_width - 1 - left, kernel_width - 1 - right], [0, 0]],
+    )
+
+
 def canonical_conv2d_gradients(
     x: Any, kernel: Any, upstream: Any, padding: Tuple[Tuple[int, int], Tuple[int, int]]
 ) -> Tuple[Any, Any]:
@@ -142,15 +155,8 @@ def canonical_conv2d_gradients(
         `(gradient of x, gradient of kernel)`.
     """
     (top, bottom), (left, right) = padding
-    kernel_height, kernel_width = int(kernel.shape[0]), int(kernel.shape[1])
     flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])
-    x_gradient = tf.nn.conv2d(
-        upstream,
-        flipped,
-        strides=1,
-        padding=[[0, 0], [kernel_height - 1 - top, kernel_height - 1 - bottom],
-                 [kernel_width - 1 - left, kernel_width - 1 - right], [0, 0]],
-    )
+    x_gradient = _input_gradient(upstream, flipped, padding)
     # dw[i, j, c, o] = sum over n, h, w of x_padded[n, h + i, w + j, c] * dy[n, h, w, o]:
     # a convolution of x with channels as the batch and dy as an HWIO kernel.
     channels_as_batch = tf.transpose(x, [3, 1, 2, 0])
@@ -199,13 +205,7 @@ def canonical_depthwise_conv2d_gradients(
     (top, bottom), (left, right) = padding
     kernel_height, kernel_width, channels, multiplier = (int(size) for size in kernel.shape)
     flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])  # [kh, kw, M, C]: C groups of M
-    x_gradient = tf.nn.conv2d(
-        upstream,
-        flipped,
-        strides=1,
-        padding=[[0, 0], [kernel_height - 1 - top, kernel_height - 1 - bottom],
-                 [kernel_width - 1 - left, kernel_width - 1 - right], [0, 0]],
-    )
+    x_gradient = _input_gradient(upstream, flipped, padding)
     shape = tf.shape(x)
     channels_by_examples = tf.reshape(tf.transpose(x, [1, 2, 3, 0]), [1, shape[1], shape[2], channels * shape[0]])
     channels_by_examples.set_shape([1, x.shape[1], x.shape[2], None if x.shape[0] is None else channels * x.shape[0]])
