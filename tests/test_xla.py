@@ -58,6 +58,31 @@ def test_gradient_scope_replaces_backprop_convolutions(padding, kernel):
     assert "Conv2D" in op_types
 
 
+@pytest.mark.parametrize("padding, kernel, multiplier", [("SAME", 3, 1), ("SAME", 4, 1), ("VALID", 3, 2), ("SAME", 5, 2)])
+def test_depthwise_gradients_from_forward_convolutions_equal_autodiff(padding, kernel, multiplier):
+    rng = np.random.default_rng(kernel + multiplier)
+    x = tf.constant(rng.normal(size=(2, 9, 8, 5)).astype("float32"))
+    w = tf.constant(rng.normal(size=(kernel, kernel, 5, multiplier)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch([x, w])
+        y = tf.nn.depthwise_conv2d(x, w, [1, 1, 1, 1], padding)
+    upstream = tf.constant(rng.normal(size=y.shape).astype("float32"))
+    expected = tape.gradient(y, [x, w], upstream)
+
+    # Grouped convolutions run under XLA only, where the rewrite applies; tf.gradients honours the override.
+    @tf.function(jit_compile=True)
+    def rewritten():
+        with tensorflow_xla.canonical_conv2d_gradient_scope():
+            y = tf.nn.depthwise_conv2d(x, w, [1, 1, 1, 1], padding)
+        return tf.gradients(y, [x, w], upstream)
+
+    for got, want in zip(rewritten(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    op_types = {op.type for op in rewritten.get_concrete_function().graph.get_operations()}
+    assert not op_types & {"DepthwiseConv2dNativeBackpropFilter", "DepthwiseConv2dNativeBackpropInput"}
+    assert "DepthwiseConv2dNative" in op_types and "Conv2D" in op_types
+
+
 def test_under_xla_detects_jit_compile_only():
     seen = {}
 
@@ -85,7 +110,8 @@ def test_under_xla_detects_jit_compile_only():
         # TensorFlow runs a dilated Keras Conv2D as space-to-batch around a
         # plain stride-1 Conv2D, which the rewrite covers.
         (keras.layers.Conv2D(4, 3, dilation_rate=2, padding="same"), True),
-        (keras.layers.DepthwiseConv2D(3, padding="same"), False),
+        (keras.layers.DepthwiseConv2D(3, padding="same"), True),
+        (keras.layers.DepthwiseConv2D(3, strides=2, padding="same"), False),
     ],
 )
 def test_conditional_is_fast_only_for_rewritable_convolutions(layer, fast):

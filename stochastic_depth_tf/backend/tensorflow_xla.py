@@ -33,9 +33,13 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
 import tensorflow as tf
 
 CANONICAL_CONV2D_GRADIENT = "StochasticDepthTFCanonicalConv2D"
+CANONICAL_DEPTHWISE_CONV2D_GRADIENT = "StochasticDepthTFCanonicalDepthwiseConv2D"
+# The convolutions rewritten inside the conditional, and the gradient each gets there.
+_REWRITTEN = {"Conv2D": CANONICAL_CONV2D_GRADIENT, "DepthwiseConv2dNative": CANONICAL_DEPTHWISE_CONV2D_GRADIENT}
 
 # Convolution ops whose gradient (or which themselves) XLA on CPU runs slowly
-# inside a conditional. Conv2D is rewritten when it can be; these cannot.
+# inside a conditional. Conv2D and DepthwiseConv2dNative are rewritten when
+# they can be (`_REWRITTEN`); these cannot.
 _UNSUPPORTED_IN_CONDITIONAL = frozenset({
     "Conv",
     "Conv2DBackpropFilter",
@@ -45,7 +49,6 @@ _UNSUPPORTED_IN_CONDITIONAL = frozenset({
     "Conv3D",
     "Conv3DBackpropFilterV2",
     "Conv3DBackpropInputV2",
-    "DepthwiseConv2dNative",
     "DepthwiseConv2dNativeBackpropFilter",
     "DepthwiseConv2dNativeBackpropInput",
     "PartitionedCall",
@@ -110,7 +113,7 @@ def _paddings(op: Any, kernel_height: int, kernel_width: int) -> Tuple[Tuple[int
 
 
 def is_rewritable_conv2d(op: Any) -> bool:
-    """Whether `canonical_conv2d_gradients` applies to this `Conv2D` op."""
+    """Whether the forward-only gradients apply to this `Conv2D` or `DepthwiseConv2dNative` op."""
     kernel_shape = op.inputs[1].shape
     if (
         op.get_attr("data_format") != b"NHWC"
@@ -122,6 +125,19 @@ def is_rewritable_conv2d(op: Any) -> bool:
     (top, bottom), (left, right) = _paddings(op, kernel_shape[0], kernel_shape[1])
     # The input gradient pads by kernel - 1 - padding, which must not be negative.
     return max(top, bottom) < kernel_shape[0] and max(left, right) < kernel_shape[1]
+
+
+def _input_gradient(upstream: Any, flipped: Any, padding: Tuple[Tuple[int, int], Tuple[int, int]]) -> Any:
+    """The input gradient of a stride-1 convolution: `upstream` by the flipped, channel-swapped kernel."""
+    (top, bottom), (left, right) = padding
+    kernel_height, kernel_width = int(flipped.shape[0]), int(flipped.shape[1])
+    return tf.nn.conv2d(
+        upstream,
+        flipped,
+        strides=1,
+        padding=[[0, 0], [kernel_height - 1 - top, kernel_height - 1 - bottom],
+                 [kernel_width - 1 - left, kernel_width - 1 - right], [0, 0]],
+    )
 
 
 def canonical_conv2d_gradients(
@@ -139,15 +155,8 @@ def canonical_conv2d_gradients(
         `(gradient of x, gradient of kernel)`.
     """
     (top, bottom), (left, right) = padding
-    kernel_height, kernel_width = int(kernel.shape[0]), int(kernel.shape[1])
     flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])
-    x_gradient = tf.nn.conv2d(
-        upstream,
-        flipped,
-        strides=1,
-        padding=[[0, 0], [kernel_height - 1 - top, kernel_height - 1 - bottom],
-                 [kernel_width - 1 - left, kernel_width - 1 - right], [0, 0]],
-    )
+    x_gradient = _input_gradient(upstream, flipped, padding)
     # dw[i, j, c, o] = sum over n, h, w of x_padded[n, h + i, w + j, c] * dy[n, h, w, o]:
     # a convolution of x with channels as the batch and dy as an HWIO kernel.
     channels_as_batch = tf.transpose(x, [3, 1, 2, 0])
@@ -168,10 +177,59 @@ def _canonical_conv2d_gradient(op: Any, upstream: Any) -> Tuple[Any, Any]:
     return canonical_conv2d_gradients(op.inputs[0], kernel, upstream, padding)
 
 
+def canonical_depthwise_conv2d_gradients(
+    x: Any, kernel: Any, upstream: Any, padding: Tuple[Tuple[int, int], Tuple[int, int]]
+) -> Tuple[Any, Any]:
+    """Gradients of a stride-1 NHWC `depthwise_conv2d(x, kernel)` from forward (grouped) convolutions only.
+
+    With `C` channels and multiplier `M`, output channel `c M + m` is input
+    channel `c` convolved with `kernel[:, :, c, m]`:
+
+    - input gradient: a convolution of `dy` in `C` groups of `M` channels
+      with the spatially flipped kernel, padded by `kernel - 1 - padding`;
+    - kernel gradient: `dw[i, j, c, m] = sum over n, h, w of x_padded[n, h + i, w + j, c] dy[n, h, w, c M + m]`,
+      a convolution of a batch of one whose features are (channel, example)
+      pairs, in `C` groups, by `dy` used as the kernel.
+
+    Grouped convolutions have no CPU kernel outside XLA; this runs under XLA only.
+
+    Args:
+        x: the convolution's input, `[batch, height, width, channels]`.
+        kernel: its filter, `[kernel_height, kernel_width, channels, multiplier]`.
+        upstream: the gradient of the output, `[batch, out_height, out_width, channels * multiplier]`.
+        padding: `((top, bottom), (left, right))` zero padding of the forward pass.
+
+    Returns:
+        `(gradient of x, gradient of kernel)`.
+    """
+    (top, bottom), (left, right) = padding
+    kernel_height, kernel_width, channels, multiplier = (int(size) for size in kernel.shape)
+    flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])  # [kh, kw, M, C]: C groups of M
+    x_gradient = _input_gradient(upstream, flipped, padding)
+    shape = tf.shape(x)
+    channels_by_examples = tf.reshape(tf.transpose(x, [1, 2, 3, 0]), [1, shape[1], shape[2], channels * shape[0]])
+    channels_by_examples.set_shape([1, x.shape[1], x.shape[2], None if x.shape[0] is None else channels * x.shape[0]])
+    upstream_as_kernel = tf.transpose(upstream, [1, 2, 0, 3])  # [out_h, out_w, N, C M]: C groups of N
+    kernel_gradient = tf.nn.conv2d(
+        channels_by_examples,
+        upstream_as_kernel,
+        strides=1,
+        padding=[[0, 0], [top, bottom], [left, right], [0, 0]],
+    )
+    return x_gradient, tf.reshape(kernel_gradient, [kernel_height, kernel_width, channels, multiplier])
+
+
+@tf.RegisterGradient(CANONICAL_DEPTHWISE_CONV2D_GRADIENT)
+def _canonical_depthwise_conv2d_gradient(op: Any, upstream: Any) -> Tuple[Any, Any]:
+    kernel = op.inputs[1]
+    padding = _paddings(op, int(kernel.shape[0]), int(kernel.shape[1]))
+    return canonical_depthwise_conv2d_gradients(op.inputs[0], kernel, upstream, padding)
+
+
 @contextlib.contextmanager
 def canonical_conv2d_gradient_scope() -> Iterator[None]:
-    """`Conv2D` ops created inside get the canonical gradient (graph tracing only)."""
-    with tf.compat.v1.get_default_graph().gradient_override_map({"Conv2D": CANONICAL_CONV2D_GRADIENT}):
+    """`Conv2D` and `DepthwiseConv2dNative` ops created inside get forward-only gradients (graph tracing only)."""
+    with tf.compat.v1.get_default_graph().gradient_override_map(_REWRITTEN):
         yield
 
 
@@ -179,13 +237,13 @@ def conditional_is_fast_under_xla(function: Callable[[Any], Any], spec: tf.Tenso
     """Whether `function(x)` can run inside an XLA conditional without slow convolutions.
 
     Traces `function` once in a scratch graph and checks every op: `Conv2D`
-    must be rewritable (stride 1, dilation 1, NHWC), and no other
-    convolution or nested function call may appear.
+    and `DepthwiseConv2dNative` must be rewritable (stride 1, dilation 1,
+    NHWC), and no other convolution or nested function call may appear.
     """
     graph = tf.function(function, autograph=False).get_concrete_function(spec).graph
     for op in graph.get_operations():
         if op.type in _UNSUPPORTED_IN_CONDITIONAL:
             return False
-        if op.type == "Conv2D" and not is_rewritable_conv2d(op):
+        if op.type in _REWRITTEN and not is_rewritable_conv2d(op):
             return False
     return True

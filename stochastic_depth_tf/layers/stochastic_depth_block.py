@@ -50,8 +50,9 @@ class StochasticDepthBlock(keras.layers.Layer):
     `p = 0.9` in the per-example modes; `mode="sample"` under XLA and JAX
     (a varying count has no static shape; `"subset"` skips there, with `k`
     fixed when compiling from the configured `survival_probability`);
-    convolutions under XLA on the CPU that `backend/tensorflow_xla.py`
-    cannot rewrite, and any convolution under JAX on the CPU; a branch with
+    convolutions on the CPU that the forward-only gradient rewrite does not
+    cover (under XLA: strided or dilated ones; under JAX: strided transposed
+    or `channels_first` ones); a branch with
     synchronized BatchNormalization across several replicas. Across
     replicas every replica skips the same blocks; a branch holding any
     other collective gets an error asking for `skip_compute=False`. How

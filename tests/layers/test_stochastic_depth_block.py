@@ -213,26 +213,27 @@ def dense_branch(units=4):
     return keras.Sequential([keras.layers.Dense(units), keras.layers.BatchNormalization(), keras.layers.ReLU()])
 
 
-skip_jax_conv = pytest.mark.skipif(
-    keras.backend.backend() == "jax", reason="JAX on CPU multiplies a convolution branch (tested below)"
-)
-
-
 @pytest.mark.parametrize("jit_compile", JIT_COMPILE)
-@pytest.mark.parametrize("make_branch", [pytest.param(conv_branch, marks=skip_jax_conv), dense_branch])
+@pytest.mark.parametrize("make_branch", [conv_branch, dense_branch])
 def test_batch_normalization_updates_only_on_kept_steps(jit_compile, make_branch):
     changes = bn_updates_per_step(make_branch(), jit_compile)
     assert 0 < changes < 30, "some steps updated the statistics and some did not"
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's fallback on the CPU")
-def test_under_jax_on_the_cpu_a_convolution_branch_is_computed_every_step():
-    # XLA on CPU runs the gradient convolutions inside lax.cond as slow loops
-    # (16x the plain ResNet-20 step), so JAX's block multiplies such a branch.
+def test_under_jax_on_the_cpu_a_transposed_convolution_branch_is_computed_every_step():
+    # XLA on CPU runs the gradient convolutions inside lax.cond as slow loops;
+    # the block gives channels-last convolutions forward-only gradients
+    # (tests/test_jax_conv.py) and multiplies a branch with any other kind.
     import jax
 
     assert jax.default_backend() == "cpu"
-    assert bn_updates_per_step(conv_branch(), jit_compile=True) == 30
+    transposed = keras.Sequential([
+        keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same"),  # input dilation: not covered
+        keras.layers.AveragePooling2D(2),
+        keras.layers.BatchNormalization(),
+    ])
+    assert bn_updates_per_step(transposed, jit_compile=True) == 30
     from stochastic_depth_tf.backend import jax as jax_backend
 
     x = images(n=2)
@@ -243,11 +244,21 @@ def test_under_jax_on_the_cpu_a_convolution_branch_is_computed_every_step():
 
 
 @pytest.mark.tensorflow_only  # XLA on CPU and TensorFlow's convolution gradients
-def test_under_xla_a_branch_with_depthwise_convolution_is_computed_every_step():
-    # XLA on CPU cannot run a depthwise convolution's gradient fast inside a
-    # conditional, so the block computes such a branch and multiplies by the gate.
-    branch = keras.Sequential([keras.layers.DepthwiseConv2D(3, padding="same"), keras.layers.BatchNormalization()])
+def test_under_xla_a_branch_with_strided_depthwise_convolution_is_computed_every_step():
+    # XLA on CPU cannot run a strided depthwise convolution's gradient fast inside a
+    # conditional (stride 1 is rewritten), so the block computes such a branch and multiplies.
+    branch = keras.Sequential([
+        keras.layers.DepthwiseConv2D(3, strides=2, padding="same"),
+        keras.layers.UpSampling2D(2),
+        keras.layers.BatchNormalization(),
+    ])
     assert bn_updates_per_step(branch, jit_compile=True) == 30
+
+
+@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite covers depthwise convolutions
+def test_under_xla_a_branch_with_depthwise_convolution_skips():
+    branch = keras.Sequential([keras.layers.DepthwiseConv2D(3, padding="same"), keras.layers.BatchNormalization()])
+    assert 0 < bn_updates_per_step(branch, jit_compile=True) < 30
 
 
 @pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/backend/tensorflow_xla.py)
