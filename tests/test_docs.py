@@ -53,11 +53,11 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
 
 def resolve(dotted: str) -> object:
     """The object a `::: dotted.name` entry documents."""
-    try:
-        return importlib.import_module(dotted)
-    except ImportError:
-        module_name, _, attribute = dotted.rpartition(".")
+    module_name, _, attribute = dotted.rpartition(".")
+    try:  # an attribute first: `models.cifar_resnet` is a function and a module's name
         return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError):
+        return importlib.import_module(dotted)
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)

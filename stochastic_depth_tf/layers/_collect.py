@@ -32,6 +32,13 @@ def stochastic_depth_layers(model: keras.layers.Layer) -> List[keras.layers.Laye
         seen.add(id(layer))
         if isinstance(layer, STOCHASTIC_DEPTH_LAYERS):
             found.append(layer)
+        if isinstance(layer, StochasticDepthBlock):
+            # Its own gate is a StochasticDepth it wraps: only what it wraps
+            # of the user's (branch, shortcut) can hold more of our layers.
+            for child in (layer.branch, layer.shortcut):
+                if isinstance(child, keras.layers.Layer):
+                    visit(child)
+            return
         for child in getattr(layer, "layers", None) or []:
             visit(child)
         for attribute in ("branch", "shortcut"):
