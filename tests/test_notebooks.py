@@ -42,6 +42,14 @@ def _text(notebook):
     return "".join(pieces)
 
 
+def run_small(name):
+    """Runs notebook `name` at its small size: its parameters, the executed notebook and its text, no error."""
+    parameters = runner.SMALL_PARAMETERS[name]
+    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
+    assert not _outputs(notebook, "error")
+    return parameters, notebook, _text(notebook)
+
+
 def test_the_notebooks_exist_and_each_has_a_small_size():
     assert NAMES == ["depth_on_demand.ipynb", "stochastic_depth_mnist1d.ipynb", "stochastic_depth_resnet.ipynb",
                      "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
@@ -84,11 +92,7 @@ def test_semantics_notebook_runs_at_small_size():
 
 
 def test_resnet_notebook_runs_at_small_size():
-    name = "stochastic_depth_resnet.ipynb"
-    parameters = runner.SMALL_PARAMETERS[name]
-    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
-    assert not _outputs(notebook, "error")
-    text = _text(notebook)
+    parameters, notebook, text = run_small("stochastic_depth_resnet.ipynb")
     for seed in range(parameters["SEEDS"]):
         assert f"seed {seed}  plain" in text and f"seed {seed}  stochastic depth" in text
     assert f"mean ± 95% interval over {parameters['SEEDS']} seeds" in text
@@ -100,11 +104,7 @@ def test_resnet_notebook_runs_at_small_size():
 
 
 def test_sweep_notebook_runs_at_small_size():
-    name = "stochastic_depth_sweep.ipynb"
-    parameters = runner.SMALL_PARAMETERS[name]
-    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
-    assert not _outputs(notebook, "error")
-    text = _text(notebook)
+    parameters, notebook, text = run_small("stochastic_depth_sweep.ipynb")
     for depth in parameters["DEPTHS"]:
         for p in parameters["FINAL_SURVIVAL_PROBABILITIES"]:
             for seed in range(parameters["SEEDS"]):
@@ -117,11 +117,7 @@ def test_sweep_notebook_runs_at_small_size():
 
 
 def test_depth_on_demand_notebook_runs_at_small_size():
-    name = "depth_on_demand.ipynb"
-    parameters = runner.SMALL_PARAMETERS[name]
-    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
-    assert not _outputs(notebook, "error")
-    text = _text(notebook)
+    parameters, notebook, text = run_small("depth_on_demand.ipynb")
     # depth 8: 3 blocks; the plain network (p = 1 everywhere) and the linear rule both go deepest first
     for seed in range(parameters["SEEDS"]):
         for network in ("plain", "stochastic depth"):
@@ -135,11 +131,7 @@ def test_depth_on_demand_notebook_runs_at_small_size():
 
 
 def test_mnist1d_notebook_runs_at_small_size():
-    name = "stochastic_depth_mnist1d.ipynb"
-    parameters = runner.SMALL_PARAMETERS[name]
-    notebook = runner.execute(os.path.join(NOTEBOOKS, name), parameters)
-    assert not _outputs(notebook, "error")
-    text = _text(notebook)
+    parameters, notebook, text = run_small("stochastic_depth_mnist1d.ipynb")
     for p in parameters["FINAL_SURVIVAL_PROBABILITIES"]:
         for seed in range(parameters["SEEDS"]):
             assert re.search(rf"ResNet-8 +p_L={p} +seed {seed}: test \d\.\d{{4}}, validation", text)
