@@ -582,13 +582,36 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[fl
     return float(values.mean()), float(half_width)
 
 
+MAX_SEEDS = 100
+
+
+def seeds_to_separate(differences: Sequence[float], confidence: float = 0.95) -> Optional[int]:
+    """How many paired seeds would put 0 outside the interval, were their mean and spread these.
+
+    The smallest `n` with `t(n - 1) * std / sqrt(n) < |mean|`, or None when
+    no `n` up to `MAX_SEEDS` does (a mean of 0 never separates).
+    """
+    differences = np.asarray(differences, dtype=float)
+    mean, std = abs(float(differences.mean())), float(differences.std(ddof=1))
+    from scipy import stats
+
+    for n in range(2, MAX_SEEDS + 1):
+        if stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n) < mean:
+            return n
+    return None
+
+
 def describe_difference(differences: Sequence[float], name: str = "stochastic depth", baseline: str = "plain",
                         confidence: float = 0.95) -> str:
     """One sentence, computed from paired differences (`name` − `baseline`, one per seed).
 
-    The verdict is "within the spread of the seeds" when the confidence
-    interval of the mean difference contains 0, otherwise "higher" or
-    "lower by more than the spread of the seeds"; one seed gets no verdict.
+    When the confidence interval of the mean difference excludes 0 the
+    verdict is "higher" or "lower by more than the spread of the seeds".
+    When it contains 0 the seeds cannot separate the two, and the sentence
+    says how much that means: the range of true differences the seeds fit
+    (two seeds' interval can span tens of points) and about how many paired
+    seeds at this spread would separate a difference of the size seen. One
+    seed gets no verdict.
 
     Args:
         differences: per-seed differences of a metric (e.g. test accuracy).
@@ -597,8 +620,10 @@ def describe_difference(differences: Sequence[float], name: str = "stochastic de
         confidence: the level of the Student-t interval.
 
     Returns:
-        A sentence such as "stochastic depth − plain: +0.0012 ± 0.0050 (95%
-        interval over 3 paired seeds): within the spread of the seeds".
+        A sentence such as "stochastic depth − plain: -0.0593 ± 0.3765 (95%
+        interval over 2 paired seeds): 2 seeds cannot tell a 0.0593
+        difference from seed-to-seed noise (true differences from -0.4358 to
+        +0.3172 fit them); about 12 paired seeds at this spread would".
     """
     differences = np.asarray(differences, dtype=float)
     if differences.ndim != 1 or len(differences) < 1:
@@ -611,7 +636,11 @@ def describe_difference(differences: Sequence[float], name: str = "stochastic de
         return (f"{name} − {baseline}: {mean:+.4f} on one seed; one seed cannot tell "
                 "a difference from seed-to-seed noise")
     if abs(mean) <= half_width:
-        verdict = "within the spread of the seeds (the interval contains 0)"
+        verdict = (f"{len(differences)} seeds cannot tell a {abs(mean):.4f} difference from seed-to-seed noise "
+                   f"(true differences from {mean - half_width:+.4f} to {mean + half_width:+.4f} fit them)")
+        needed = seeds_to_separate(differences, confidence)
+        verdict += (f"; about {needed} paired seeds at this spread would" if needed is not None
+                    else f"; no number of seeds up to {MAX_SEEDS} at this spread would")
     else:
         verdict = f"{name} {'higher' if mean > 0 else 'lower'} by more than the spread of the seeds"
     return (f"{name} − {baseline}: {mean:+.4f} ± {half_width:.4f} ({confidence:.0%} interval over "

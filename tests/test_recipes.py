@@ -79,13 +79,23 @@ def test_mean_interval_is_the_student_t_interval():
 
 
 @pytest.mark.parametrize("differences, verdict", [
-    ([0.01, -0.01, 0.005], "within the spread of the seeds"),
+    ([0.01, -0.01, 0.005], "3 seeds cannot tell a 0.0017 difference from seed-to-seed noise"),
+    ([-0.01, -0.11], "2 seeds cannot tell a 0.0600 difference from seed-to-seed noise (true differences from -0.6953"),
     ([-0.030, -0.028, -0.032], "stochastic depth lower by more than the spread of the seeds"),
     ([0.020, 0.021, 0.019], "stochastic depth higher by more than the spread of the seeds"),
     ([0.02], "one seed cannot tell"),
 ])
 def test_describe_difference_computes_its_verdict(differences, verdict):
     assert verdict in recipes.describe_difference(differences)
+
+
+def test_describe_difference_says_how_many_seeds_would_separate_the_arms():
+    # mean -0.06, std 0.0707 (ddof 1): t(n - 1) * 0.0707 / sqrt(n) < 0.06 first at n = 8
+    # (n = 7: 2.447 * 0.0267 = 0.0654; n = 8: 2.365 * 0.0250 = 0.0591).
+    assert "about 8 paired seeds at this spread would" in recipes.describe_difference([-0.01, -0.11])
+    assert recipes.seeds_to_separate([-0.01, -0.11]) == 8
+    assert recipes.seeds_to_separate([0.01, -0.01]) is None
+    assert "no number of seeds up to 100 at this spread would" in recipes.describe_difference([0.01, -0.01])
 
 
 def test_describe_difference_refuses_no_values():
