@@ -1,0 +1,157 @@
+"""Fault scenarios run by `tests/test_faults.py` as subprocesses, one JSON line of findings each.
+
+    python tests/fault_scenarios.py train BACKUP_DIR SAVE_FREQ KILL_STEP
+    python tests/fault_scenarios.py load_errors DIRECTORY
+
+`train` is one training command, run twice by the test with the same
+arguments: the first run SIGKILLs itself after global step `KILL_STEP`
+(the marker file `BACKUP_DIR.killed` tells the second run that the kill
+already happened), the second resumes from the backup through
+`keras.callbacks.BackupAndRestore` and then trains the same model without
+interruption in the same process, for reference. Op determinism is
+process-wide, hence the subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tests.distributed_scenarios import toy_data  # noqa: E402
+
+EPOCHS = 4
+BATCH_SIZE = 8
+SAMPLES = 48  # 6 steps an epoch, 24 in all
+
+
+def build_model(width: int = 1):
+    """Two skipping blocks, a per-example merge layer, a Dense head of `width` outputs; seeded."""
+    import keras
+
+    import stochastic_depth_tf as sdt
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 4))
+    h = inputs
+    for index in range(2):
+        branch = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()])
+        h = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=10 + index)(h)
+    h = sdt.StochasticDepth(0.6, mode="sample", seed=20)([h, keras.layers.Conv2D(4, 1)(h)])
+    outputs = keras.layers.Dense(width)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
+    return model
+
+
+def fit_and_record(model, callbacks: list) -> dict:
+    """Trains `model`, then records its state and what it draws next.
+
+    Returns every model variable (weights, BatchNormalization statistics,
+    survival probabilities, seed states), the optimizer's variables (its
+    step counter and momenta), and three training-mode outputs after the
+    run, which depend on the gates drawn after it.
+    """
+    import stochastic_depth_tf as sdt
+
+    x, y = toy_data(n=SAMPLES)
+    scheduler = sdt.callbacks.SurvivalProbabilityScheduler(duration=3)
+    model.fit(x, y, epochs=EPOCHS, batch_size=BATCH_SIZE, shuffle=False, verbose=0,
+              callbacks=[*callbacks[:1], scheduler, *callbacks[1:]])
+    gated = [np.asarray(model(x[:8], training=True)).tolist() for _ in range(3)]
+    return {
+        "variables": [np.asarray(v).tolist() for v in model.variables],
+        "optimizer": [np.asarray(v).tolist() for v in model.optimizer.variables],
+        "iterations": int(model.optimizer.iterations.numpy()),
+        "gated_outputs": gated,
+    }
+
+
+def scenario_train(backup_dir: str, save_freq: str, kill_step: int) -> dict:
+    """Trains with `BackupAndRestore(backup_dir, save_freq)`; the first run SIGKILLs itself after step `kill_step`."""
+    import keras
+
+    tf.config.experimental.enable_op_determinism()
+    marker = backup_dir.rstrip(os.sep) + ".killed"
+
+    class KillOnce(keras.callbacks.Callback):
+        """After `kill_step` steps (the backup callback, listed first, has run for that step), a real SIGKILL."""
+
+        def __init__(self):
+            super().__init__()
+            self.steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            print(f"step {self.steps}", flush=True)
+            if self.steps == kill_step and not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    backup = keras.callbacks.BackupAndRestore(
+        backup_dir, save_freq="epoch" if save_freq == "epoch" else int(save_freq), double_checkpoint=True
+    )
+    resumed = fit_and_record(build_model(), [backup, KillOnce()])
+    reference = fit_and_record(build_model(), [])
+    return {"resumed": resumed, "reference": reference}
+
+
+def scenario_load_errors(directory: str) -> dict:
+    """What Keras raises when loading damaged or mismatched files of a model with our layers.
+
+    Writes a `.keras` file and a weights file, then a truncated copy of
+    each, a `.keras` file with 200 bytes inverted in its middle, and the
+    weights of the same model with a 3-wide head; returns, per case, the
+    error's type and first line, and whether the message names the file.
+    """
+    import keras
+
+    model = build_model()
+    model.save(os.path.join(directory, "model.keras"))
+    model.save_weights(os.path.join(directory, "model.weights.h5"))
+    build_model(width=3).save_weights(os.path.join(directory, "wider_head.weights.h5"))
+
+    def damaged(name: str, new_name: str, corrupt: bool) -> str:
+        with open(os.path.join(directory, name), "rb") as source:
+            data = bytearray(source.read())
+        if corrupt:
+            middle = len(data) // 2
+            data[middle:middle + 200] = bytes(byte ^ 0xFF for byte in data[middle:middle + 200])
+        else:
+            data = data[: len(data) // 2]  # what a write cut short leaves
+        path = os.path.join(directory, new_name)
+        with open(path, "wb") as target:
+            target.write(bytes(data))
+        return path
+
+    cases = {
+        "truncated_keras": (keras.saving.load_model, damaged("model.keras", "truncated.keras", False)),
+        "corrupted_keras": (keras.saving.load_model, damaged("model.keras", "corrupted.keras", True)),
+        "truncated_weights": (build_model().load_weights, damaged("model.weights.h5", "truncated.weights.h5", False)),
+        "other_architecture_weights": (build_model().load_weights, os.path.join(directory, "wider_head.weights.h5")),
+    }
+    findings = {}
+    for case, (load, path) in cases.items():
+        try:
+            load(path)
+            findings[case] = {"error": None}
+        except Exception as error:  # noqa: BLE001  (what is raised is the finding)
+            message = str(error)
+            findings[case] = {
+                "error": type(error).__name__,
+                "message": message.splitlines()[0] if message else "",
+                "names_file": os.path.basename(path) in message,
+            }
+    return findings
+
+
+if __name__ == "__main__":
+    name, *arguments = sys.argv[1:]
+    print(json.dumps(globals()[f"scenario_{name}"](*[int(a) if a.isdigit() else a for a in arguments])))
