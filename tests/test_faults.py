@@ -148,7 +148,8 @@ def test_torn_weights_write_falls_back_to_previous_backup(tmp_path):
     in its source, not tested): without `double_checkpoint` the `OSError`
     stops the restart; a kill while the metadata JSON is written leaves a
     file whose `json.loads` raises `ValueError`, which the fallback does
-    not catch, so that restart fails until the file is removed.
+    not catch, so that restart fails until the `.bkp` pair is copied back
+    by hand.
     """
     step = kill_step(seed=21, accept=lambda step: step > 2 * STEPS_PER_EPOCH)
 
