@@ -66,7 +66,6 @@ import keras
 import numpy as np
 
 from stochastic_depth_tf import ops
-from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.schedules import DISTRIBUTIONS
 
 # keras-hub declares tensorflow-text as a dependency, which pulls the full
@@ -371,7 +370,7 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
         target_weight.assign(np.array(keras.ops.convert_to_numpy(source_weight)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _subclass(base: type) -> type:
     """Makes (once) and registers the stochastic-depth subclass of `base`."""
     import keras_hub

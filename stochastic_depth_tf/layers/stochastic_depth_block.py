@@ -10,7 +10,6 @@ from stochastic_depth_tf import backend, ops
 from stochastic_depth_tf._validation import check_same_shape, validate_bool, validate_training
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 
-
 # Per-example skipping gathers and scatters rows: below a drop rate of about
 # 0.1 that costs more than it saves (DINOv2's remark; measured in
 # benchmarks/results/per_example.md), so there the branch is multiplied.
@@ -286,7 +285,7 @@ class StochasticDepthBlock(keras.layers.Layer):
         return {**base_config, **config}
 
     @classmethod
-    def from_config(cls, config: dict) -> "StochasticDepthBlock":
+    def from_config(cls, config: dict) -> StochasticDepthBlock:
         config = dict(config)
         config["branch"] = keras.saving.deserialize_keras_object(config["branch"])
         if config.get("shortcut") is not None:

@@ -34,7 +34,7 @@ class BlockNames(NamedTuple):
     branch_input: str
 
     @classmethod
-    def from_prefix(cls, prefix: str, merge: str = "stochastic_depth") -> "BlockNames":
+    def from_prefix(cls, prefix: str, merge: str = "stochastic_depth") -> BlockNames:
         """`<prefix>add`, `<prefix><merge>`, `<prefix>stochastic_depth_block`, ..."""
         return cls(
             add=prefix + "add",

@@ -79,7 +79,7 @@ def nodes(model: keras.Model) -> List[Any]:
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth] if not node.is_input]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _add_op_class() -> type:
     """The class of the op node that `x + y` on symbolic tensors leaves in a graph."""
     probe = keras.ops.add(keras.KerasTensor((1,)), keras.KerasTensor((1,)))
