@@ -60,12 +60,12 @@ Requires KerasHub; see `INSTALL` for the install line.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Type
 
 import keras
 import numpy as np
 
-from stochastic_depth_tf import ops
+from stochastic_depth_tf._validation import validate_inverted, validate_mode, validate_survival_probability
 from stochastic_depth_tf.schedules import DISTRIBUTIONS
 
 # keras-hub declares tensorflow-text as a dependency, which pulls the full
@@ -238,7 +238,7 @@ def register_backbones() -> None:
     _hub_backbones()
 
 
-def stochastic_depth_class(backbone_class: type) -> type:
+def stochastic_depth_class(backbone_class: type) -> Type[Any]:
     """The registered subclass `StochasticDepth<Name>` of a supported KerasHub backbone class.
 
     Args:
@@ -266,10 +266,10 @@ def validate_settings(
     seed: Any,
 ) -> Dict[str, Any]:
     """The stochastic-depth settings a backbone's config stores, validated."""
-    inverted = ops.validate_inverted(inverted)
+    inverted = validate_inverted(inverted)
     if final_survival_probability is not None:
         try:
-            final_survival_probability = ops.validate_survival_probability(
+            final_survival_probability = validate_survival_probability(
                 final_survival_probability, inverted=inverted
             )
         except (TypeError, ValueError) as error:
@@ -289,7 +289,7 @@ def validate_settings(
     return {
         "final_survival_probability": final_survival_probability,
         "distribution": distribution,
-        "mode": ops.validate_mode(mode),
+        "mode": validate_mode(mode),
         "inverted": inverted,
         "seed": seed,
     }
@@ -311,7 +311,7 @@ def _hub_backbones() -> Any:
     return hub_backbones
 
 
-def _supported_class(backbone: Any, hub_backbones: Any) -> type:
+def _supported_class(backbone: Any, hub_backbones: Any) -> Type[Any]:
     import keras_hub
 
     if not isinstance(backbone, keras_hub.models.Backbone):
@@ -371,7 +371,7 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
 
 
 @functools.cache
-def _subclass(base: type) -> type:
+def _subclass(base: Type[Any]) -> Type[Any]:
     """Makes (once) and registers the stochastic-depth subclass of `base`."""
     import keras_hub
 
@@ -410,7 +410,7 @@ def _subclass(base: type) -> type:
     def get_config(self: Any) -> Dict[str, Any]:
         return {**base.get_config(self), SETTINGS_KEY: dict(self.stochastic_depth_settings)}
 
-    def stochastic_depth_layers(self: Any) -> tuple:
+    def stochastic_depth_layers(self: Any) -> Tuple[Any, ...]:
         """The `StochasticDepth` layers, one per residual add, in block order."""
         return tuple(self._stochastic_depth_gates)
 
@@ -428,4 +428,5 @@ def _subclass(base: type) -> type:
         },
     )
     cls.__qualname__ = name
-    return keras.saving.register_keras_serializable(package="stochastic_depth_tf", name=name)(cls)
+    keras.saving.register_keras_serializable(package="stochastic_depth_tf", name=name)(cls)
+    return cls

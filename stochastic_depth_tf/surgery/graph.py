@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import keras
 
@@ -215,7 +215,7 @@ def residual_merges(model: keras.Model) -> List[ResidualMerge]:
     ```
     """
     found: List[ResidualMerge] = []
-    seen_models: set = set()
+    seen_models: Set[int] = set()
 
     def visit(current: keras.Model) -> None:
         seen_models.add(id(current))
@@ -232,7 +232,9 @@ def residual_merges(model: keras.Model) -> List[ResidualMerge]:
                 found.append(ResidualMerge(current, node, shortcut, residual))
             else:
                 inputs = _two_add_inputs(node)
-                position = None if inputs is None else ancestry.shortcut_position(*inputs)
+                if inputs is None:
+                    continue
+                position = ancestry.shortcut_position(*inputs)
                 if position is None:
                     continue
                 shortcut, residual = inputs[position], inputs[1 - position]
