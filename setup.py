@@ -39,7 +39,7 @@ setup(
         # with `pip install --no-deps "keras-hub==0.32.0"`: its declared
         # tensorflow-text pulls the full `tensorflow` beside tensorflow-cpu.
         "hub": ["kagglehub", "kagglesdk==0.1.28", "sentencepiece", "tokenizers", "regex", "rich", "absl-py", "packaging"],
-        "test": ["pytest>=7", "build", "twine", "setuptools>=64", "wheel", "mkdocs-material", "mkdocstrings[python]", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest>=7", "ruff", "mypy", "build", "twine", "setuptools>=64", "wheel", "mkdocs-material", "mkdocstrings[python]", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "docs": ["mkdocs-material", "mkdocstrings[python]"],
         "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "bench": ["keras-cv"],

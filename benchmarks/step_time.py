@@ -135,7 +135,7 @@ def batch_of(data: str, batch: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def time_training(depth: int, jit_compile: bool, x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int,
-                  recipe: Optional["sdt.recipes.Recipe"] = None) -> List[dict]:
+                  recipe: Optional[sdt.recipes.Recipe] = None) -> List[dict]:
     """Interleaved training-step timings of every contender at one depth and compilation.
 
     With a `recipe` (the digits mode: `sdt.recipes.DIGITS`, the demo's) the

@@ -18,7 +18,7 @@ import csv
 import os
 import sys
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,7 +33,7 @@ MODELS = ("plain", "stochastic depth")
 DEFAULT_RECIPE = {"digits": "digits", "cifar10": "paper"}
 
 
-def load_data(name: str) -> Dict[str, tuple]:
+def load_data(name: str) -> Dict[str, Tuple[Any, Any]]:
     if name == "digits":
         return datasets.load_digits()
     try:
@@ -61,7 +61,7 @@ def check_export(model: keras.Model, images: np.ndarray) -> float:
     return float(np.max(np.abs(exported - model.predict(images, verbose=0))))
 
 
-def summarize(results: Dict[str, List[dict]]) -> List[dict]:
+def summarize(results: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     """One row per model: test accuracy mean and std over seeds, s / epoch, ratio to plain."""
     plain_time = np.mean([r["seconds_per_epoch"] for r in results["plain"]])
     rows = []
@@ -78,7 +78,7 @@ def summarize(results: Dict[str, List[dict]]) -> List[dict]:
     return rows
 
 
-def markdown_table(rows: List[dict], seeds: int) -> str:
+def markdown_table(rows: List[Dict[str, Any]], seeds: int) -> str:
     lines = [
         f"| model | test accuracy (mean ± std over {seeds} seed{'s' if seeds > 1 else ''}) | s / epoch | time ratio |",
         "|---|---|---|---|",
@@ -119,7 +119,7 @@ def conclusion(plain_accuracies: Sequence[float], stochastic_accuracies: Sequenc
     return accuracy + "\n" + speed
 
 
-def write_outputs(directory: str, rows: List[dict], results: Dict[str, List[dict]], table: str) -> None:
+def write_outputs(directory: str, rows: List[Dict[str, Any]], results: Dict[str, List[Dict[str, Any]]], table: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # One compiled step per model for all seeds; each run starts from its seed's fresh weights.
     trainers = {name: recipes.Trainer(data, recipe, depth=args.depth, plain=survival[name] == 1.0, mode=args.mode,
                                       jit_compile=True if args.jit_compile else "auto") for name in MODELS}
-    results: Dict[str, List[dict]] = {name: [] for name in MODELS}
+    results: Dict[str, List[Dict[str, Any]]] = {name: [] for name in MODELS}
     for seed in range(args.seeds):
         for name in MODELS:
             print(f"\n== {name}, ResNet-{args.depth}, seed {seed} ==", flush=True)

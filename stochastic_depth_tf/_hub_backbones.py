@@ -24,7 +24,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import keras
 import keras_hub
@@ -47,6 +47,9 @@ class _GatedBlock:
     the block, set with `object.__setattr__` so the (already built, state
     locked) block does not track them; the backbone tracks them instead.
     """
+
+    residual_adds: int
+    _stochastic_depth_gates: List[Any]
 
     def _residual_add(self, index: int, shortcut: Any, residual: Any) -> Any:
         if getattr(self, "_stochastic_depth_bypass", False):
@@ -79,7 +82,7 @@ class _HierarchicalTransformerEncoderAdapter(_GatedBlock, HierarchicalTransforme
         return self._residual_add(1, x, self.mlp(self.norm2(x)))
 
 
-_ADAPTERS: Dict[type, type] = {
+_ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     ViTEncoderBlock: _ViTEncoderBlockAdapter,
     HierarchicalTransformerEncoder: _HierarchicalTransformerEncoderAdapter,
 }
@@ -138,7 +141,7 @@ class _EncoderBlockHandler:
             original_class = type(block)
             example = _example_input(block, backbone)
             block.__class__ = adapter
-            block_gates = []
+            block_gates: List[Any] = []
             for _ in range(adapter.residual_adds):
                 seed = settings["seed"]
                 block_gates.append(
@@ -191,7 +194,7 @@ def _example_input(block: Any, backbone: Any) -> np.ndarray:
     return np.random.default_rng(0).normal(size=shape).astype("float32")
 
 
-def _check_adapter(block: Any, original_class: type, example: np.ndarray) -> None:
+def _check_adapter(block: Any, original_class: Type[Any], example: np.ndarray) -> None:
     """Raises if the adapter with its gates bypassed differs from the original `call`."""
     example = keras.ops.convert_to_tensor(example)
     object.__setattr__(block, "_stochastic_depth_bypass", True)
@@ -221,7 +224,8 @@ def _vit_blocks(backbone: Any) -> Sequence[Any]:
             f"Invalid backbone. Expected a ViTBackbone with one ViTEncoder. "
             f"Received: '{backbone.name}' with {len(encoders)}"
         )
-    return encoders[0].encoder_layers
+    blocks: Sequence[Any] = encoders[0].encoder_layers
+    return blocks
 
 
 def _graph_blocks(block_class: type) -> Callable[[Any], Sequence[Any]]:

@@ -22,7 +22,7 @@ INSTALL_TENSORFLOW = (
 
 def check_backend() -> str:
     """Returns Keras' backend name; raises ImportError for one the package does not support."""
-    name = keras.backend.backend()
+    name = str(keras.backend.backend())
     if name not in BACKENDS:
         raise ImportError(
             f"stochastic_depth_tf runs on Keras' {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]} backend. "

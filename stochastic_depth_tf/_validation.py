@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Tuple, TypeVar, Union
 
 import keras
 import numpy as np
@@ -33,10 +33,14 @@ MODES = ("batch", "sample", "subset")
 SHAKE_DROP_MODES = ("batch", "sample")
 SHAKE_MODES = ("sample", "element")
 
+_Choice = TypeVar("_Choice")
+
 SeedLike = Union[None, int, keras.random.SeedGenerator]
+# A static shape: None for a size not known when tracing (the batch, say).
+Shape = Tuple[Optional[int], ...]
 
 
-def validate_choice(value: Any, choices: Sequence[Any], *, name: str) -> Any:
+def validate_choice(value: Any, choices: Sequence[_Choice], *, name: str) -> _Choice:
     """Checks that `value` is one of `choices` and returns it.
 
     A string matches a string choice by equality, anything else (None) only
@@ -50,7 +54,9 @@ def validate_choice(value: Any, choices: Sequence[Any], *, name: str) -> Any:
             f"Invalid value received for argument `{name}`. Expected one of "
             f"{tuple(choices)}. Received: {name}={value!r}"
         )
-    return value
+    # Checked above: `value` is one of `choices`.
+    chosen: _Choice = value
+    return chosen
 
 
 def validate_bool(value: Any, *, name: str) -> bool:
@@ -106,7 +112,7 @@ def validate_survival_probability(
             f"scale is b / {name}). "
             f"Received: {name}={value!r}, inverted=True"
         )
-    return value
+    return float(value)
 
 
 def static_survival_probability(value: Any, *, inverted: bool) -> Optional[float]:
@@ -208,7 +214,7 @@ def validate_seed(seed: Any, *, generator: bool = False) -> SeedLike:
     return int(seed)
 
 
-def validate_range(value: Any, *, name: str) -> tuple:
+def validate_range(value: Any, *, name: str) -> Tuple[float, float]:
     """Checks a `(low, high)` pair of finite reals with `low <= high`; returns it as floats.
 
     Raises:
@@ -233,7 +239,7 @@ def validate_range(value: Any, *, name: str) -> tuple:
     return (low, high)
 
 
-def check_pair(inputs: Any) -> tuple:
+def check_pair(inputs: Any) -> Tuple[Any, Any]:
     """Checks `[shortcut, residual]`: two floating tensors of the same shape.
 
     Args:
@@ -270,7 +276,7 @@ def check_pair(inputs: Any) -> tuple:
     return shortcut, residual
 
 
-def check_pair_shapes(input_shape: Any) -> tuple:
+def check_pair_shapes(input_shape: Any) -> Optional[Shape]:
     """Checks the `input_shape` of a `[shortcut, residual]` merge; returns the output shape."""
     if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
         raise ValueError(
@@ -281,7 +287,7 @@ def check_pair_shapes(input_shape: Any) -> tuple:
     return check_same_shape(input_shape[0], input_shape[1])
 
 
-def check_same_shape(shortcut_shape: Any, residual_shape: Any) -> tuple:
+def check_same_shape(shortcut_shape: Any, residual_shape: Any) -> Optional[Shape]:
     """Checks two static shapes for equality (None matches any size).
 
     The residual is never broadcast onto the shortcut: a shape that differs
@@ -290,13 +296,13 @@ def check_same_shape(shortcut_shape: Any, residual_shape: Any) -> tuple:
     Returns:
         The merged shape, with each None replaced by the other's size.
     """
-    shortcut_shape = _as_shape_tuple(shortcut_shape)
-    residual_shape = _as_shape_tuple(residual_shape)
-    compatible = shortcut_shape is None or residual_shape is None or (
-        len(shortcut_shape) == len(residual_shape)
+    shortcut = _as_shape_tuple(shortcut_shape)
+    residual = _as_shape_tuple(residual_shape)
+    compatible = shortcut is None or residual is None or (
+        len(shortcut) == len(residual)
         and all(
             a is None or b is None or a == b
-            for a, b in zip(shortcut_shape, residual_shape)
+            for a, b in zip(shortcut, residual)
         )
     )
     if not compatible:
@@ -304,19 +310,19 @@ def check_same_shape(shortcut_shape: Any, residual_shape: Any) -> tuple:
             "Invalid shapes received for `inputs`. Expected shortcut and "
             "residual of the same shape (no broadcasting; project the shortcut "
             "when the block changes shape). Received: "
-            f"shortcut.shape={shortcut_shape}, residual.shape={residual_shape}"
+            f"shortcut.shape={shortcut}, residual.shape={residual}"
         )
-    if shortcut_shape is None:
-        return residual_shape
-    if residual_shape is None:
-        return shortcut_shape
-    return tuple(a if a is not None else b for a, b in zip(shortcut_shape, residual_shape))
+    if shortcut is None:
+        return residual
+    if residual is None:
+        return shortcut
+    return tuple(a if a is not None else b for a, b in zip(shortcut, residual))
 
 
 def is_floating(dtype: Any) -> bool:
     """Whether `dtype` (any spelling Keras understands) is a floating dtype."""
     try:
-        return keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype))
+        return bool(keras.backend.is_float_dtype(keras.backend.standardize_dtype(dtype)))
     except ValueError:
         return False
 
@@ -324,12 +330,12 @@ def is_floating(dtype: Any) -> bool:
 def dtype_name(dtype: Any) -> str:
     """Keras' name of `dtype`, for error messages."""
     try:
-        return keras.backend.standardize_dtype(dtype)
+        return str(keras.backend.standardize_dtype(dtype))
     except ValueError:
         return repr(dtype)
 
 
-def _as_shape_tuple(shape: Any) -> Optional[tuple]:
+def _as_shape_tuple(shape: Any) -> Optional[Shape]:
     """A static shape as a tuple of ints, with None for every size not known when tracing.
 
     A symbolic size (JAX's shape polymorphism, as when Keras exports a

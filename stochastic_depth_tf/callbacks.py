@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import keras
 import numpy as np
@@ -109,7 +109,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
             for layer in self._layers
         }
 
-    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._layers = stochastic_depth_layers(self.model)
         self._assigned = {}
         if not self._layers:
@@ -121,7 +121,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
             )
         self._set(self._time(epoch=0))
 
-    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._assigned = {}
         self._set(self._time(epoch=epoch))
         if self.verbose:
@@ -132,11 +132,11 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
                 f"(min {np.min(values):.4f})."
             )
 
-    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+    def on_train_batch_begin(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         if self.unit == "step":
             self._set(self._time())
 
-    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         if logs is not None:
             logs["mean_survival_probability"] = float(np.mean(list(self.current_values().values())))
 

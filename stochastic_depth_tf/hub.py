@@ -60,7 +60,7 @@ Requires KerasHub; see `INSTALL` for the install line.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Type
 
 import keras
 import numpy as np
@@ -244,7 +244,7 @@ def register_backbones() -> None:
     _hub_backbones()
 
 
-def stochastic_depth_class(backbone_class: type) -> type:
+def stochastic_depth_class(backbone_class: type) -> Type[Any]:
     """The registered subclass `StochasticDepth<Name>` of a supported KerasHub backbone class.
 
     Args:
@@ -304,7 +304,7 @@ def _hub_backbones() -> Any:
     return hub_backbones
 
 
-def _supported_class(backbone: Any, hub_backbones: Any) -> type:
+def _supported_class(backbone: Any, hub_backbones: Any) -> Type[Any]:
     import keras_hub
 
     if not isinstance(backbone, keras_hub.models.Backbone):
@@ -363,8 +363,8 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
         target_weight.assign(np.array(keras.ops.convert_to_numpy(source_weight)))
 
 
-@functools.lru_cache(maxsize=None)
-def _subclass(base: type) -> type:
+@functools.cache
+def _subclass(base: Type[Any]) -> Type[Any]:
     """Makes (once) and registers the stochastic-depth subclass of `base`."""
     import keras_hub
 
@@ -403,7 +403,7 @@ def _subclass(base: type) -> type:
     def get_config(self: Any) -> Dict[str, Any]:
         return {**base.get_config(self), SETTINGS_KEY: dict(self.stochastic_depth_settings)}
 
-    def stochastic_depth_layers(self: Any) -> tuple:
+    def stochastic_depth_layers(self: Any) -> Tuple[Any, ...]:
         """The `StochasticDepth` layers, one per residual add, in block order."""
         return tuple(self._stochastic_depth_gates)
 
@@ -421,4 +421,5 @@ def _subclass(base: type) -> type:
         },
     )
     cls.__qualname__ = name
-    return keras.saving.register_keras_serializable(package="stochastic_depth_tf", name=name)(cls)
+    keras.saving.register_keras_serializable(package="stochastic_depth_tf", name=name)(cls)
+    return cls

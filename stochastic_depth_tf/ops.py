@@ -21,7 +21,7 @@ Both conventions have the same expected output in training and inference.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -104,7 +104,7 @@ def kept_count(batch_size: Any, survival_probability: Any) -> Any:
     if isinstance(batch_size, numbers.Integral) and isinstance(survival_probability, numbers.Real):
         # float32 as below, so both paths round the same product.
         count = int(np.round(np.float32(survival_probability) * np.float32(batch_size)))
-        return max(count, 1) if survival_probability > 0 else 0
+        return max(count, 1) if float(survival_probability) > 0 else 0
     probability = keras.ops.cast(survival_probability, "float32")
     count = keras.ops.cast(keras.ops.round(probability * keras.ops.cast(batch_size, "float32")), "int32")
     return keras.ops.where(probability > 0, keras.ops.maximum(count, 1), 0)
@@ -153,7 +153,7 @@ def kept_rows(
     mode: str,
     seed: SeedLike = None,
     count: Any = None,
-) -> tuple:
+) -> Tuple[Any, Any]:
     """The examples that keep the branch, for per-example compute skipping.
 
     Draws the same gate as the merge layer of the same mode and seed and
@@ -313,11 +313,11 @@ def gated_add(
 def shake_drop_coefficients(
     residual: Any,
     *,
-    alpha_range: tuple = (-1.0, 1.0),
-    beta_range: tuple = (0.0, 1.0),
+    alpha_range: Sequence[float] = (-1.0, 1.0),
+    beta_range: Sequence[float] = (0.0, 1.0),
     shake_mode: str = "sample",
     seed: SeedLike = None,
-) -> tuple:
+) -> Tuple[Any, Any]:
     """Draws ShakeDrop's `alpha ~ U(alpha_range)` and `beta ~ U(beta_range)`, as float32.
 
     One uniform draw holds both, so they are independent for any seed. Under
@@ -349,7 +349,7 @@ def shake_drop_coefficients(
     return alpha, beta
 
 
-def shake_drop_scales(gate: Any, alpha: Any, beta: Any) -> tuple:
+def shake_drop_scales(gate: Any, alpha: Any, beta: Any) -> Tuple[Any, Any]:
     """ShakeDrop's training scales of the residual: `(b + alpha - b * alpha, b + beta - b * beta)`.
 
     The first multiplies the residual in the forward pass, the second its
@@ -364,7 +364,7 @@ def shake_drop_scales(gate: Any, alpha: Any, beta: Any) -> tuple:
     return forward, backward
 
 
-def shake_drop_expected_scale(survival_probability: Any, alpha_range: tuple) -> Any:
+def shake_drop_expected_scale(survival_probability: Any, alpha_range: Sequence[float]) -> Any:
     """ShakeDrop's inference scale, `E[b + alpha - b * alpha] = p + (1 - p) * E[alpha]`.
 
     `E[alpha] = (low + high) / 2`, so the scale is `p` for the default
@@ -404,8 +404,8 @@ def shake_drop(
     survival_probability: Any,
     *,
     training: Optional[bool] = False,
-    alpha_range: tuple = (-1.0, 1.0),
-    beta_range: tuple = (0.0, 1.0),
+    alpha_range: Sequence[float] = (-1.0, 1.0),
+    beta_range: Sequence[float] = (0.0, 1.0),
     mode: str = "batch",
     shake_mode: str = "sample",
     seed: SeedLike = None,
@@ -491,8 +491,8 @@ def shake_drop_add(
     survival_probability: Any,
     *,
     training: bool,
-    alpha_range: tuple,
-    beta_range: tuple,
+    alpha_range: Sequence[float],
+    beta_range: Sequence[float],
     mode: str,
     shake_mode: str,
     seed: SeedLike,

@@ -27,11 +27,12 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import keras
 import numpy as np
 
+from stochastic_depth_tf._validation import Shape
 from stochastic_depth_tf.layers import StochasticDepthBlock, stochastic_depth_layers
 
 RULES = ("lowest_survival", "every_k", "greedy")
@@ -216,7 +217,7 @@ class _Block:
     def __init__(self, index: int, layer: keras.layers.Layer) -> None:
         self.index = index
         self.layer = layer
-        self.calls: List[Tuple[tuple, tuple]] = []  # (shortcut shape, output shape) per call
+        self.calls: List[Tuple[Shape, Shape]] = []  # (shortcut shape, output shape) per call
 
     @property
     def survival_probability(self) -> float:
@@ -329,7 +330,7 @@ def _validate_blocks(blocks: Any, found: List[_Block]) -> List[_Block]:
     for item in blocks:
         if isinstance(item, str) and item in by_name:
             block = by_name[item]
-        elif isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)) and 0 <= item < len(found):
+        elif isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)) and 0 <= int(item) < len(found):
             block = found[int(item)]
         else:
             raise ValueError(
@@ -363,18 +364,19 @@ def _validate_keep(keep: Any, removable: int) -> int:
             f"float fraction of the removable blocks. Received: keep={keep!r} of type {type(keep).__name__}"
         )
     if isinstance(keep, numbers.Integral):
-        if not 0 <= keep <= removable:
+        if not 0 <= int(keep) <= removable:
             raise ValueError(
                 "Invalid value received for argument `keep`. Expected an int count "
                 f"in [0, {removable}] (the model's removable blocks). Received: keep={keep!r}"
             )
         return int(keep)
-    if not (math.isfinite(keep) and 0.0 <= keep <= 1.0):
+    fraction = float(keep)
+    if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
         raise ValueError(
             "Invalid value received for argument `keep`. Expected a float fraction "
             f"in [0.0, 1.0] of the {removable} removable blocks. Received: keep={keep!r}"
         )
-    return int(math.floor(keep * removable + 0.5))
+    return int(math.floor(fraction * removable + 0.5))
 
 
 def _check_no_validation_data(validation_data: Any, rule: str) -> None:
@@ -477,7 +479,7 @@ def _cost(model: keras.Model, candidate: keras.Model, x: Any, y: Any) -> Callabl
     return cost
 
 
-def _remove(removed: set) -> _Replace:
+def _remove(removed: Set[_Block]) -> _Replace:
     removed_ids = {id(block) for block in removed}
 
     def replace(block: _Block, copy: keras.layers.Layer, call: Callable[[], Any], shortcut: Callable[[], Any]) -> Any:

@@ -35,7 +35,7 @@ APPLICATION_PARAMS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def application(name):
     """The application (built once per session) and its surgery at full survival."""
     original = getattr(keras.applications, name)(

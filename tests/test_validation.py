@@ -9,7 +9,6 @@ from stochastic_depth_tf import _validation as validation
 from stochastic_depth_tf.layers import stochastic_depth_layers
 from stochastic_depth_tf.layers._merge import StochasticMerge
 
-
 # The generic checks.
 
 

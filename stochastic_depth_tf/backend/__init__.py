@@ -21,6 +21,7 @@ provides them:
 """
 
 import importlib
+from typing import Any
 
 from stochastic_depth_tf._requirements import check_backend
 
@@ -42,7 +43,7 @@ _implementation = importlib.import_module(f"stochastic_depth_tf.backend.{NAME}")
 _shared = None if NAME == "tensorflow" else importlib.import_module("stochastic_depth_tf.backend._single_device")
 
 
-def _function(name: str):
+def _function(name: str) -> Any:
     return getattr(_implementation, name) if hasattr(_implementation, name) else getattr(_shared, name)
 
 

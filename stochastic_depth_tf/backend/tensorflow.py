@@ -33,8 +33,8 @@ def num_replicas_in_sync() -> int:
     """How many replicas run the current step together: 1 outside `tf.distribute`."""
     context = tf.distribute.get_replica_context()
     if context is None:  # cross-replica context: the strategy's own count
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    return context.num_replicas_in_sync
+        return int(tf.distribute.get_strategy().num_replicas_in_sync)
+    return int(context.num_replicas_in_sync)
 
 
 def replica_uniform(shape: Any, seed: Any) -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 import keras
 
 from stochastic_depth_tf import backend
 from stochastic_depth_tf._validation import (
+    Shape,
     check_pair_shapes,
     validate_inverted,
     validate_seed,
@@ -85,7 +86,7 @@ class StochasticMerge(keras.layers.Layer):
         self.survival_probability_variable.assign(value)
 
     @property
-    def weights(self) -> list:
+    def weights(self) -> List[Any]:
         """The layer's weights: none. The survival probability and seed are state, not weights."""
         state = (self.survival_probability_variable, self.seed_generator.state)
         return [weight for weight in super().weights if not any(weight is v for v in state)]
@@ -101,10 +102,10 @@ class StochasticMerge(keras.layers.Layer):
         if SEED_STATE_KEY in store:
             self.seed_generator.state.assign(store[SEED_STATE_KEY])
 
-    def compute_output_shape(self, input_shape: Any) -> tuple:
+    def compute_output_shape(self, input_shape: Any) -> Optional[Shape]:
         return check_pair_shapes(input_shape)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> Dict[str, Any]:
         base_config = super().get_config()
         config = {"survival_probability": self.survival_probability, "seed": self.seed}
         return {**base_config, **config}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import keras
 
@@ -125,7 +125,7 @@ class ShakeDrop(StochasticMerge):
             seed=self.seed_generator,
         )
 
-    def get_config(self) -> dict:
+    def get_config(self) -> Dict[str, Any]:
         base_config = super().get_config()
         config = {
             "alpha_range": self.alpha_range,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import keras
 
@@ -101,7 +101,7 @@ class StochasticDepth(StochasticMerge):
             seed=self.seed_generator,
         )
 
-    def get_config(self) -> dict:
+    def get_config(self) -> Dict[str, Any]:
         base_config = super().get_config()
         config = {"mode": self.mode, "inverted": self.inverted}
         return {**base_config, **config}

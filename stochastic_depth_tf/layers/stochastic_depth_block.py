@@ -7,9 +7,8 @@ from typing import Any, Dict, Optional
 import keras
 
 from stochastic_depth_tf import backend, ops
-from stochastic_depth_tf._validation import check_same_shape, validate_bool, validate_training
+from stochastic_depth_tf._validation import Shape, check_same_shape, validate_bool, validate_training
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
-
 
 # Per-example skipping gathers and scatters rows: below a drop rate of about
 # 0.1 that costs more than it saves (DINOv2's remark; measured in
@@ -265,13 +264,13 @@ class StochasticDepthBlock(keras.layers.Layer):
         # but TensorFlow's all-reduce cannot sit inside a conditional.
         return backend.num_replicas_in_sync() == 1 or not backend.branch_synchronizes_replicas(self.branch)
 
-    def compute_output_shape(self, input_shape: Any) -> tuple:
+    def compute_output_shape(self, input_shape: Any) -> Optional[Shape]:
         spec = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
         residual_shape = self.branch.compute_output_spec(spec).shape
         shortcut_shape = input_shape if self.shortcut is None else self.shortcut.compute_output_spec(spec).shape
         return check_same_shape(shortcut_shape, residual_shape)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> Dict[str, Any]:
         base_config = super().get_config()
         config = {
             "branch": keras.saving.serialize_keras_object(self.branch),
@@ -287,7 +286,7 @@ class StochasticDepthBlock(keras.layers.Layer):
         return {**base_config, **config}
 
     @classmethod
-    def from_config(cls, config: dict) -> "StochasticDepthBlock":
+    def from_config(cls, config: Dict[str, Any]) -> StochasticDepthBlock:
         config = dict(config)
         config["branch"] = keras.saving.deserialize_keras_object(config["branch"])
         if config.get("shortcut") is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Dict
 
 import keras
+
+from stochastic_depth_tf._validation import Shape
 
 
 @keras.saving.register_keras_serializable(package="stochastic_depth_tf")
@@ -60,14 +62,14 @@ class ZeroPadShortcut(keras.layers.Layer):
         extra = self.filters - inputs.shape[-1]
         return keras.ops.pad(subsampled, [[0, 0]] * (spatial_axes + 1) + [[0, extra]])
 
-    def compute_output_shape(self, input_shape: Any) -> tuple:
+    def compute_output_shape(self, input_shape: Any) -> Shape:
         def subsample(size: Any) -> Any:
             return None if size is None else -(-size // self.strides)
 
         spatial = tuple(subsample(size) for size in input_shape[1:-1])
         return (input_shape[0],) + spatial + (self.filters,)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> Dict[str, Any]:
         base_config = super().get_config()
         config = {"filters": self.filters, "strides": self.strides}
         return {**base_config, **config}

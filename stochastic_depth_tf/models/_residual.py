@@ -14,13 +14,13 @@ A residual block ends in one of three merges, `shortcut(x) + branch(x)`:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import keras
 
 from stochastic_depth_tf.layers import ShakeDrop, StochasticDepth, StochasticDepthBlock
 
-Branch = Union[Sequence[keras.layers.Layer], Callable[[Any], Any]]
+Branch = Union[List[keras.layers.Layer], Tuple[keras.layers.Layer, ...], Callable[[Any], Any]]
 
 
 class BlockNames(NamedTuple):
@@ -34,7 +34,7 @@ class BlockNames(NamedTuple):
     branch_input: str
 
     @classmethod
-    def from_prefix(cls, prefix: str, merge: str = "stochastic_depth") -> "BlockNames":
+    def from_prefix(cls, prefix: str, merge: str = "stochastic_depth") -> BlockNames:
         """`<prefix>add`, `<prefix><merge>`, `<prefix>stochastic_depth_block`, ..."""
         return cls(
             add=prefix + "add",
@@ -119,7 +119,7 @@ def last_gamma_initializer(zero_init_residual: bool) -> str:
     return "zeros" if zero_init_residual else "ones"
 
 
-def _apply(layers: Branch, x: Any) -> Any:
+def _apply(layers: Union[Branch, Sequence[keras.layers.Layer]], x: Any) -> Any:
     if callable(layers) and not isinstance(layers, (list, tuple)):
         return layers(x)
     for layer in layers:

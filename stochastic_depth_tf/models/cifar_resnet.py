@@ -167,8 +167,8 @@ def _validate_depth(depth: Any) -> int:
     if (
         isinstance(depth, bool)
         or not isinstance(depth, numbers.Integral)
-        or depth < 8
-        or (depth - 2) % 6 != 0
+        or int(depth) < 8
+        or (int(depth) - 2) % 6 != 0
     ):
         raise ValueError(
             "Invalid value received for argument `depth`. Expected an int of "

@@ -61,7 +61,9 @@ class _Block(NamedTuple):
     filters_out: int
     expand_ratio: int
     strides: int
-    index: int  # among all blocks, from 0, as Keras counts for drop-connect
+    # Among all blocks, from 0, as Keras counts for drop-connect (not `index`:
+    # that would shadow tuple.index).
+    block_index: int
 
     @property
     def residual(self) -> bool:
@@ -420,7 +422,7 @@ def efficientnet_survival_probabilities(variant: str, drop_connect_rate: float =
     residual = [block for block in blocks if block.residual]
     if distribution == "keras":
         # Keras' float arithmetic, so the rates equal its Dropout rates exactly.
-        return [1.0 - rate * block.index / float(len(blocks)) for block in residual]
+        return [1.0 - rate * block.block_index / float(len(blocks)) for block in residual]
     return schedules.survival_probabilities(len(residual), 1.0 - rate, distribution)
 
 
@@ -464,9 +466,9 @@ def _image_input(
     valid = (
         isinstance(input_shape, (tuple, list))
         and len(input_shape) == 3
-        and all(d is None or (isinstance(d, numbers.Integral) and d >= MIN_SIZE) for d in input_shape[:2])
+        and all(d is None or (isinstance(d, numbers.Integral) and int(d) >= MIN_SIZE) for d in input_shape[:2])
         and isinstance(input_shape[2], numbers.Integral)
-        and input_shape[2] >= 1
+        and int(input_shape[2]) >= 1
     )
     if not valid:
         raise ValueError(
@@ -520,7 +522,7 @@ def _blocks(spec: _Variant) -> List[_Block]:
                 filters_out=filters_out,
                 expand_ratio=stage.expand_ratio,
                 strides=stage.strides if repeat == 0 else 1,
-                index=len(blocks),
+                block_index=len(blocks),
             ))
     return blocks
 
@@ -534,7 +536,7 @@ def _conv_initializer() -> keras.initializers.Initializer:
 def _strided_padding(shape: Sequence[Optional[int]], kernel_size: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """Keras' padding before a stride-2 `valid` convolution (one less on top and left for even sizes)."""
     height, width = shape[1], shape[2]
-    adjust = (1, 1) if height is None else (1 - height % 2, 1 - width % 2)
+    adjust = (1, 1) if height is None or width is None else (1 - height % 2, 1 - width % 2)
     half = kernel_size // 2
     return (half - adjust[0], half), (half - adjust[1], half)
 

@@ -224,8 +224,8 @@ def _validate_depth(depth: Any, block: str) -> int:
     if (
         isinstance(depth, bool)
         or not isinstance(depth, numbers.Integral)
-        or depth < per_block + 2
-        or (depth - 2) % per_block != 0
+        or int(depth) < per_block + 2
+        or (int(depth) - 2) % per_block != 0
     ):
         raise ValueError(
             "Invalid value received for argument `depth`. Expected an int of "

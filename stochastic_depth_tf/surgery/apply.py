@@ -156,7 +156,8 @@ def apply_stochastic_depth(
                 layer.name for layer in add.model.layers if id(layer) not in replaced
             )
         operation = add.node.operation
-        residual = add.residual
+        # An add's residual is never None (only a block's is): `adds` holds adds.
+        residual: Any = add.residual
         if replace_drop_connect:
             residual = _before_drop_connect(residual)
         replacements[id(add.node)] = functools.partial(

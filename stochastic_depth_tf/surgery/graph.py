@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import keras
 
@@ -79,7 +79,7 @@ def nodes(model: keras.Model) -> List[Any]:
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth] if not node.is_input]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _add_op_class() -> type:
     """The class of the op node that `x + y` on symbolic tensors leaves in a graph."""
     probe = keras.ops.add(keras.KerasTensor((1,)), keras.KerasTensor((1,)))
@@ -215,7 +215,7 @@ def residual_merges(model: keras.Model) -> List[ResidualMerge]:
     ```
     """
     found: List[ResidualMerge] = []
-    seen_models: set = set()
+    seen_models: Set[int] = set()
 
     def visit(current: keras.Model) -> None:
         seen_models.add(id(current))
@@ -232,7 +232,9 @@ def residual_merges(model: keras.Model) -> List[ResidualMerge]:
                 found.append(ResidualMerge(current, node, shortcut, residual))
             else:
                 inputs = _two_add_inputs(node)
-                position = None if inputs is None else ancestry.shortcut_position(*inputs)
+                if inputs is None:
+                    continue
+                position = ancestry.shortcut_position(*inputs)
                 if position is None:
                     continue
                 shortcut, residual = inputs[position], inputs[1 - position]

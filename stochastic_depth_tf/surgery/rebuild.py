@@ -21,7 +21,7 @@ does not do, and this module adds:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Set, Tuple
 
 import keras
 
@@ -71,7 +71,7 @@ class Rebuild:
         self.replacements = replacements
         self.copies: Dict[int, Any] = {}
         self.new_tensors: Dict[int, Any] = {}
-        self.nodes_run: set = set()
+        self.nodes_run: Set[int] = set()
         self.weight_pairs: List[Tuple[Any, Any]] = []
 
     def tensor(self, original: keras.KerasTensor) -> keras.KerasTensor:
@@ -130,7 +130,7 @@ class Rebuild:
             self.new_tensors[id(old)] = new
         return outputs
 
-    def _node(self, operation: Any, args: tuple, kwargs: dict) -> Any:
+    def _node(self, operation: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """The original call of `operation` whose inputs the new arguments stand for.
 
         Keras runs each call once, so of two calls on the same inputs the

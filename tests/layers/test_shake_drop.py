@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from tests.layer_checks import assert_training_step, outputs_and_gradients, run_standard_layer_checks, skip_torch_compile
+from tests.layer_checks import (
+    assert_training_step,
+    outputs_and_gradients,
+    run_standard_layer_checks,
+    skip_torch_compile,
+)
 
 SIGMAS = 5.0  # 5-sigma bounds with fixed seeds, as in tests/test_ops.py
 

@@ -240,7 +240,7 @@ def test_under_jax_on_the_cpu_a_transposed_convolution_branch_is_computed_every_
     for make_branch, convolves in ((conv_branch, True), (dense_branch, False)):
         branch = make_branch()
         branch.build(x.shape)
-        assert jax_backend.computes_convolutions(lambda inputs: branch(inputs, training=True), x, [branch]) is convolves
+        assert jax_backend.computes_convolutions(lambda inputs, branch=branch: branch(inputs, training=True), x, [branch]) is convolves
 
 
 @pytest.mark.tensorflow_only  # XLA on CPU and TensorFlow's convolution gradients

@@ -155,7 +155,7 @@ def analytic_parameter_count(depth, kernel_size, in_channels, num_classes, short
     count = kernel_size * in_channels * 16 + 4 * 16  # stem
     previous = 16
     for filters in (16, 32, 64):
-        for block in range(n):
+        for _ in range(n):
             count += kernel_size * previous * filters + 4 * filters  # conv1, bn1
             count += kernel_size * filters * filters + 4 * filters  # conv2, bn2
             if shortcut == "projection" and filters != previous:
