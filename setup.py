@@ -6,9 +6,7 @@ import re
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-VERSION = re.search(
-    r'__version__ = "([^"]+)"', (HERE / "stochastic_depth_tf" / "version.py").read_text()
-).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "stochastic_depth_tf" / "version.py").read_text()).group(1)
 
 setup(
     name="stochastic_depth_tf",
@@ -38,8 +36,33 @@ setup(
         # What keras-hub's vision backbones import. keras-hub itself goes in
         # with `pip install --no-deps "keras-hub==0.32.0"`: its declared
         # tensorflow-text pulls the full `tensorflow` beside tensorflow-cpu.
-        "hub": ["kagglehub", "kagglesdk==0.1.28", "sentencepiece", "tokenizers", "regex", "rich", "absl-py", "packaging"],
-        "test": ["pytest>=7", "ruff", "mypy", "build", "twine", "setuptools>=64", "wheel", "mkdocs-material", "mkdocstrings[python]", "h5py", "scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
+        "hub": [
+            "kagglehub",
+            "kagglesdk==0.1.28",
+            "sentencepiece",
+            "tokenizers",
+            "regex",
+            "rich",
+            "absl-py",
+            "packaging",
+        ],
+        "test": [
+            "pytest>=7",
+            "ruff",
+            "mypy",
+            "build",
+            "twine",
+            "setuptools>=64",
+            "wheel",
+            "mkdocs-material",
+            "mkdocstrings[python]",
+            "h5py",
+            "scikit-learn",
+            "matplotlib",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+        ],
         "docs": ["mkdocs-material", "mkdocstrings[python]"],
         "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
         "bench": ["keras-cv"],

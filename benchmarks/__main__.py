@@ -51,9 +51,13 @@ EVERY_BACKEND = ["--backend", "tensorflow", "jax", "torch"]
 TABLES: Dict[str, Table] = {
     "step_time": Table("step_time", [], ["--quick", *EVERY_BACKEND]),
     "step_time_backends": Table(
-        "step_time", [*EVERY_BACKEND, "--depths", "56", "--no-serving", "--rounds", "6", "--steps", "5"], None),
-    "step_time_digits": Table("step_time", ["--data", "digits", "--depths", "32", "--rounds", "10", "--steps", "10"],
-                              ["--data", "digits", "--quick", "--no-serving", "--compilations", "graph"]),
+        "step_time", [*EVERY_BACKEND, "--depths", "56", "--no-serving", "--rounds", "6", "--steps", "5"], None
+    ),
+    "step_time_digits": Table(
+        "step_time",
+        ["--data", "digits", "--depths", "32", "--rounds", "10", "--steps", "10"],
+        ["--data", "digits", "--quick", "--no-serving", "--compilations", "graph"],
+    ),
     "efficientnet_step_time": Table("efficientnet_step_time", [], ["--quick"]),
     "shake_drop_step_time": Table("shake_drop_step_time", ["--rounds", "8"], ["--quick", "--compilations", "graph"]),
     "per_example": Table("per_example", [], ["--quick", "--networks", "vit"]),
@@ -72,7 +76,9 @@ def planned(names: List[str], quick: bool, output_dir: str) -> List[tuple]:
         if arguments is None:
             continue
         output = os.path.join(output_dir, f"{name}.md")
-        plan.append((name, [sys.executable, "-m", f"benchmarks.{table.script}", *arguments, "--output", output], output))
+        plan.append(
+            (name, [sys.executable, "-m", f"benchmarks.{table.script}", *arguments, "--output", output], output)
+        )
     return plan
 
 
@@ -119,10 +125,14 @@ def _load_average() -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="every table at its smoke size (under 10 minutes)")
-    parser.add_argument("--tables", nargs="+", choices=list(TABLES), default=list(TABLES),
-                        help="the tables to run (default: all)")
-    parser.add_argument("--output-dir", default=None,
-                        help="where the tables and report.md go (default: benchmarks/results, quick: its quick/)")
+    parser.add_argument(
+        "--tables", nargs="+", choices=list(TABLES), default=list(TABLES), help="the tables to run (default: all)"
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="where the tables and report.md go (default: benchmarks/results, quick: its quick/)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     args = parser.parse_args(argv)
     output_dir = args.output_dir or (os.path.join(RESULTS, "quick") if args.quick else RESULTS)

@@ -66,7 +66,9 @@ def keras_efficientnet(size: int, setting: str) -> keras.Model:
     probabilities = sdt.models.efficientnet_survival_probabilities("b0", rate, distribution)
     drops = [layer for layer in model.layers if layer.name.endswith("_drop")]
     if len(drops) != len(probabilities):
-        raise RuntimeError(f"expected {len(probabilities)} drop-connect layers in Keras' EfficientNetB0, found {len(drops)}")
+        raise RuntimeError(
+            f"expected {len(probabilities)} drop-connect layers in Keras' EfficientNetB0, found {len(drops)}"
+        )
     for layer, probability in zip(drops, probabilities):
         layer.rate = 1.0 - probability  # read when the step is traced
     return model
@@ -76,8 +78,14 @@ def contenders(size: int, setting: str) -> Dict[str, Callable[[], keras.Model]]:
     rate, distribution = SETTINGS[setting]
 
     def ours(**kwargs: object) -> Callable[[], keras.Model]:
-        arguments = {"input_shape": (size, size, 3), "classes": CLASSES, "seed": 0,
-                     "drop_connect_rate": rate, "distribution": distribution, **kwargs}
+        arguments = {
+            "input_shape": (size, size, 3),
+            "classes": CLASSES,
+            "seed": 0,
+            "drop_connect_rate": rate,
+            "distribution": distribution,
+            **kwargs,
+        }
         return lambda: sdt.models.EfficientNetB0(**arguments)
 
     return {
@@ -96,11 +104,14 @@ def expected_dropped_blocks(setting: str) -> float:
 def batch_of(size: int, batch: int) -> Tuple[np.ndarray, np.ndarray]:
     """Random images with pixel values in [0, 255] (the preprocessing is in the model) and labels."""
     rng = np.random.default_rng(0)
-    return rng.uniform(0.0, 255.0, size=(batch, size, size, 3)).astype("float32"), rng.integers(0, CLASSES, size=(batch,))
+    return rng.uniform(0.0, 255.0, size=(batch, size, size, 3)).astype("float32"), rng.integers(
+        0, CLASSES, size=(batch,)
+    )
 
 
-def time_training(setting: str, jit_compile: bool, x: np.ndarray, y: np.ndarray,
-                  rounds: int, steps: int, warmup: int) -> List[dict]:
+def time_training(
+    setting: str, jit_compile: bool, x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int
+) -> List[dict]:
     """Interleaved training-step timings of every contender for one setting and compilation."""
     steppers = harness.train_steppers(contenders(x.shape[1], setting), x, y, jit_compile, warmup)
     times = harness.interleaved_times(steppers, rounds, steps)
@@ -108,40 +119,65 @@ def time_training(setting: str, jit_compile: bool, x: np.ndarray, y: np.ndarray,
 
 
 COLUMNS = [
-    ("setting", "setting", ""), ("compilation", "compilation", ""), ("contender", "contender", ""),
-    ("min s", "min", ".4f"), ("median s", "median", ".4f"), ("ratio (min)", "ratio_min", ".2f"),
+    ("setting", "setting", ""),
+    ("compilation", "compilation", ""),
+    ("contender", "contender", ""),
+    ("min s", "min", ".4f"),
+    ("median s", "median", ".4f"),
+    ("ratio (min)", "ratio_min", ".2f"),
     ("ratio (paired)", "ratio_paired", ".2f"),
 ]
 
 
 def markdown(table_rows: List[dict], command: str, settings: str) -> str:
     return harness.markdown(
-        "EfficientNetB0 training step: stochastic depth against keras.applications' drop-connect", command,
-        [settings,
-         "settings (same survival probability per block for every contender): "
-         + "; ".join(
-             f"`{name}` = rate {rate}, rule `{rule}`, {expected_dropped_blocks(name):.2f} of 9 residual blocks "
-             "dropped per step in expectation"
-             for name, (rate, rule) in SETTINGS.items()
-         ),
-         f"ratio: contender / `{BASELINE}` (keras.applications EfficientNetB0) of the same setting and "
-         "compilation, below 1 is faster; `ratio (min)` of the minima, `ratio (paired)` the median "
-         "of the per-round ratios (rounds timed next to each other)"],
+        "EfficientNetB0 training step: stochastic depth against keras.applications' drop-connect",
+        command,
+        [
+            settings,
+            "settings (same survival probability per block for every contender): "
+            + "; ".join(
+                f"`{name}` = rate {rate}, rule `{rule}`, {expected_dropped_blocks(name):.2f} of 9 residual blocks "
+                "dropped per step in expectation"
+                for name, (rate, rule) in SETTINGS.items()
+            ),
+            f"ratio: contender / `{BASELINE}` (keras.applications EfficientNetB0) of the same setting and "
+            "compilation, below 1 is faster; `ratio (min)` of the minima, `ratio (paired)` the median "
+            "of the per-round ratios (rounds timed next to each other)",
+        ],
         # `add` is the same network in every setting (drop_connect_rate=0): one fastest plain for the table.
-        COLUMNS, table_rows, plain="add", configuration=("setting", "compilation"))
+        COLUMNS,
+        table_rows,
+        plain="add",
+        configuration=("setting", "compilation"),
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.efficientnet_step_time",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="32x32, batch 8, graph mode, the linear setting, 2 rounds of 2 steps: a smoke run")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.efficientnet_step_time", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="32x32, batch 8, graph mode, the linear setting, 2 rounds of 2 steps: a smoke run",
+    )
     parser.add_argument("--size", type=int, default=64, help="image height and width (at least 32)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--graph-settings", nargs="*", choices=list(SETTINGS), default=list(SETTINGS),
-                        help="settings timed in graph mode (jit_compile=False)")
-    parser.add_argument("--xla-settings", nargs="*", choices=list(SETTINGS), default=["keras"],
-                        help="settings timed under XLA (jit_compile=True; about 10x slower per step on CPU)")
+    parser.add_argument(
+        "--graph-settings",
+        nargs="*",
+        choices=list(SETTINGS),
+        default=list(SETTINGS),
+        help="settings timed in graph mode (jit_compile=False)",
+    )
+    parser.add_argument(
+        "--xla-settings",
+        nargs="*",
+        choices=list(SETTINGS),
+        default=["keras"],
+        help="settings timed under XLA (jit_compile=True; about 10x slower per step on CPU)",
+    )
     # Many short rounds: the median of paired per-round ratios is what a load
     # spike on a shared machine cannot fake.
     parser.add_argument("--rounds", type=int, default=12, help="graph-mode rounds")

@@ -68,8 +68,9 @@ def compilation_name(jit_compile: bool) -> str:
     return COMPILATION_NAMES[BACKEND]["xla" if jit_compile else "graph"]
 
 
-def interleaved_times(steppers: Dict[Hashable, Callable[[], object]], rounds: int,
-                      steps: int) -> Dict[Hashable, List[float]]:
+def interleaved_times(
+    steppers: Dict[Hashable, Callable[[], object]], rounds: int, steps: int
+) -> Dict[Hashable, List[float]]:
     """Seconds per step of each stepper, one list entry per round, order alternating by round."""
     times: Dict[Hashable, List[float]] = {name: [] for name in steppers}
     for round_index in range(rounds):
@@ -87,9 +88,15 @@ def momentum_sgd(learning_rate: float = 0.01) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate, momentum=0.9)
 
 
-def train_steppers(builders: Builders, x, y, jit_compile: bool, warmup: int,
-                   optimizer: Callable[[], keras.optimizers.Optimizer] = momentum_sgd,
-                   loss: object = "sparse_categorical_crossentropy") -> Dict[str, Callable[[], object]]:
+def train_steppers(
+    builders: Builders,
+    x,
+    y,
+    jit_compile: bool,
+    warmup: int,
+    optimizer: Callable[[], keras.optimizers.Optimizer] = momentum_sgd,
+    loss: object = "sparse_categorical_crossentropy",
+) -> Dict[str, Callable[[], object]]:
     """Builds, compiles and warms up every contender; a training step of each on `(x, y)`.
 
     A builder that is None or returns None (a peer that is not importable)
@@ -160,8 +167,13 @@ def timed_rows(times: Dict[str, List[float]], baseline: str, **labels: object) -
     ]
 
 
-def add_fastest_plain(rows: List[dict], plain: str, group: Sequence[str] = (),
-                      configuration: Sequence[str] = ("compilation",), key: str = "median") -> List[str]:
+def add_fastest_plain(
+    rows: List[dict],
+    plain: str,
+    group: Sequence[str] = (),
+    configuration: Sequence[str] = ("compilation",),
+    key: str = "median",
+) -> List[str]:
     """Sets `ratio_fastest_plain` of every row: its median over the fastest plain median of its group.
 
     Rows of one `group` (e.g. the same network and measure) are compared
@@ -180,8 +192,10 @@ def add_fastest_plain(rows: List[dict], plain: str, group: Sequence[str] = (),
     notes = []
     for labels, row in fastest.items():
         where = ", ".join(str(row[name]) for name in configuration)
-        notes.append(f"fastest plain (`{plain}`){' of ' + ', '.join(map(str, labels)) if labels else ''}: "
-                     f"{where}, {key} {row[key]:.4f} s")
+        notes.append(
+            f"fastest plain (`{plain}`){' of ' + ', '.join(map(str, labels)) if labels else ''}: "
+            f"{where}, {key} {row[key]:.4f} s"
+        )
     for row in rows:
         reference = fastest.get(tuple(row[name] for name in group))
         row[FASTEST_PLAIN] = row[key] / reference[key] if reference else float("nan")
@@ -202,7 +216,11 @@ def device_description() -> str:
     if BACKEND == "torch":
         import torch
 
-        return "cuda:0 (PyTorch)" if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}; PyTorch, no CUDA)"
+        return (
+            "cuda:0 (PyTorch)"
+            if torch.cuda.is_available()
+            else f"CPU ({platform.processor() or platform.machine()}; PyTorch, no CUDA)"
+        )
     import tensorflow as tf
 
     for kind in ("TPU", "GPU"):
@@ -234,9 +252,17 @@ def command_line(prog: str, argv: Optional[Iterable[str]]) -> str:
     return " ".join([prog, *(sys.argv[1:] if argv is None else argv)]).strip()
 
 
-def markdown(title: str, command: str, settings: Sequence[str], columns: Sequence[Column], rows: List[dict],
-             environments: Optional[List[dict]] = None, plain: Optional[str] = None, group: Sequence[str] = (),
-             configuration: Sequence[str] = ("compilation",)) -> str:
+def markdown(
+    title: str,
+    command: str,
+    settings: Sequence[str],
+    columns: Sequence[Column],
+    rows: List[dict],
+    environments: Optional[List[dict]] = None,
+    plain: Optional[str] = None,
+    group: Sequence[str] = (),
+    configuration: Sequence[str] = ("compilation",),
+) -> str:
     """One benchmark table: the title, date, machine, versions, backends and devices, command, settings, rows.
 
     `settings` are the bullet lines that say what was measured and how to

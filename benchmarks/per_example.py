@@ -64,16 +64,24 @@ def merge_for(contender: str, drop_rate: float, seed: int) -> Merge:
         index = next(counter)
         if contender.startswith("block_"):
             return sdt.StochasticDepthBlock(
-                branch, survival_probability=survival_probability, mode=contender[len("block_"):],
-                inverted=True, seed=seed + index, name=name,
+                branch,
+                survival_probability=survival_probability,
+                mode=contender[len("block_") :],
+                inverted=True,
+                seed=seed + index,
+                name=name,
             )(x)
         residual = branch(x)
         if contender == "add":
             return keras.layers.Add(name=name)([x, residual])
         if contender == "merge":
-            return sdt.StochasticDepth(survival_probability, mode="sample", inverted=True, seed=seed + index, name=name)([x, residual])
+            return sdt.StochasticDepth(
+                survival_probability, mode="sample", inverted=True, seed=seed + index, name=name
+            )([x, residual])
         noise_shape = (None,) + (1,) * (len(residual.shape) - 1)
-        residual = keras.layers.Dropout(drop_rate, noise_shape=noise_shape, seed=seed + index, name=name + "_drop")(residual)
+        residual = keras.layers.Dropout(drop_rate, noise_shape=noise_shape, seed=seed + index, name=name + "_drop")(
+            residual
+        )
         return keras.layers.Add(name=name)([x, residual])
 
     return merge
@@ -107,11 +115,19 @@ def vit_network(merge: Merge, blocks: int, width: int = 96, heads: int = 4) -> k
     tokens = (IMAGE_SHAPE[0] // 4) * (IMAGE_SHAPE[1] // 4)
     x = keras.layers.Reshape((tokens, width))(x)
     for index in range(blocks):
-        attention = _functional((tokens, width), [keras.layers.LayerNormalization(), _SelfAttention(heads, width // heads)], f"attention_{index}")
+        attention = _functional(
+            (tokens, width),
+            [keras.layers.LayerNormalization(), _SelfAttention(heads, width // heads)],
+            f"attention_{index}",
+        )
         x = merge(x, attention, f"block{index}_attention")
         mlp = _functional(
             (tokens, width),
-            [keras.layers.LayerNormalization(), keras.layers.Dense(4 * width, activation="gelu"), keras.layers.Dense(width)],
+            [
+                keras.layers.LayerNormalization(),
+                keras.layers.Dense(4 * width, activation="gelu"),
+                keras.layers.Dense(width),
+            ],
             f"mlp_{index}",
         )
         x = merge(x, mlp, f"block{index}_mlp")
@@ -146,33 +162,57 @@ def build(network: str, contender: str, drop_rate: float, blocks: int) -> keras.
     return convnext_network(merge, blocks)
 
 
-def time_contenders(network: str, drop_rate: float, blocks: int, jit_compile: bool, x: np.ndarray, y: np.ndarray,
-                    rounds: int, steps: int, warmup: int) -> List[dict]:
+def time_contenders(
+    network: str,
+    drop_rate: float,
+    blocks: int,
+    jit_compile: bool,
+    x: np.ndarray,
+    y: np.ndarray,
+    rounds: int,
+    steps: int,
+    warmup: int,
+) -> List[dict]:
     builders = {contender: functools.partial(build, network, contender, drop_rate, blocks) for contender in CONTENDERS}
-    steppers = harness.train_steppers(builders, x, y, jit_compile, warmup,
-                                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steppers = harness.train_steppers(
+        builders, x, y, jit_compile, warmup, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     times = harness.interleaved_times(steppers, rounds, steps)
-    return harness.timed_rows(times, "merge", network=network, drop_rate=drop_rate,
-                              compilation=harness.compilation_name(jit_compile))
+    return harness.timed_rows(
+        times, "merge", network=network, drop_rate=drop_rate, compilation=harness.compilation_name(jit_compile)
+    )
 
 
 COLUMNS = [
-    ("network", "network", ""), ("drop rate", "drop_rate", ""), ("compilation", "compilation", ""),
-    ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"), ("ratio (paired median)", "ratio_paired", ".2f"),
+    ("network", "network", ""),
+    ("drop rate", "drop_rate", ""),
+    ("compilation", "compilation", ""),
+    ("contender", "contender", ""),
+    ("min s", "min", ".4f"),
+    ("median s", "median", ".4f"),
+    ("ratio (min)", "ratio_min", ".2f"),
+    ("ratio (paired median)", "ratio_paired", ".2f"),
 ]
 
 
 def markdown(rows: List[dict], command: str, settings: str) -> str:
     return harness.markdown(
-        "Per-example compute skipping against the per-example merge layer", command,
-        [settings,
-         "ratio: contender / `merge` of the same network, drop rate and compilation (below 1 is faster): "
-         "ratio of the minima, and the median of the per-round paired ratios",
-         "kept fraction of the branch compute: 1 - drop rate (the physical limit of skipping is that "
-         "fraction of the branch time, plus everything outside the branches)"],
+        "Per-example compute skipping against the per-example merge layer",
+        command,
+        [
+            settings,
+            "ratio: contender / `merge` of the same network, drop rate and compilation (below 1 is faster): "
+            "ratio of the minima, and the median of the per-round paired ratios",
+            "kept fraction of the branch compute: 1 - drop rate (the physical limit of skipping is that "
+            "fraction of the branch time, plus everything outside the branches)",
+        ],
         # `add` is the same network at every drop rate: one fastest plain per network.
-        COLUMNS, rows, plain="add", group=("network",), configuration=("drop_rate", "compilation"))
+        COLUMNS,
+        rows,
+        plain="add",
+        group=("network",),
+        configuration=("drop_rate", "compilation"),
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -201,8 +241,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         blocks = args.vit_blocks if network == "vit" else args.convnext_blocks
         for compilation in args.compilations:
             for drop_rate in args.drop_rates:
-                rows += time_contenders(network, drop_rate, blocks, compilation == "xla", x, y,
-                                        args.rounds, args.steps, args.warmup)
+                rows += time_contenders(
+                    network, drop_rate, blocks, compilation == "xla", x, y, args.rounds, args.steps, args.warmup
+                )
     settings = (
         f"batch {args.batch}, {args.rounds} rounds of {args.steps} steps, {args.warmup} warm-up steps; "
         f"vit: {args.vit_blocks} blocks (2 branches each), convnext: {args.convnext_blocks} blocks; "

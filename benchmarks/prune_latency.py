@@ -96,8 +96,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.batch, args.rounds, args.steps, args.warmup = 8, 9, 5, 2
     rows = measure(args.depth, args.batch, args.fractions, args.rounds, args.steps, args.warmup)
-    settings = (f"ResNet-{args.depth} (`sdt.models.cifar_resnet`, p_L = 0.5), batch {args.batch} of 32x32x3, "
-                f"`predict_on_batch`, {args.rounds} rounds of {args.steps} batches after {args.warmup} warm-up calls")
+    settings = (
+        f"ResNet-{args.depth} (`sdt.models.cifar_resnet`, p_L = 0.5), batch {args.batch} of 32x32x3, "
+        f"`predict_on_batch`, {args.rounds} rounds of {args.steps} batches after {args.warmup} warm-up calls"
+    )
     command = harness.command_line("python -m benchmarks.prune_latency", argv)
     harness.publish(markdown(rows, command, settings), args.output)
     return 0

@@ -53,8 +53,13 @@ FINAL_SURVIVAL_PROBABILITY = 0.5
 def contenders(depth: int, alpha: float, block: str, input_shape: tuple) -> Dict[str, Callable[[], keras.Model]]:
     def build(**kwargs: object) -> Callable[[], keras.Model]:
         return lambda: sdt.models.pyramidnet(
-            depth, alpha, block=block, final_survival_probability=FINAL_SURVIVAL_PROBABILITY,
-            seed=0, input_shape=input_shape, **kwargs,
+            depth,
+            alpha,
+            block=block,
+            final_survival_probability=FINAL_SURVIVAL_PROBABILITY,
+            seed=0,
+            input_shape=input_shape,
+            **kwargs,
         )
 
     return {
@@ -65,43 +70,68 @@ def contenders(depth: int, alpha: float, block: str, input_shape: tuple) -> Dict
     }
 
 
-def time_training(builders: Dict[str, Callable[[], keras.Model]], network: str, jit_compile: bool,
-                  x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int) -> List[dict]:
+def time_training(
+    builders: Dict[str, Callable[[], keras.Model]],
+    network: str,
+    jit_compile: bool,
+    x: np.ndarray,
+    y: np.ndarray,
+    rounds: int,
+    steps: int,
+    warmup: int,
+) -> List[dict]:
     steppers = harness.train_steppers(builders, x, y, jit_compile, warmup, functools.partial(harness.momentum_sgd, 0.1))
     times = harness.interleaved_times(steppers, rounds, steps)
-    return harness.timed_rows(times, "add", network=network, compilation=harness.compilation_name(jit_compile),
-                              what="train step")
+    return harness.timed_rows(
+        times, "add", network=network, compilation=harness.compilation_name(jit_compile), what="train step"
+    )
 
 
-def time_serving(builders: Dict[str, Callable[[], keras.Model]], network: str,
-                 x: np.ndarray, rounds: int, steps: int) -> List[dict]:
+def time_serving(
+    builders: Dict[str, Callable[[], keras.Model]], network: str, x: np.ndarray, rounds: int, steps: int
+) -> List[dict]:
     """Exported SavedModels: ShakeDrop's inference is one scale of the residual."""
     times = harness.time_serving(builders, ("add", "shake_drop"), x, rounds, steps)
     return harness.timed_rows(times, "add", network=network, compilation="SavedModel", what="inference")
 
 
 COLUMNS = [
-    ("network", "network", ""), ("compilation", "compilation", ""), ("measure", "what", ""),
-    ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"), ("ratio (paired median)", "ratio_paired", ".2f"),
+    ("network", "network", ""),
+    ("compilation", "compilation", ""),
+    ("measure", "what", ""),
+    ("contender", "contender", ""),
+    ("min s", "min", ".4f"),
+    ("median s", "median", ".4f"),
+    ("ratio (min)", "ratio_min", ".2f"),
+    ("ratio (paired median)", "ratio_paired", ".2f"),
 ]
 
 
 def markdown(rows: List[dict], command: str, settings: str) -> str:
     return harness.markdown(
-        "ShakeDrop's step time against the plain `Add` PyramidNet", command,
-        [settings,
-         "ratio (min): contender's minimum over `add`'s; ratio (paired median): median over rounds of "
-         "round i of the contender over round i of `add`, timed next to each other (below 1 is faster)",
-         "the machine is shared with other jobs and noisy (about 10% between runs): read ratios, "
-         "not seconds, and differences of a few percent as noise"],
-        COLUMNS, rows, plain="add", group=("network", "what"))
+        "ShakeDrop's step time against the plain `Add` PyramidNet",
+        command,
+        [
+            settings,
+            "ratio (min): contender's minimum over `add`'s; ratio (paired median): median over rounds of "
+            "round i of the contender over round i of `add`, timed next to each other (below 1 is faster)",
+            "the machine is shared with other jobs and noisy (about 10% between runs): read ratios, "
+            "not seconds, and differences of a few percent as noise",
+        ],
+        COLUMNS,
+        rows,
+        plain="add",
+        group=("network", "what"),
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.shake_drop_step_time",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="PyramidNet-20, batch 16, 2 rounds of 2 steps: a smoke run")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.shake_drop_step_time", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="PyramidNet-20, batch 16, 2 rounds of 2 steps: a smoke run"
+    )
     parser.add_argument("--depth", type=int, default=110)
     parser.add_argument("--alpha", type=float, default=48.0)
     parser.add_argument("--block", choices=["basic", "bottleneck"], default="basic")
@@ -111,8 +141,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="steps timed per contender per round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-serving", action="store_true", help="skip the SavedModel latency rows")
-    parser.add_argument("--element-under-xla", action="store_true",
-                        help="time shake_drop_element under XLA too (slow on CPU, see the docstring)")
+    parser.add_argument(
+        "--element-under-xla",
+        action="store_true",
+        help="time shake_drop_element under XLA too (slow on CPU, see the docstring)",
+    )
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args(argv)
     if args.quick:

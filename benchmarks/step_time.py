@@ -109,7 +109,11 @@ def plain_network(depth: int, input_shape: Shape) -> keras.Model:
 def contenders(depth: int, input_shape: Shape = CIFAR_SHAPE) -> Dict[str, Callable[[], Optional[keras.Model]]]:
     def stochastic(**kwargs: object) -> Callable[[], keras.Model]:
         return lambda: sdt.models.cifar_resnet(
-            depth=depth, final_survival_probability=FINAL_SURVIVAL_PROBABILITY, seed=0, input_shape=input_shape, **kwargs
+            depth=depth,
+            final_survival_probability=FINAL_SURVIVAL_PROBABILITY,
+            seed=0,
+            input_shape=input_shape,
+            **kwargs,
         )
 
     return {
@@ -127,22 +131,35 @@ def batch_of(data: str, batch: int) -> Tuple[np.ndarray, np.ndarray]:
     if data == "digits":
         x, y = sdt.datasets.load_digits()["train"]
         if batch > len(x):
-            raise ValueError(f"Invalid value received for argument `batch`. Expected at most {len(x)} "
-                             f"with --data digits. Received: batch={batch}")
+            raise ValueError(
+                f"Invalid value received for argument `batch`. Expected at most {len(x)} "
+                f"with --data digits. Received: batch={batch}"
+            )
         return x[:batch], y[:batch]
     rng = np.random.default_rng(0)
     return rng.normal(size=(batch, *CIFAR_SHAPE)).astype("float32"), rng.integers(0, 10, size=(batch,))
 
 
-def time_training(depth: int, jit_compile: bool, x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int,
-                  recipe: Optional[sdt.recipes.Recipe] = None) -> List[dict]:
+def time_training(
+    depth: int,
+    jit_compile: bool,
+    x: np.ndarray,
+    y: np.ndarray,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    recipe: Optional[sdt.recipes.Recipe] = None,
+) -> List[dict]:
     """Interleaved training-step timings of every contender at one depth and compilation.
 
     With a `recipe` (the digits mode: `sdt.recipes.DIGITS`, the demo's) the
     step uses its optimizer: Nesterov SGD with weight decay and its schedule.
     """
-    optimizer = (functools.partial(sdt.recipes.optimizer, recipe, steps_per_epoch=20) if recipe is not None
-                 else harness.momentum_sgd)
+    optimizer = (
+        functools.partial(sdt.recipes.optimizer, recipe, steps_per_epoch=20)
+        if recipe is not None
+        else harness.momentum_sgd
+    )
     steppers = harness.train_steppers(contenders(depth, x.shape[1:]), x, y, jit_compile, warmup, optimizer)
     times = harness.interleaved_times(steppers, rounds, steps)
     return _rows(times, f"ResNet-{depth}", harness.compilation_name(jit_compile), "train step")
@@ -159,21 +176,36 @@ def _rows(times: Dict[str, List[float]], network: str, compilation: str, what: s
 
 
 COLUMNS = [
-    ("backend", "backend", ""), ("network", "network", ""), ("compilation", "compilation", ""),
-    ("measure", "what", ""), ("contender", "contender", ""), ("min s", "min", ".4f"), ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"), ("ratio (median)", "ratio_median", ".2f"),
+    ("backend", "backend", ""),
+    ("network", "network", ""),
+    ("compilation", "compilation", ""),
+    ("measure", "what", ""),
+    ("contender", "contender", ""),
+    ("min s", "min", ".4f"),
+    ("median s", "median", ".4f"),
+    ("ratio (min)", "ratio_min", ".2f"),
+    ("ratio (median)", "ratio_median", ".2f"),
     ("ratio (paired)", "ratio_paired", ".2f"),
 ]
 
 
 def markdown(rows: List[dict], command: str, settings: str, environments: Optional[List[dict]] = None) -> str:
     return harness.markdown(
-        "Step time of stochastic depth against the plain `Add` network", command,
-        [settings,
-         "ratio: contender / `add` of the same backend, network and compilation (below 1 is faster);"
-         " min and median over interleaved rounds, seconds per step; paired: the median over rounds of"
-         " round i of the contender / round i of `add`, timed next to each other"],
-        COLUMNS, rows, environments, plain="add", group=("network", "what"), configuration=("backend", "compilation"))
+        "Step time of stochastic depth against the plain `Add` network",
+        command,
+        [
+            settings,
+            "ratio: contender / `add` of the same backend, network and compilation (below 1 is faster);"
+            " min and median over interleaved rounds, seconds per step; paired: the median over rounds of"
+            " round i of the contender / round i of `add`, timed next to each other",
+        ],
+        COLUMNS,
+        rows,
+        environments,
+        plain="add",
+        group=("network", "what"),
+        configuration=("backend", "compilation"),
+    )
 
 
 def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
@@ -205,18 +237,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="ResNet-20, small batch, 2 rounds: a smoke run")
     parser.add_argument("--depths", type=int, nargs="+", default=[56, 110])
-    parser.add_argument("--backend", nargs="+", choices=BACKENDS, default=[BACKEND],
-                        help="Keras backends to measure (default: the running one, KERAS_BACKEND)")
-    parser.add_argument("--compilations", nargs="+", choices=["graph", "xla"], default=None,
-                        help="jit_compile=False (graph) and/or True (xla); default: see the module docstring")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        choices=BACKENDS,
+        default=[BACKEND],
+        help="Keras backends to measure (default: the running one, KERAS_BACKEND)",
+    )
+    parser.add_argument(
+        "--compilations",
+        nargs="+",
+        choices=["graph", "xla"],
+        default=None,
+        help="jit_compile=False (graph) and/or True (xla); default: see the module docstring",
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps timed per contender per round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-serving", action="store_true", help="skip the SavedModel latency rows")
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
-    parser.add_argument("--data", choices=["cifar-shaped", "digits"], default="cifar-shaped",
-                        help="random 32x32x3 images (default) or the demo's bundled digits, 12x12x1")
+    parser.add_argument(
+        "--data",
+        choices=["cifar-shaped", "digits"],
+        default="cifar-shaped",
+        help="random 32x32x3 images (default) or the demo's bundled digits, 12x12x1",
+    )
     parser.add_argument("--rows-json", default=None, help=argparse.SUPPRESS)  # rows for the parent process
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -238,8 +284,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         for depth in args.depths:
             for compilation in args.compilations or DEFAULT_COMPILATIONS[BACKEND]:
                 print(f"ResNet-{depth}, {harness.COMPILATION_NAMES[BACKEND][compilation]}:", flush=True)
-                rows += time_training(depth, compilation == "xla", x, y, args.rounds, args.steps, args.warmup,
-                                      recipe=sdt.recipes.DIGITS if args.data == "digits" else None)
+                rows += time_training(
+                    depth,
+                    compilation == "xla",
+                    x,
+                    y,
+                    args.rounds,
+                    args.steps,
+                    args.warmup,
+                    recipe=sdt.recipes.DIGITS if args.data == "digits" else None,
+                )
             if not args.no_serving and BACKEND == "tensorflow":
                 print(f"ResNet-{depth}, SavedModel inference:", flush=True)
                 rows += time_serving(depth, x, args.rounds, args.steps * 4)

@@ -69,6 +69,7 @@ def ratio_cells(times: Dict[tuple, List[float]], op: str) -> List[str]:
     and to the fastest op outside a conditional, graph or XLA (the plain
     configuration a user would pick).
     """
+
     def median(column: str) -> float:
         return statistics.median(times[(op, column)])
 
@@ -108,7 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for op in OPS:
         cells = {
-            column: "-" if (op, column) not in times
+            column: "-"
+            if (op, column) not in times
             else f"{min(times[(op, column)]) * 1000:.1f} / {statistics.median(times[(op, column)]) * 1000:.1f}"
             for column in columns
         }
@@ -116,12 +118,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = harness.markdown(
         "One convolution and its gradients under XLA, outside and inside a conditional",
         harness.command_line("python -m benchmarks.xla_conditional", argv),
-        [f"64x32x32x32 activations, 3x3x32x32 filter; ms per call, min / median of {args.rounds} interleaved "
-         f"rounds of {args.calls} calls",
-         "XLA in cond: the op inside `tf.cond` under XLA, with the rewritten gradient where it applies (what "
-         "`StochasticDepthBlock` runs); its median over the same op's under XLA outside the conditional, and over "
-         "the fastest op outside a conditional (graph or XLA)"],
-        [(header, header, "") for header in ["op", *columns, *ratio_headers]], rows)
+        [
+            f"64x32x32x32 activations, 3x3x32x32 filter; ms per call, min / median of {args.rounds} interleaved "
+            f"rounds of {args.calls} calls",
+            "XLA in cond: the op inside `tf.cond` under XLA, with the rewritten gradient where it applies (what "
+            "`StochasticDepthBlock` runs); its median over the same op's under XLA outside the conditional, and over "
+            "the fastest op outside a conditional (graph or XLA)",
+        ],
+        [(header, header, "") for header in ["op", *columns, *ratio_headers]],
+        rows,
+    )
     harness.publish(table, args.output)
     return 0
 

@@ -22,20 +22,37 @@ from nbclient import NotebookClient
 # Sizes at which every notebook still runs each of its cells, in seconds.
 SMALL_PARAMETERS = {
     "depth_on_demand.ipynb": {"DEPTH": 8, "EPOCHS": 2, "SEEDS": 2, "BATCH_SIZE": 128},
-    "stochastic_depth_mnist1d.ipynb": {"DEPTHS": [8], "FINAL_SURVIVAL_PROBABILITIES": [1.0, 0.5], "SEEDS": 2,
-                                       "STEPS": 20, "BATCH_SIZE": 32, "NUM_SAMPLES": 200, "TRAIN_SAMPLES": None,
-                                       "RESULTS_FILE": None, "TRAIN_MISSING": True},
+    "stochastic_depth_mnist1d.ipynb": {
+        "DEPTHS": [8],
+        "FINAL_SURVIVAL_PROBABILITIES": [1.0, 0.5],
+        "SEEDS": 2,
+        "STEPS": 20,
+        "BATCH_SIZE": 32,
+        "NUM_SAMPLES": 200,
+        "TRAIN_SAMPLES": None,
+        "RESULTS_FILE": None,
+        "TRAIN_MISSING": True,
+    },
     "stochastic_depth_resnet.ipynb": {"DEPTH": 8, "EPOCHS": 2, "SEEDS": 2, "BATCH_SIZE": 128},
     "stochastic_depth_semantics.ipynb": {"STEPS": 40, "BATCH_SIZE": 8, "DRAWS": 2000},
-    "stochastic_depth_sweep.ipynb": {"DEPTHS": [8], "FINAL_SURVIVAL_PROBABILITIES": [1.0, 0.5], "SEEDS": 2,
-                                     "EPOCHS": 1, "MODE_POINT": (8, 0.5), "RESULTS_FILE": None},
+    "stochastic_depth_sweep.ipynb": {
+        "DEPTHS": [8],
+        "FINAL_SURVIVAL_PROBABILITIES": [1.0, 0.5],
+        "SEEDS": 2,
+        "EPOCHS": 1,
+        "MODE_POINT": (8, 0.5),
+        "RESULTS_FILE": None,
+    },
 }
 
 
 def parameters_cell(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The code cell tagged `parameters`; a notebook must have exactly one."""
-    cells = [cell for cell in notebook.cells
-             if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])]
+    cells = [
+        cell
+        for cell in notebook.cells
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])
+    ]
     if len(cells) != 1:
         raise ValueError(f"Expected one code cell tagged 'parameters'. Received: {len(cells)} such cells.")
     return cells[0]

@@ -66,11 +66,20 @@ def write(path: str, expected: Dict[str, object], name: str, run: dict) -> None:
         os.replace(path + ".tmp", path)
 
 
-def sweep(depths: Sequence[int], final_survival_probabilities: Sequence[float], seeds: Iterable[int],
-          steps: Optional[int] = None, batch_size: Optional[int] = None, num_samples: int = 5000,
-          validation_fraction: float = 0.1, train_samples: Optional[int] = 500, data_seed: int = 42,
-          results: Optional[str] = RESULTS_FILE, train: bool = True,
-          log=print) -> Dict[str, dict]:
+def sweep(
+    depths: Sequence[int],
+    final_survival_probabilities: Sequence[float],
+    seeds: Iterable[int],
+    steps: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    num_samples: int = 5000,
+    validation_fraction: float = 0.1,
+    train_samples: Optional[int] = 500,
+    data_seed: int = 42,
+    results: Optional[str] = RESULTS_FILE,
+    train: bool = True,
+    log=print,
+) -> Dict[str, dict]:
     """Runs every `(depth, p_L, seed)` not yet in `results`, seed by seed; returns the grid's runs.
 
     Seed-major order: a sweep stopped early holds whole seeds of the grid.
@@ -98,8 +107,12 @@ def sweep(depths: Sequence[int], final_survival_probabilities: Sequence[float], 
     import stochastic_depth_tf as sdt
     from stochastic_depth_tf import recipes
 
-    dataset = {"num_samples": num_samples, "validation_fraction": validation_fraction,
-               "train_samples": train_samples, "seed": data_seed}
+    dataset = {
+        "num_samples": num_samples,
+        "validation_fraction": validation_fraction,
+        "train_samples": train_samples,
+        "seed": data_seed,
+    }
     data = sdt.datasets.load_mnist1d(**dataset)
     recipe = recipes.MNIST1D if batch_size is None else recipes.MNIST1D.replace(batch_size=batch_size)
     if steps is not None:
@@ -133,24 +146,30 @@ def sweep(depths: Sequence[int], final_survival_probabilities: Sequence[float], 
         done[name] = run
         if results:
             write(results, expected, name, run)
-        log(f"ResNet-{depth:<3} p_L={p:<4} seed {seed}: test {run['test_accuracy']:.4f}, validation "
+        log(
+            f"ResNet-{depth:<3} p_L={p:<4} seed {seed}: test {run['test_accuracy']:.4f}, validation "
             f"{run['validation_accuracy']:.4f}, last training loss {run['loss'][-1]:.3f}, "
-            f"{run['seconds_per_epoch']:.2f} s / epoch, {run['seconds']:.0f} s")
+            f"{run['seconds_per_epoch']:.2f} s / epoch, {run['seconds']:.0f} s"
+        )
     return {key(*point): done[key(*point)] for point in grid if key(*point) in done}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 110])
-    parser.add_argument("--p", type=float, nargs="+", default=[1.0, 0.8, 0.65, 0.5], help="final survival probabilities")
+    parser.add_argument(
+        "--p", type=float, nargs="+", default=[1.0, 0.8, 0.65, 0.5], help="final survival probabilities"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the recipe's)")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--train-samples", type=int, default=500,
-                        help="training signals kept (load_mnist1d's train_samples; of 3,600)")
+    parser.add_argument(
+        "--train-samples", type=int, default=500, help="training signals kept (load_mnist1d's train_samples; of 3,600)"
+    )
     parser.add_argument("--results", default=RESULTS_FILE)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="TensorFlow intra- and inter-op threads (default 1: a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="TensorFlow intra- and inter-op threads (default 1: a shared machine)"
+    )
     args = parser.parse_args(argv)
     import tensorflow as tf
 
@@ -158,9 +177,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     started = time.perf_counter()
-    sweep(args.depths, args.p, args.seeds, steps=args.steps, batch_size=args.batch_size,
-          train_samples=args.train_samples, results=args.results,
-          log=lambda line: print(line, flush=True))
+    sweep(
+        args.depths,
+        args.p,
+        args.seeds,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        train_samples=args.train_samples,
+        results=args.results,
+        log=lambda line: print(line, flush=True),
+    )
     print(f"sweep: {time.perf_counter() - started:.0f} s, CPU {time.process_time():.0f} s", flush=True)
     return 0
 

@@ -6,4 +6,20 @@ from stochastic_depth_tf.pruning import prune_blocks
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
 from stochastic_depth_tf.version import __version__
 
-__all__ = ["ShakeDrop", "StochasticDepth", "StochasticDepthBlock", "apply_stochastic_depth", "prune_blocks", "strip_stochastic_depth", "callbacks", "datasets", "hub", "layers", "models", "ops", "recipes", "schedules", "__version__"]
+__all__ = [
+    "ShakeDrop",
+    "StochasticDepth",
+    "StochasticDepthBlock",
+    "apply_stochastic_depth",
+    "prune_blocks",
+    "strip_stochastic_depth",
+    "callbacks",
+    "datasets",
+    "hub",
+    "layers",
+    "models",
+    "ops",
+    "recipes",
+    "schedules",
+    "__version__",
+]

@@ -48,7 +48,11 @@ def load_data(name: str) -> Dict[str, Tuple[Any, Any]]:
     y_train, y_test = y_train.ravel().astype("int64"), y_test.ravel().astype("int64")
     # The paper holds out 5,000 training images for validation (45,000 / 5,000 / 10,000).
     cut = len(x_train) - min(5000, len(x_train) // 10)
-    return {"train": (x_train[:cut], y_train[:cut]), "validation": (x_train[cut:], y_train[cut:]), "test": (x_test, y_test)}
+    return {
+        "train": (x_train[:cut], y_train[:cut]),
+        "validation": (x_train[cut:], y_train[cut:]),
+        "test": (x_test, y_test),
+    }
 
 
 def check_export(model: keras.Model, images: np.ndarray) -> float:
@@ -68,13 +72,15 @@ def summarize(results: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     for name, runs in results.items():
         accuracies = [r["test_accuracy"] for r in runs]
         seconds = np.mean([r["seconds_per_epoch"] for r in runs])
-        rows.append({
-            "model": name,
-            "test_accuracy_mean": float(np.mean(accuracies)),
-            "test_accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
-            "seconds_per_epoch": float(seconds),
-            "time_ratio": float(seconds / plain_time),
-        })
+        rows.append(
+            {
+                "model": name,
+                "test_accuracy_mean": float(np.mean(accuracies)),
+                "test_accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
+                "seconds_per_epoch": float(seconds),
+                "time_ratio": float(seconds / plain_time),
+            }
+        )
     return rows
 
 
@@ -91,8 +97,9 @@ def markdown_table(rows: List[Dict[str, Any]], seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def conclusion(plain_accuracies: Sequence[float], stochastic_accuracies: Sequence[float],
-               time_ratio: float, expected_share: float) -> str:
+def conclusion(
+    plain_accuracies: Sequence[float], stochastic_accuracies: Sequence[float], time_ratio: float, expected_share: float
+) -> str:
     """What the run showed, computed from its numbers: accuracy (paired by seed) and time.
 
     Args:
@@ -113,13 +120,17 @@ def conclusion(plain_accuracies: Sequence[float], stochastic_accuracies: Sequenc
         )
     accuracy = "Test accuracy, " + recipes.describe_difference(stochastic - plain, "stochastic depth", "plain") + "."
     saving = 1.0 - time_ratio
-    speed = (f"Time per epoch: stochastic depth took {time_ratio:.2f} of the plain network's "
-             f"({'less' if saving > 0 else 'more'} by {abs(saving):.0%}); the expected share of "
-             f"residual branches computed is {expected_share:.2f}.")
+    speed = (
+        f"Time per epoch: stochastic depth took {time_ratio:.2f} of the plain network's "
+        f"({'less' if saving > 0 else 'more'} by {abs(saving):.0%}); the expected share of "
+        f"residual branches computed is {expected_share:.2f}."
+    )
     return accuracy + "\n" + speed
 
 
-def write_outputs(directory: str, rows: List[Dict[str, Any]], results: Dict[str, List[Dict[str, Any]]], table: str) -> None:
+def write_outputs(
+    directory: str, rows: List[Dict[str, Any]], results: Dict[str, List[Dict[str, Any]]], table: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,24 +173,49 @@ def _check_output_directory(directory: str) -> Optional[str]:
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stochastic_depth_tf", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=["digits", "cifar10"], default="digits",
-                        help="digits ships with scikit-learn (default); cifar10 downloads through keras.datasets")
-    parser.add_argument("--recipe", choices=sorted(recipes.RECIPES), default=None,
-                        help="training recipe of sdt.recipes: digits (15 epochs, cosine) or paper "
-                             "(500 epochs, step decay); default: digits for --dataset digits, paper for cifar10")
+    parser.add_argument(
+        "--dataset",
+        choices=["digits", "cifar10"],
+        default="digits",
+        help="digits ships with scikit-learn (default); cifar10 downloads through keras.datasets",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(recipes.RECIPES),
+        default=None,
+        help="training recipe of sdt.recipes: digits (15 epochs, cosine) or paper "
+        "(500 epochs, step decay); default: digits for --dataset digits, paper for cifar10",
+    )
     parser.add_argument("--depth", type=int, default=32, help="ResNet depth, 6n + 2 (default 32: 15 blocks)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs per model (default: the recipe's; the warm-up is then at most a quarter of them)")
-    parser.add_argument("--seeds", type=int, default=2,
-                        help="seeds per model, the same for both; mean, spread and paired difference (default 2)")
-    parser.add_argument("--final-survival-probability", type=float, default=0.8,
-                        help="p_L of the linear decay (default 0.8: what the digits sweep recommends for the demo's "
-                             "15 epochs; at 12 epochs it measured no cost at 0.8-0.9 for ResNet-56 and -110 but "
-                             "4-30 points at 0.5, the paper's setting for 500 epochs of CIFAR)")
-    parser.add_argument("--mode", choices=["batch", "sample"], default="batch", help="gate per batch (skips compute) or per example")
-    parser.add_argument("--jit-compile", action="store_true",
-                        help="compile the training step with XLA (default: Keras' choice, graph mode under "
-                             "TensorFlow on a CPU, the jitted step under JAX, eager under PyTorch)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per model (default: the recipe's; the warm-up is then at most a quarter of them)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=2,
+        help="seeds per model, the same for both; mean, spread and paired difference (default 2)",
+    )
+    parser.add_argument(
+        "--final-survival-probability",
+        type=float,
+        default=0.8,
+        help="p_L of the linear decay (default 0.8: what the digits sweep recommends for the demo's "
+        "15 epochs; at 12 epochs it measured no cost at 0.8-0.9 for ResNet-56 and -110 but "
+        "4-30 points at 0.5, the paper's setting for 500 epochs of CIFAR)",
+    )
+    parser.add_argument(
+        "--mode", choices=["batch", "sample"], default="batch", help="gate per batch (skips compute) or per example"
+    )
+    parser.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="compile the training step with XLA (default: Keras' choice, graph mode under "
+        "TensorFlow on a CPU, the jitted step under JAX, eager under PyTorch)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the recipe's)")
     parser.add_argument("--output", default=None, help="directory for results.md, results.csv and curves.png")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (default 1)")
@@ -191,8 +227,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         if value is not None and value < 1:
             parser.error(f"argument --{name.replace('_', '-')}: expected a positive int, received {value}")
     if args.depth < 8 or (args.depth - 2) % 6:
-        parser.error("Invalid value received for argument `depth`. Expected an int of the form 6n + 2 "
-                     f"with n >= 1 (20, 32, 44, 56, 110). Received: depth={args.depth}")
+        parser.error(
+            "Invalid value received for argument `depth`. Expected an int of the form 6n + 2 "
+            f"with n >= 1 (20, 32, 44, 56, 110). Received: depth={args.depth}"
+        )
     try:
         sdt.schedules.linear_decay(1, args.final_survival_probability)
     except (TypeError, ValueError) as error:
@@ -207,19 +245,26 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            parser.error("argument --output: writing curves.png needs matplotlib; "
-                         "install it with pip install \"stochastic_depth_tf[demo]\"")
+            parser.error(
+                "argument --output: writing curves.png needs matplotlib; "
+                'install it with pip install "stochastic_depth_tf[demo]"'
+            )
         problem = _check_output_directory(args.output)
         if problem:
-            parser.error(f"argument --output: expected a directory that can be created and written, "
-                         f"received {args.output!r} ({problem})")
+            parser.error(
+                f"argument --output: expected a directory that can be created and written, "
+                f"received {args.output!r} ({problem})"
+            )
     return args
 
 
 def compilation(jit_compile: bool) -> str:
     """How Keras compiled the training step, in words (`model.jit_compile` once compiled)."""
-    names = {"tensorflow": ("graph mode", "XLA"), "jax": ("un-jitted JAX", "jitted JAX (XLA)"),
-             "torch": ("eager PyTorch", "torch.compile")}[backend.NAME]
+    names = {
+        "tensorflow": ("graph mode", "XLA"),
+        "jax": ("un-jitted JAX", "jitted JAX (XLA)"),
+        "torch": ("eager PyTorch", "torch.compile"),
+    }[backend.NAME]
     return names[bool(jit_compile)]
 
 
@@ -227,12 +272,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     recipe = args.recipe
     data = load_data(args.dataset)
-    print(f"stochastic_depth_tf {sdt.__version__}: {args.dataset}, "
-          f"{len(data['train'][0])} training images of shape {data['train'][0].shape[1:]}; {recipe}")
+    print(
+        f"stochastic_depth_tf {sdt.__version__}: {args.dataset}, "
+        f"{len(data['train'][0])} training images of shape {data['train'][0].shape[1:]}; {recipe}"
+    )
     survival = {"plain": 1.0, "stochastic depth": args.final_survival_probability}
     # One compiled step per model for all seeds; each run starts from its seed's fresh weights.
-    trainers = {name: recipes.Trainer(data, recipe, depth=args.depth, plain=survival[name] == 1.0, mode=args.mode,
-                                      jit_compile=True if args.jit_compile else "auto") for name in MODELS}
+    trainers = {
+        name: recipes.Trainer(
+            data,
+            recipe,
+            depth=args.depth,
+            plain=survival[name] == 1.0,
+            mode=args.mode,
+            jit_compile=True if args.jit_compile else "auto",
+        )
+        for name in MODELS
+    }
     results: Dict[str, List[Dict[str, Any]]] = {name: [] for name in MODELS}
     for seed in range(args.seeds):
         for name in MODELS:
@@ -240,31 +296,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results[name].append(trainers[name].run(survival[name], seed, verbose=args.verbose))
     rows = summarize(results)
     table = markdown_table(rows, args.seeds)
-    print(f"\nResNet-{args.depth}, recipe {recipe.name}: {recipe.epochs} epochs of batch {recipe.batch_size}, "
-          f"linear decay to {args.final_survival_probability}, mode {args.mode}, "
-          f"{compilation(trainers['plain'].model.jit_compile)} (s / epoch leaves out the first epoch):\n")
+    print(
+        f"\nResNet-{args.depth}, recipe {recipe.name}: {recipe.epochs} epochs of batch {recipe.batch_size}, "
+        f"linear decay to {args.final_survival_probability}, mode {args.mode}, "
+        f"{compilation(trainers['plain'].model.jit_compile)} (s / epoch leaves out the first epoch):\n"
+    )
     print(table)
     num_blocks = 3 * ((args.depth - 2) // 6)
-    print(conclusion(
-        [r["test_accuracy"] for r in results["plain"]],
-        [r["test_accuracy"] for r in results["stochastic depth"]],
-        rows[1]["time_ratio"],
-        float(np.mean(sdt.schedules.linear_decay(num_blocks, args.final_survival_probability))),
-    ))
+    print(
+        conclusion(
+            [r["test_accuracy"] for r in results["plain"]],
+            [r["test_accuracy"] for r in results["stochastic depth"]],
+            rows[1]["time_ratio"],
+            float(np.mean(sdt.schedules.linear_decay(num_blocks, args.final_survival_probability))),
+        )
+    )
     exit_code = 0
     if backend.NAME == "tensorflow":  # SavedModel export is TensorFlow's
         # The trainer's model holds the last seed's training.
         difference = check_export(trainers["stochastic depth"].model, data["test"][0][:64])
         status = "match" if difference < 1e-4 else "DIFFER"
-        print(f"SavedModel export of the stochastic model, reloaded: predictions {status} "
-              f"(largest difference {difference:.2e})")
+        print(
+            f"SavedModel export of the stochastic model, reloaded: predictions {status} "
+            f"(largest difference {difference:.2e})"
+        )
         exit_code = 0 if difference < 1e-4 else 1
     if args.output:
         try:
             write_outputs(args.output, rows, results, table)
         except OSError as error:
-            print(f"Could not write the outputs to {args.output!r} ({type(error).__name__}: {error}); "
-                  "the table above holds the results.", file=sys.stderr)
+            print(
+                f"Could not write the outputs to {args.output!r} ({type(error).__name__}: {error}); "
+                "the table above holds the results.",
+                file=sys.stderr,
+            )
             return 1
         print(f"Wrote results.md, results.csv and curves.png to {args.output}")
     return exit_code

@@ -168,9 +168,7 @@ def block_survival_probabilities(
     from stochastic_depth_tf.schedules import survival_probabilities
 
     if settings["final_survival_probability"] is not None:
-        return survival_probabilities(
-            len(blocks), settings["final_survival_probability"], settings["distribution"]
-        )
+        return survival_probabilities(len(blocks), settings["final_survival_probability"], settings["distribution"])
     if handler.private_rates is None:
         raise _no_private_rates(backbone)
     return [1.0 - rate for rate in handler.private_rates(blocks)]

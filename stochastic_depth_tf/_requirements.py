@@ -16,7 +16,7 @@ import keras
 MINIMUM_TENSORFLOW = (2, 16)
 BACKENDS = ("tensorflow", "jax", "torch")
 INSTALL_TENSORFLOW = (
-    "Install it with `pip install \"stochastic_depth_tf[cpu]\"` (or `[gpu]`, or your own TensorFlow distribution)."
+    'Install it with `pip install "stochastic_depth_tf[cpu]"` (or `[gpu]`, or your own TensorFlow distribution).'
 )
 
 
@@ -43,10 +43,10 @@ def import_tensorflow(feature: str) -> Any:
     try:
         import tensorflow as tf
     except ImportError as error:
-        raise ImportError(f"{feature} needs TensorFlow >= 2.16, which is not installed. {INSTALL_TENSORFLOW}") from error
+        raise ImportError(
+            f"{feature} needs TensorFlow >= 2.16, which is not installed. {INSTALL_TENSORFLOW}"
+        ) from error
     version = tuple(int(part) for part in tf.__version__.split(".")[:2])
     if version < MINIMUM_TENSORFLOW:
-        raise ImportError(
-            f"{feature} needs TensorFlow >= 2.16 (Keras 3). Received: tensorflow=={tf.__version__}"
-        )
+        raise ImportError(f"{feature} needs TensorFlow >= 2.16 (Keras 3). Received: tensorflow=={tf.__version__}")
     return tf

@@ -73,9 +73,7 @@ def validate_bool(value: Any, *, name: str) -> bool:
     return bool(value)
 
 
-def validate_survival_probability(
-    value: Any, *, inverted: bool = False, name: str = "survival_probability"
-) -> float:
+def validate_survival_probability(value: Any, *, inverted: bool = False, name: str = "survival_probability") -> float:
     """Checks a Python survival probability and returns it as a float.
 
     Args:
@@ -208,8 +206,7 @@ def validate_seed(seed: Any, *, generator: bool = False) -> SeedLike:
         )
     if seed < 0:
         raise ValueError(
-            "Invalid value received for argument `seed`. Expected a "
-            f"non-negative int. Received: seed={seed!r}"
+            f"Invalid value received for argument `seed`. Expected a non-negative int. Received: seed={seed!r}"
         )
     return int(seed)
 
@@ -298,11 +295,11 @@ def check_same_shape(shortcut_shape: Any, residual_shape: Any) -> Optional[Shape
     """
     shortcut = _as_shape_tuple(shortcut_shape)
     residual = _as_shape_tuple(residual_shape)
-    compatible = shortcut is None or residual is None or (
-        len(shortcut) == len(residual)
-        and all(
-            a is None or b is None or a == b
-            for a, b in zip(shortcut, residual)
+    compatible = (
+        shortcut is None
+        or residual is None
+        or (
+            len(shortcut) == len(residual) and all(a is None or b is None or a == b for a, b in zip(shortcut, residual))
         )
     )
     if not compatible:

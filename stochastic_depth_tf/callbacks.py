@@ -105,8 +105,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
     def current_values(self) -> Dict[str, float]:
         """The survival probability each scheduled layer uses now, by layer name."""
         return {
-            layer.name: float(keras.ops.convert_to_numpy(layer.survival_probability_variable))
-            for layer in self._layers
+            layer.name: float(keras.ops.convert_to_numpy(layer.survival_probability_variable)) for layer in self._layers
         }
 
     def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
@@ -176,5 +175,3 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         sync = getattr(self.model, "jax_state_sync", None)
         if sync is not None:
             sync()
-
-

@@ -74,8 +74,9 @@ def load_digits(
     }
 
 
-def load_mnist1d(num_samples: int = 5000, validation_fraction: float = 0.1, train_samples: Optional[int] = None,
-                 seed: int = 42) -> Dict[str, Split]:
+def load_mnist1d(
+    num_samples: int = 5000, validation_fraction: float = 0.1, train_samples: Optional[int] = None, seed: int = 42
+) -> Dict[str, Split]:
     """MNIST-1D, generated offline, as `{"train", "validation", "test"}` of `(signals, labels)`.
 
     The `mnist1d` package's `make_dataset` generates the signals from its
@@ -120,14 +121,18 @@ def load_mnist1d(num_samples: int = 5000, validation_fraction: float = 0.1, trai
             "Invalid value received for argument `num_samples`. Expected an int of at "
             f"least 50 and a multiple of 10 (one tenth per class). Received: num_samples={num_samples!r}"
         )
-    if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float)) \
-            or not 0.0 < validation_fraction < 1.0:
+    if (
+        isinstance(validation_fraction, bool)
+        or not isinstance(validation_fraction, (int, float))
+        or not 0.0 < validation_fraction < 1.0
+    ):
         raise ValueError(
             "Invalid value received for argument `validation_fraction`. Expected a "
             f"float strictly between 0 and 1. Received: validation_fraction={validation_fraction!r}"
         )
-    if train_samples is not None and (isinstance(train_samples, bool) or not isinstance(train_samples, int)
-                                      or train_samples < 1):
+    if train_samples is not None and (
+        isinstance(train_samples, bool) or not isinstance(train_samples, int) or train_samples < 1
+    ):
         raise ValueError(
             "Invalid value received for argument `train_samples`. Expected None or a positive int. "
             f"Received: train_samples={train_samples!r}"

@@ -294,8 +294,7 @@ def _hub_backbones() -> Any:
         import keras_hub  # noqa: F401
     except ImportError:
         raise ImportError(
-            "stochastic_depth_tf.hub needs KerasHub, which is not installed. "
-            f"Install it with: {INSTALL}"
+            f"stochastic_depth_tf.hub needs KerasHub, which is not installed. Install it with: {INSTALL}"
         ) from None
     from stochastic_depth_tf import _hub_backbones as hub_backbones
 

@@ -310,6 +310,7 @@ def gated_add(
 # Learning", arXiv 1802.02375): the stochastic depth gate generalized to a
 # random forward scale and a different random backward scale.
 
+
 def shake_drop_coefficients(
     residual: Any,
     *,

@@ -226,12 +226,16 @@ class _Block:
     @property
     def reason(self) -> Optional[str]:
         if not self.calls:
-            return ("it is not called in a functional graph (it sits inside a Sequential model "
-                    "or a block's branch), so its call cannot be cut out")
+            return (
+                "it is not called in a functional graph (it sits inside a Sequential model "
+                "or a block's branch), so its call cannot be cut out"
+            )
         for shortcut_shape, output_shape in self.calls:
             if shortcut_shape != output_shape:
-                return (f"its shortcut has shape {shortcut_shape} and its output {output_shape}: "
-                        "removing the branch would change a shape")
+                return (
+                    f"its shortcut has shape {shortcut_shape} and its output {output_shape}: "
+                    "removing the branch would change a shape"
+                )
         return None
 
     def describe(self) -> str:
@@ -243,8 +247,9 @@ class _Switch(keras.layers.Layer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.on = self.add_weight(shape=(), dtype="float32", initializer="ones", trainable=False,
-                                  autocast=False, name="on")
+        self.on = self.add_weight(
+            shape=(), dtype="float32", initializer="ones", trainable=False, autocast=False, name="on"
+        )
 
     def call(self, inputs: Any) -> Any:
         shortcut, output = inputs
@@ -330,7 +335,11 @@ def _validate_blocks(blocks: Any, found: List[_Block]) -> List[_Block]:
     for item in blocks:
         if isinstance(item, str) and item in by_name:
             block = by_name[item]
-        elif isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)) and 0 <= int(item) < len(found):
+        elif (
+            isinstance(item, numbers.Integral)
+            and not isinstance(item, (bool, np.bool_))
+            and 0 <= int(item) < len(found)
+        ):
             block = found[int(item)]
         else:
             raise ValueError(
@@ -350,8 +359,7 @@ def _validate_blocks(blocks: Any, found: List[_Block]) -> List[_Block]:
         raise ValueError(
             "Invalid value received for argument `blocks`. Expected removable "
             "blocks only (a block whose removal keeps every shape, called in a "
-            f"functional graph). Received: blocks={blocks!r}, where "
-            + "; ".join(block.describe() for block in refused)
+            f"functional graph). Received: blocks={blocks!r}, where " + "; ".join(block.describe() for block in refused)
         )
     return chosen
 
@@ -395,9 +403,14 @@ def _validate_validation_data(validation_data: Any) -> Tuple[Any, Any]:
             "`(x, y)` with rule='greedy', which evaluates the candidates on it. "
             "Received: validation_data=None"
         )
-    if (not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
-            or not hasattr(validation_data[0], "shape") or not hasattr(validation_data[1], "shape")
-            or len(validation_data[0]) != len(validation_data[1]) or len(validation_data[0]) == 0):
+    if (
+        not isinstance(validation_data, (tuple, list))
+        or len(validation_data) != 2
+        or not hasattr(validation_data[0], "shape")
+        or not hasattr(validation_data[1], "shape")
+        or len(validation_data[0]) != len(validation_data[1])
+        or len(validation_data[0]) == 0
+    ):
         raise ValueError(
             "Invalid value received for argument `validation_data`. Expected `(x, y)`, "
             "two arrays with the same positive number of examples. Received: "
@@ -409,12 +422,16 @@ def _validate_validation_data(validation_data: Any) -> Tuple[Any, Any]:
 
 def _every_k(removable: List[_Block], count: int) -> List[_Block]:
     total = len(removable)
-    return [block for position, block in enumerate(removable, start=1)
-            if (position * count) // total > ((position - 1) * count) // total]
+    return [
+        block
+        for position, block in enumerate(removable, start=1)
+        if (position * count) // total > ((position - 1) * count) // total
+    ]
 
 
-def _order(model: keras.Model, found: List[_Block], removable: List[_Block], rule: str,
-           validation_data: Any, stop_after: int) -> List[int]:
+def _order(
+    model: keras.Model, found: List[_Block], removable: List[_Block], rule: str, validation_data: Any, stop_after: int
+) -> List[int]:
     """Block numbers, in the order `rule` removes them (the first `stop_after` of it for greedy)."""
     by_survival = sorted(removable, key=lambda block: (block.survival_probability, -block.index))
     if rule == "lowest_survival":
@@ -467,10 +484,9 @@ def _cost(model: keras.Model, candidate: keras.Model, x: Any, y: Any) -> Callabl
     labels = np.asarray(keras.ops.convert_to_numpy(y))
 
     def cost() -> float:
-        scores = np.concatenate([
-            np.asarray(candidate.predict_on_batch(x[start:start + 256]))
-            for start in range(0, len(x), 256)
-        ])
+        scores = np.concatenate(
+            [np.asarray(candidate.predict_on_batch(x[start : start + 256])) for start in range(0, len(x), 256)]
+        )
         if loss is not None:
             return float(np.mean(keras.ops.convert_to_numpy(loss(labels, scores))))
         expected = labels.argmax(-1) if labels.ndim == scores.ndim else labels.reshape(len(scores))
@@ -514,8 +530,9 @@ def _rebuild(model: keras.Model, found: List[_Block], replace: _Replace, copy_st
 
         return replace(block, layer, lambda: layer(*args, **kwargs), shortcut)
 
-    rebuilt = keras.models.clone_model(model, clone_function=clone_function, call_function=call_function,
-                                       recursive=True)
+    rebuilt = keras.models.clone_model(
+        model, clone_function=clone_function, call_function=call_function, recursive=True
+    )
     if copy_state:
         for original, copy in pairs:
             _copy_variables(original, copy)

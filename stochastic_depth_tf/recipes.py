@@ -31,12 +31,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
 
-from stochastic_depth_tf import callbacks as callbacks_module
+if TYPE_CHECKING:  # the pipeline needs TensorFlow; the recipe itself does not
+    import tensorflow as tf
+
 from stochastic_depth_tf import layers as layers_module
 from stochastic_depth_tf import models
 from stochastic_depth_tf._requirements import import_tensorflow
@@ -126,11 +128,11 @@ class Recipe:
                 f"number in [0, epochs={self.epochs}). Received: warmup_epochs={self.warmup_epochs!r}"
             )
 
-    def replace(self, **changes: object) -> "Recipe":
+    def replace(self, **changes: Any) -> Recipe:
         """A copy with some fields changed (validated again), e.g. `DIGITS.replace(epochs=60)`."""
         return dataclasses.replace(self, **changes)
 
-    def with_epochs(self, epochs: int) -> "Recipe":
+    def with_epochs(self, epochs: int) -> Recipe:
         """A copy trained for `epochs`, its warm-up cut to a quarter of them if it was longer."""
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(
@@ -138,7 +140,7 @@ class Recipe:
             )
         return self.replace(epochs=epochs, warmup_epochs=min(self.warmup_epochs, epochs / 4))
 
-    def with_steps(self, steps: int, num_examples: int) -> "Recipe":
+    def with_steps(self, steps: int, num_examples: int) -> Recipe:
         """A copy trained for at least `steps` steps on `num_examples` examples (whole epochs).
 
         The schedule is stretched with the run: the warm-up keeps its epochs
@@ -259,16 +261,24 @@ def augmentation(recipe: Recipe, image_shape: Sequence[int], seed: Optional[int]
     layers: List[keras.layers.Layer] = []
     if recipe.shift:
         height, width = image_shape[0], image_shape[1]
-        layers.append(keras.layers.RandomTranslation(
-            recipe.shift / height, recipe.shift / width, fill_mode="constant",
-            interpolation="nearest", fill_value=0.0, seed=seed,
-        ))
+        layers.append(
+            keras.layers.RandomTranslation(
+                recipe.shift / height,
+                recipe.shift / width,
+                fill_mode="constant",
+                interpolation="nearest",
+                fill_value=0.0,
+                seed=seed,
+            )
+        )
     if recipe.horizontal_flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=None if seed is None else seed + 1))
     return keras.Sequential(layers, name="augmentation")
 
 
-def training_dataset(recipe: Recipe, images: np.ndarray, labels: np.ndarray, seed: Optional[int] = None) -> "tf.data.Dataset":
+def training_dataset(
+    recipe: Recipe, images: np.ndarray, labels: np.ndarray, seed: Optional[int] = None
+) -> tf.data.Dataset:
     """A `tf.data` pipeline: shuffled every epoch, batched, augmented, prefetched.
 
     Needs TensorFlow on every backend (Keras' JAX and PyTorch trainers read
@@ -282,7 +292,9 @@ def training_dataset(recipe: Recipe, images: np.ndarray, labels: np.ndarray, see
     # Layer by layer: a Keras preprocessing layer runs TensorFlow ops inside
     # `tf.data` whatever the backend, a `Sequential` holding it does not.
     for layer in augment.layers:
-        dataset = dataset.map(lambda x, y, layer=layer: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda x, y, layer=layer: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -294,8 +306,11 @@ def _layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
     """`layer` and every layer inside it: nested models, and blocks' `branch` and `shortcut`."""
     found = [layer]
     inner = list(getattr(layer, "layers", [])) if isinstance(layer, keras.Model) else []
-    inner += [getattr(layer, name) for name in ("branch", "shortcut")
-              if isinstance(getattr(layer, name, None), keras.layers.Layer)]
+    inner += [
+        getattr(layer, name)
+        for name in ("branch", "shortcut")
+        if isinstance(getattr(layer, name, None), keras.layers.Layer)
+    ]
     for child in inner:
         found += _layers(child)
     return found
@@ -397,16 +412,16 @@ class Timer(keras.callbacks.Callback):
         if unit == self.per:
             self.seconds.append(time.perf_counter() - self._started)
 
-    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._begin("epoch")
 
-    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._end("epoch")
 
-    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+    def on_train_batch_begin(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._begin("step")
 
-    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._end("step")
 
 
@@ -454,8 +469,16 @@ class Trainer:
     ```
     """
 
-    def __init__(self, data: Dict[str, Split], recipe: Recipe = DIGITS, depth: int = 32, plain: bool = False,
-                 mode: str = "batch", validation: bool = True, jit_compile: Union[bool, str] = "auto") -> None:
+    def __init__(
+        self,
+        data: Dict[str, Split],
+        recipe: Recipe = DIGITS,
+        depth: int = 32,
+        plain: bool = False,
+        mode: str = "batch",
+        validation: bool = True,
+        jit_compile: Union[bool, str] = "auto",
+    ) -> None:
         self.data = data
         self.recipe = recipe
         self.depth = depth
@@ -485,8 +508,13 @@ class Trainer:
             zero_init_residual=self.recipe.zero_init_residual,
         )
 
-    def run(self, final_survival_probability: float = 0.5, seed: int = 0, verbose: int = 0,
-            callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    def run(
+        self,
+        final_survival_probability: float = 0.5,
+        seed: int = 0,
+        verbose: int = 0,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+    ) -> Dict[str, Any]:
         """Trains from the seed's initial weights and evaluates on `data["test"]`.
 
         The seed fixes Keras' global seed (initial weights), the shuffling,
@@ -519,8 +547,9 @@ class Trainer:
         for target, source in zip(self.model.variables, fresh.variables, strict=True):
             target.assign(source.value)
         # Through the layers' setter too, so their configs agree with their variables.
-        for target, source in zip(callbacks_module.stochastic_depth_layers(self.model),
-                                  callbacks_module.stochastic_depth_layers(fresh), strict=True):
+        for target, source in zip(
+            layers_module.stochastic_depth_layers(self.model), layers_module.stochastic_depth_layers(fresh), strict=True
+        ):
             target.survival_probability = source.survival_probability
         for variable in self.model.optimizer.variables:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
@@ -556,43 +585,53 @@ def train(
     jit_compile: Union[bool, str] = "auto",
     verbose: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> dict:
+) -> Dict[str, Any]:
     """Trains one `sdt.models.cifar_resnet` with the recipe: a `Trainer` used once.
 
     Arguments and result as `Trainer` and `Trainer.run`; `final_survival_probability=1.0`
     is the plain network. For several runs of one architecture keep a
     `Trainer`: it traces the training step once.
     """
-    trainer = Trainer(data, recipe, depth=depth, plain=final_survival_probability == 1.0, mode=mode,
-                      validation=validation, jit_compile=jit_compile)
+    trainer = Trainer(
+        data,
+        recipe,
+        depth=depth,
+        plain=final_survival_probability == 1.0,
+        mode=mode,
+        validation=validation,
+        jit_compile=jit_compile,
+    )
     return trainer.run(final_survival_probability, seed, verbose=verbose, callbacks=callbacks)
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float, float]:
+Values = Union[Sequence[float], np.ndarray]  # numbers, one per seed
+
+
+def mean_interval(values: Values, confidence: float = 0.95) -> Tuple[float, float]:
     """The mean and the half-width of its Student-t confidence interval (nan for one value).
 
     Needs scipy, which comes with scikit-learn (the `demo` and `notebooks` extras).
     """
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
+    array = np.asarray(values, dtype=float)
+    if len(array) < 2:
+        return float(array.mean()), float("nan")
     from scipy import stats
 
-    half_width = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean()), float(half_width)
+    half_width = stats.t.ppf(0.5 + confidence / 2, len(array) - 1) * array.std(ddof=1) / np.sqrt(len(array))
+    return float(array.mean()), float(half_width)
 
 
-MAX_SEEDS = 100
+MAX_SEEDS = 100  # the most seeds `seeds_to_separate` considers
 
 
-def seeds_to_separate(differences: Sequence[float], confidence: float = 0.95) -> Optional[int]:
+def seeds_to_separate(differences: Values, confidence: float = 0.95) -> Optional[int]:
     """How many paired seeds would put 0 outside the interval, were their mean and spread these.
 
     The smallest `n` with `t(n - 1) * std / sqrt(n) < |mean|`, or None when
     no `n` up to `MAX_SEEDS` does (a mean of 0 never separates).
     """
-    differences = np.asarray(differences, dtype=float)
-    mean, std = abs(float(differences.mean())), float(differences.std(ddof=1))
+    array = np.asarray(differences, dtype=float)
+    mean, std = abs(float(array.mean())), float(array.std(ddof=1))
     from scipy import stats
 
     for n in range(2, MAX_SEEDS + 1):
@@ -601,8 +640,9 @@ def seeds_to_separate(differences: Sequence[float], confidence: float = 0.95) ->
     return None
 
 
-def describe_difference(differences: Sequence[float], name: str = "stochastic depth", baseline: str = "plain",
-                        confidence: float = 0.95) -> str:
+def describe_difference(
+    differences: Values, name: str = "stochastic depth", baseline: str = "plain", confidence: float = 0.95
+) -> str:
     """One sentence, computed from paired differences (`name` − `baseline`, one per seed).
 
     When the confidence interval of the mean difference excludes 0 the
@@ -625,23 +665,31 @@ def describe_difference(differences: Sequence[float], name: str = "stochastic de
         difference from seed-to-seed noise (true differences from -0.4358 to
         +0.3172 fit them); about 12 paired seeds at this spread would".
     """
-    differences = np.asarray(differences, dtype=float)
-    if differences.ndim != 1 or len(differences) < 1:
+    array = np.asarray(differences, dtype=float)
+    if array.ndim != 1 or len(array) < 1:
         raise ValueError(
             "Invalid value received for argument `differences`. Expected a non-empty "
             f"1-D sequence of numbers. Received: differences={differences!r}"
         )
-    mean, half_width = mean_interval(differences, confidence)
-    if len(differences) == 1:
-        return (f"{name} − {baseline}: {mean:+.4f} on one seed; one seed cannot tell "
-                "a difference from seed-to-seed noise")
+    mean, half_width = mean_interval(array, confidence)
+    if len(array) == 1:
+        return (
+            f"{name} − {baseline}: {mean:+.4f} on one seed; one seed cannot tell a difference from seed-to-seed noise"
+        )
     if abs(mean) <= half_width:
-        verdict = (f"{len(differences)} seeds cannot tell a {abs(mean):.4f} difference from seed-to-seed noise "
-                   f"(true differences from {mean - half_width:+.4f} to {mean + half_width:+.4f} fit them)")
-        needed = seeds_to_separate(differences, confidence)
-        verdict += (f"; about {needed} paired seeds at this spread would" if needed is not None
-                    else f"; no number of seeds up to {MAX_SEEDS} at this spread would")
+        verdict = (
+            f"{len(array)} seeds cannot tell a {abs(mean):.4f} difference from seed-to-seed noise "
+            f"(true differences from {mean - half_width:+.4f} to {mean + half_width:+.4f} fit them)"
+        )
+        needed = seeds_to_separate(array, confidence)
+        verdict += (
+            f"; about {needed} paired seeds at this spread would"
+            if needed is not None
+            else f"; no number of seeds up to {MAX_SEEDS} at this spread would"
+        )
     else:
         verdict = f"{name} {'higher' if mean > 0 else 'lower'} by more than the spread of the seeds"
-    return (f"{name} − {baseline}: {mean:+.4f} ± {half_width:.4f} ({confidence:.0%} interval over "
-            f"{len(differences)} paired seeds): {verdict}")
+    return (
+        f"{name} − {baseline}: {mean:+.4f} ± {half_width:.4f} ({confidence:.0%} interval over "
+        f"{len(array)} paired seeds): {verdict}"
+    )

@@ -32,18 +32,22 @@ def model(seed: int = 0):
     import stochastic_depth_tf as sdt
 
     def branch(name):
-        return keras.Sequential([
-            keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(4, 3, padding="same"),
-        ], name=name)
+        return keras.Sequential(
+            [
+                keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+                keras.layers.BatchNormalization(),
+                keras.layers.ReLU(),
+                keras.layers.Conv2D(4, 3, padding="same"),
+            ],
+            name=name,
+        )
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(SHAPE)
     x = sdt.StochasticDepthBlock(branch("batch_branch"), survival_probability=0.6, seed=1, name="block")(inputs)
-    x = sdt.StochasticDepthBlock(branch("subset_branch"), survival_probability=0.5, mode="subset", seed=2,
-                                 name="subset_block")(x)
+    x = sdt.StochasticDepthBlock(
+        branch("subset_branch"), survival_probability=0.5, mode="subset", seed=2, name="subset_block"
+    )(x)
     residual = keras.layers.Conv2D(4, 3, padding="same", name="conv")(x)
     x = sdt.StochasticDepth(0.7, seed=3, name="merge")([x, residual])
     residual = keras.layers.Conv2D(4, 3, padding="same", name="shake_conv")(x)
@@ -82,8 +86,9 @@ def load_all(directory: str, *backends: str) -> dict:
         expected = np.load(os.path.join(directory, f"{saved_by}.npy"))
         differences[saved_by] = {
             "prediction": float(np.max(np.abs(network.predict(images, verbose=0) - expected))),
-            "survival_probability": float(keras.ops.convert_to_numpy(
-                network.get_layer("merge").survival_probability_variable)),
+            "survival_probability": float(
+                keras.ops.convert_to_numpy(network.get_layer("merge").survival_probability_variable)
+            ),
         }
     return {"backend": keras.backend.backend(), "differences": differences}
 
@@ -117,7 +122,8 @@ def without_tensorflow() -> dict:
         "loss": float(history.history["loss"][0]),
         "strip_difference": difference,
         "tensorflow_imported": any(
-            module is not None and (name == "tensorflow" or name.startswith("tensorflow.")) for name, module in sys.modules.items()
+            module is not None and (name == "tensorflow" or name.startswith("tensorflow."))
+            for name, module in sys.modules.items()
         ),
         "tensorflow_only_error": error,
     }

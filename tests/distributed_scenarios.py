@@ -118,8 +118,15 @@ def scenario_mirrored_fit_save_reload() -> dict:
     x, y = toy_data()
     findings = {}
     with tempfile.TemporaryDirectory() as directory:
-        for kind, mode in [("merge", "batch"), ("merge", "sample"), ("block", "batch"), ("block", "sample"),
-                       ("shake", "batch"), ("shake", "sample"), ("add", "")]:
+        for kind, mode in [
+            ("merge", "batch"),
+            ("merge", "sample"),
+            ("block", "batch"),
+            ("block", "sample"),
+            ("shake", "batch"),
+            ("shake", "sample"),
+            ("add", ""),
+        ]:
             name = f"{kind}-{mode}" if mode else kind
             with strategy.scope():
                 model = toy_model(kind, mode)
@@ -133,8 +140,14 @@ def scenario_mirrored_fit_save_reload() -> dict:
             predictions = model.predict(x, batch_size=16, verbose=0)
             findings[name] = {
                 "losses": history.history["loss"] + [loss],
-                "mirrored_vs_original": float(np.max(np.abs(mirrored_copy.predict(x, batch_size=16, verbose=0) - predictions))),
-                "plain_vs_mirrored": float(np.max(np.abs(plain_copy.predict(x, verbose=0) - mirrored_copy.predict(x, batch_size=16, verbose=0)))),
+                "mirrored_vs_original": float(
+                    np.max(np.abs(mirrored_copy.predict(x, batch_size=16, verbose=0) - predictions))
+                ),
+                "plain_vs_mirrored": float(
+                    np.max(
+                        np.abs(plain_copy.predict(x, verbose=0) - mirrored_copy.predict(x, batch_size=16, verbose=0))
+                    )
+                ),
                 "evaluate_reloaded": float(plain_copy.evaluate(x, y, verbose=0)),
             }
     return findings
@@ -217,9 +230,7 @@ def scenario_resume(interrupt_after: int) -> dict:
         inputs = keras.Input((6, 6, 4))
         h = inputs
         for index in range(2):
-            branch = keras.Sequential(
-                [keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()]
-            )
+            branch = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()])
             h = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=10 + index)(h)
         h = sdt.StochasticDepth(0.6, mode="sample", seed=20)([h, keras.layers.Conv2D(4, 1)(h)])
         outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(h))
@@ -234,7 +245,15 @@ def scenario_resume(interrupt_after: int) -> dict:
 
     def fit(model, callbacks):
         scheduler = sdt.callbacks.SurvivalProbabilityScheduler(duration=3)
-        model.fit(x, y, epochs=5, batch_size=8, shuffle=False, verbose=0, callbacks=[*callbacks[:1], scheduler, *callbacks[1:]])
+        model.fit(
+            x,
+            y,
+            epochs=5,
+            batch_size=8,
+            shuffle=False,
+            verbose=0,
+            callbacks=[*callbacks[:1], scheduler, *callbacks[1:]],
+        )
         return [np.asarray(v).tolist() for v in model.variables]
 
     reference = fit(build(), [])
@@ -326,8 +345,12 @@ def scenario_multi_worker_fit() -> dict:
                 "message": str(error).splitlines()[0],
                 "raised_in_symbolic_build": "_maybe_symbolic_build" in frames,
             }
-    return {"replicas": strategy.num_replicas_in_sync, "keras": keras.__version__, "tensorflow": tf.__version__,
-            "outcomes": outcomes}
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "outcomes": outcomes,
+    }
 
 
 def main(argv: list) -> None:

@@ -61,7 +61,9 @@ def train_model():
     import stochastic_depth_tf as sdt
 
     inputs = keras.Input((8,))
-    branch = keras.Sequential([keras.layers.Dense(8, name="dense"), keras.layers.BatchNormalization(name="bn")], name="branch")
+    branch = keras.Sequential(
+        [keras.layers.Dense(8, name="dense"), keras.layers.BatchNormalization(name="bn")], name="branch"
+    )
     x = sdt.StochasticDepthBlock(branch, survival_probability=SURVIVAL_PROBABILITY, name="block")(inputs)
     x = sdt.StochasticDepth(0.7, mode="sample", name="merge")([x, keras.layers.Dense(8, name="residual")(x)])
     x = sdt.ShakeDrop(0.8, mode="sample", name="shake")([x, keras.layers.Dense(8, name="shake_residual")(x)])
@@ -121,17 +123,26 @@ def ddp_train() -> dict:
         ran = bool(np.any(keras.ops.convert_to_numpy(moving_mean) != before))
         branch_ran.append(ran)
         if not ran:  # a skipped branch's weights get zero gradients, which DDP all-reduced
-            zero_gradients.append(all(
-                variable.value.grad is not None and not torch.any(variable.value.grad != 0).item()
-                for variable in block_branch.trainable_variables
-            ))
+            zero_gradients.append(
+                all(
+                    variable.value.grad is not None and not torch.any(variable.value.grad != 0).item()
+                    for variable in block_branch.trainable_variables
+                )
+            )
     weights = [keras.ops.convert_to_numpy(variable).tolist() for variable in model.trainable_variables]
     seed_states = [
-        keras.ops.convert_to_numpy(variable).tolist() for variable in model.non_trainable_variables if "seed" in variable.path
+        keras.ops.convert_to_numpy(variable).tolist()
+        for variable in model.non_trainable_variables
+        if "seed" in variable.path
     ]
     torch.distributed.destroy_process_group()
-    return {"rank": rank, "branch_ran": branch_ran, "zero_gradients": zero_gradients, "weights": weights,
-            "seed_states": seed_states}
+    return {
+        "rank": rank,
+        "branch_ran": branch_ran,
+        "zero_gradients": zero_gradients,
+        "weights": weights,
+        "seed_states": seed_states,
+    }
 
 
 def _jax_distribution(kind: str):
@@ -202,8 +213,16 @@ def jax_model(kind: str, mode: str):
     return model
 
 
-JAX_MODELS = [("merge", "batch"), ("merge", "sample"), ("merge", "subset"), ("block", "batch"),
-              ("block", "sample"), ("block", "subset"), ("shake", "batch"), ("shake", "sample")]
+JAX_MODELS = [
+    ("merge", "batch"),
+    ("merge", "sample"),
+    ("merge", "subset"),
+    ("block", "batch"),
+    ("block", "sample"),
+    ("block", "subset"),
+    ("shake", "batch"),
+    ("shake", "sample"),
+]
 
 
 def _jax_data() -> tuple:
@@ -224,7 +243,11 @@ def jax_fit(distribution_kind: str, directory: str) -> dict:
     for kind, mode in JAX_MODELS:
         name = f"{kind}-{mode}"
         model = jax_model(kind, mode)
-        kernel = model.get_layer("sd").branch.get_layer("branch_dense").kernel if kind == "block" else model.get_layer("branch").kernel
+        kernel = (
+            model.get_layer("sd").branch.get_layer("branch_dense").kernel
+            if kind == "block"
+            else model.get_layer("branch").kernel
+        )
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
         loss = model.evaluate(x, y, batch_size=16, verbose=0)
         model.save(os.path.join(directory, f"{distribution_kind}-{name}.keras"))

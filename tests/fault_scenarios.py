@@ -63,8 +63,15 @@ def fit_and_record(model, callbacks: list) -> dict:
 
     x, y = toy_data(n=SAMPLES)
     scheduler = sdt.callbacks.SurvivalProbabilityScheduler(duration=3)
-    model.fit(x, y, epochs=EPOCHS, batch_size=BATCH_SIZE, shuffle=False, verbose=0,
-              callbacks=[*callbacks[:1], scheduler, *callbacks[1:]])
+    model.fit(
+        x,
+        y,
+        epochs=EPOCHS,
+        batch_size=BATCH_SIZE,
+        shuffle=False,
+        verbose=0,
+        callbacks=[*callbacks[:1], scheduler, *callbacks[1:]],
+    )
     gated = [np.asarray(model(x[:8], training=True)).tolist() for _ in range(3)]
     return {
         "variables": [np.asarray(v).tolist() for v in model.variables],
@@ -123,7 +130,7 @@ def scenario_load_errors(directory: str) -> dict:
             data = bytearray(source.read())
         if corrupt:
             middle = len(data) // 2
-            data[middle:middle + 200] = bytes(byte ^ 0xFF for byte in data[middle:middle + 200])
+            data[middle : middle + 200] = bytes(byte ^ 0xFF for byte in data[middle : middle + 200])
         else:
             data = data[: len(data) // 2]  # what a write cut short leaves
         path = os.path.join(directory, new_name)

@@ -103,7 +103,9 @@ def assert_keras_file_round_trip(make_layer: Callable[..., Any], input_shapes: S
     assert _as_json(loaded.layers[-1].get_config()) == _as_json(model.layers[-1].get_config())
 
 
-def assert_training_step(make_layer: Callable[..., Any], input_shapes: Sequence[tuple], jit_compile: bool = False) -> None:
+def assert_training_step(
+    make_layer: Callable[..., Any], input_shapes: Sequence[tuple], jit_compile: bool = False
+) -> None:
     inputs = [keras.Input(shape) for shape in input_shapes]
     # A trainable layer in front, so that fit has something to update even
     # when the layer under test has no weights of its own.

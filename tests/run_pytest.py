@@ -7,4 +7,8 @@ import pytest
 
 if __name__ == "__main__":
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "--rootdir", root, "-c", os.path.join(root, "pytest.ini")] + sys.argv[1:]))
+    sys.exit(
+        pytest.main(
+            ["-q", "-p", "no:cacheprovider", "--rootdir", root, "-c", os.path.join(root, "pytest.ini")] + sys.argv[1:]
+        )
+    )

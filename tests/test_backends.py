@@ -32,8 +32,9 @@ def run_scenario(backend, name, *args, python_flags=(), pythonpath=None):
     environment = {"KERAS_BACKEND": backend}
     if pythonpath is not None:
         environment["PYTHONPATH"] = os.pathsep.join(pythonpath)
-    return scenario_runner.run_scenario(SCENARIOS, name, *args, timeout=TIMEOUT, environment=environment,
-                                        python_flags=python_flags)
+    return scenario_runner.run_scenario(
+        SCENARIOS, name, *args, timeout=TIMEOUT, environment=environment, python_flags=python_flags
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,7 @@ def site_without_tensorflow(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_package_imports_and_trains_without_tensorflow(site_without_tensorflow, backend):
     # `-S`: no site-packages (and no .pth files) but the ones given here
-    found = run_scenario(backend, "without_tensorflow", python_flags=["-S"],
-                         pythonpath=[ROOT, site_without_tensorflow])
+    found = run_scenario(backend, "without_tensorflow", python_flags=["-S"], pythonpath=[ROOT, site_without_tensorflow])
     assert found["backend"] == backend
     assert not found["tensorflow_installed"]
     assert not found["tensorflow_imported"]
@@ -92,9 +92,24 @@ def test_the_package_imports_and_trains_without_tensorflow(site_without_tensorfl
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_demo_trains_and_compares_under_jax_and_torch(backend):
     completed = subprocess.run(
-        [sys.executable, "-m", "stochastic_depth_tf", "--depth", "8", "--epochs", "2", "--seeds", "1", "--verbose", "0"],
-        cwd=ROOT, env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True, text=True, timeout=TIMEOUT,
+        [
+            sys.executable,
+            "-m",
+            "stochastic_depth_tf",
+            "--depth",
+            "8",
+            "--epochs",
+            "2",
+            "--seeds",
+            "1",
+            "--verbose",
+            "0",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "| plain |" in completed.stdout and "| stochastic depth |" in completed.stdout

@@ -46,8 +46,14 @@ def test_table_header_names_the_device_tensorflow_chose():
 
 def test_rows_pair_each_round_with_the_baseline_round_timed_next_to_it():
     # a load spike in round 2 slows both: the paired ratio ignores it, min and median do not
-    rows = harness.timed_rows({"add": [1.0, 4.0, 1.2], "block": [0.8, 3.2, 0.96]}, "add", backend="tensorflow",
-                              network="ResNet-8", compilation="graph", what="train step")
+    rows = harness.timed_rows(
+        {"add": [1.0, 4.0, 1.2], "block": [0.8, 3.2, 0.96]},
+        "add",
+        backend="tensorflow",
+        network="ResNet-8",
+        compilation="graph",
+        what="train step",
+    )
     block = rows[1]
     assert block["backend"] == "tensorflow" and block["contender"] == "block"
     assert block["ratio_paired"] == pytest.approx(0.8)
@@ -84,7 +90,9 @@ def test_digits_mode_trains_with_the_recipes_optimizer(monkeypatch):
     import stochastic_depth_tf as sdt
 
     compiled = []
-    monkeypatch.setattr(step_time, "contenders", lambda depth, shape: {"add": lambda: step_time.plain_network(depth, shape)})
+    monkeypatch.setattr(
+        step_time, "contenders", lambda depth, shape: {"add": lambda: step_time.plain_network(depth, shape)}
+    )
     monkeypatch.setattr(keras.Model, "compile", lambda self, optimizer, **kwargs: compiled.append(optimizer))
     monkeypatch.setattr(keras.Model, "train_on_batch", lambda self, x, y: 0.0)
     x, y = step_time.batch_of("digits", 8)
@@ -107,8 +115,27 @@ def test_per_example_contenders_build_the_same_network(network):
 
 def test_another_backend_runs_in_its_own_process_and_its_rows_join_the_table(tmp_path, capsys):
     output = tmp_path / "table.md"
-    assert step_time.main(["--backend", "torch", "--depths", "8", "--batch", "4", "--rounds", "1", "--steps", "1",
-                           "--warmup", "1", "--output", str(output)]) == 0
+    assert (
+        step_time.main(
+            [
+                "--backend",
+                "torch",
+                "--depths",
+                "8",
+                "--batch",
+                "4",
+                "--rounds",
+                "1",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     table = output.read_text()
     assert "- backend torch: torch " in table and "--rows-json" not in table
     rows = [line for line in table.splitlines() if line.startswith("| torch |")]
@@ -117,8 +144,15 @@ def test_another_backend_runs_in_its_own_process_and_its_rows_join_the_table(tmp
 
 
 def _timed(contender, median, **labels):
-    return {"contender": contender, "min": median, "median": median, "ratio_min": 1.0, "ratio_median": 1.0,
-            "ratio_paired": 1.0, **labels}
+    return {
+        "contender": contender,
+        "min": median,
+        "median": median,
+        "ratio_min": 1.0,
+        "ratio_median": 1.0,
+        "ratio_paired": 1.0,
+        **labels,
+    }
 
 
 def test_ratio_to_the_fastest_plain_configuration_crosses_compilations_not_networks():
@@ -133,8 +167,10 @@ def test_ratio_to_the_fastest_plain_configuration_crosses_compilations_not_netwo
     ]
     notes = harness.add_fastest_plain(rows, "add", group=("network",))
     assert [row[harness.FASTEST_PLAIN] for row in rows] == pytest.approx([1.0, 0.8, 2.0, 1.25, 1.0, 0.5])
-    assert notes == ["fastest plain (`add`) of ResNet-56: graph, median 0.4000 s",
-                     "fastest plain (`add`) of ResNet-110: XLA, median 2.0000 s"]
+    assert notes == [
+        "fastest plain (`add`) of ResNet-56: graph, median 0.4000 s",
+        "fastest plain (`add`) of ResNet-110: XLA, median 2.0000 s",
+    ]
 
 
 def _columns(table):
@@ -145,8 +181,18 @@ def _columns(table):
 def test_every_table_has_both_ratios_the_backend_and_the_device():
     from benchmarks import efficientnet_step_time, per_example, shake_drop_step_time
 
-    rows = [_timed("add", 0.4, setting="linear", network="n", what="train step", drop_rate=0.4, backend="tensorflow",
-                   compilation="graph")]
+    rows = [
+        _timed(
+            "add",
+            0.4,
+            setting="linear",
+            network="n",
+            what="train step",
+            drop_rate=0.4,
+            backend="tensorflow",
+            compilation="graph",
+        )
+    ]
     tables = {
         "step_time": step_time.markdown([dict(rows[0])], "command", "settings"),
         "efficientnet": efficientnet_step_time.markdown([dict(rows[0])], "command", "settings"),
@@ -156,8 +202,10 @@ def test_every_table_has_both_ratios_the_backend_and_the_device():
     for name, table in tables.items():
         assert "- backend tensorflow: tensorflow " in table and f"device: {harness.device_description()}" in table, name
         assert "compilation" in _columns(table), name
-        assert _columns(table)[-2:] in (["ratio (paired)", "ratio to fastest plain (median)"],
-                                        ["ratio (paired median)", "ratio to fastest plain (median)"]), name
+        assert _columns(table)[-2:] in (
+            ["ratio (paired)", "ratio to fastest plain (median)"],
+            ["ratio (paired median)", "ratio to fastest plain (median)"],
+        ), name
         assert table.rstrip().endswith("| 1.00 | 1.00 |"), name
 
 
@@ -187,12 +235,17 @@ def test_one_command_runs_the_tables_into_one_report(tmp_path, monkeypatch, caps
     from benchmarks import __main__ as every
 
     tiny = ["--batch", "4", "--rounds", "1", "--steps", "1", "--warmup", "1", "--compilations", "graph"]
-    monkeypatch.setattr(every, "TABLES", {
-        "step_time": every.Table("step_time", [], ["--depths", "8", "--no-serving", *tiny]),
-        "per_example": every.Table("per_example", [], ["--networks", "vit", "--vit-blocks", "1", "--drop-rates", "0.4",
-                                                       *tiny]),
-        "broken": every.Table("step_time", [], ["--no-such-option"]),
-    })
+    monkeypatch.setattr(
+        every,
+        "TABLES",
+        {
+            "step_time": every.Table("step_time", [], ["--depths", "8", "--no-serving", *tiny]),
+            "per_example": every.Table(
+                "per_example", [], ["--networks", "vit", "--vit-blocks", "1", "--drop-rates", "0.4", *tiny]
+            ),
+            "broken": every.Table("step_time", [], ["--no-such-option"]),
+        },
+    )
     assert every.main(["--quick", "--output-dir", str(tmp_path)]) == 1  # one table failed
     report = (tmp_path / "report.md").read_text()
     assert report.rstrip() in capsys.readouterr().out
@@ -219,8 +272,16 @@ def test_prune_latency_builds_the_full_model_and_one_pruned_copy_per_fraction():
 
 
 def test_prune_latency_table_names_its_command():
-    rows = [{"contender": "full", "blocks": "9 of 9", "block_fraction": 1.0, "parameters": 1000, "median": 0.01,
-             "ratio_paired": 1.0}]
+    rows = [
+        {
+            "contender": "full",
+            "blocks": "9 of 9",
+            "block_fraction": 1.0,
+            "parameters": 1000,
+            "median": 0.01,
+            "ratio_paired": 1.0,
+        }
+    ]
     table = prune_latency.markdown(rows, "python -m benchmarks.prune_latency --quick", "settings")
     assert "- command: `python -m benchmarks.prune_latency --quick`" in table
     assert "| full | 9 of 9 | 1.00 | 1,000 | 0.0100 | 1.00 |" in table

@@ -28,9 +28,7 @@ def small_model(targets=TARGETS, nested=True):
     branch = keras.layers.Dense(6)(x)
     x = sdt.StochasticDepth(targets[0], seed=1, name="block_1")([x, branch])
     inner_in = keras.Input((6,))
-    inner_out = sdt.StochasticDepth(targets[1], seed=2, name="block_2")(
-        [inner_in, keras.layers.Dense(6)(inner_in)]
-    )
+    inner_out = sdt.StochasticDepth(targets[1], seed=2, name="block_2")([inner_in, keras.layers.Dense(6)(inner_in)])
     inner = keras.Model(inner_in, inner_out, name="inner")
     x = inner(x) if nested else x
     outputs = keras.layers.Dense(1)(TraceCounter()(x))
@@ -53,10 +51,12 @@ class Recorder(keras.callbacks.Callback):
         self.values = []
 
     def _record(self):
-        self.values.append(tuple(
-            round(float(layer.survival_probability_variable.numpy()), 6)
-            for layer in stochastic_depth_layers(self.model)
-        ))
+        self.values.append(
+            tuple(
+                round(float(layer.survival_probability_variable.numpy()), 6)
+                for layer in stochastic_depth_layers(self.model)
+            )
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self.per_batch:
@@ -76,8 +76,7 @@ def test_linear_ramp_over_epochs():
     model = small_model()
     recorder = Recorder()
     x, y = data()
-    model.fit(x, y, epochs=5, batch_size=8, verbose=0,
-              callbacks=[SurvivalProbabilityScheduler(duration=4), recorder])
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[SurvivalProbabilityScheduler(duration=4), recorder])
     expected = [tuple(round(1.0 + min(e / 4, 1) * (t - 1.0), 6) for t in TARGETS) for e in range(5)]
     assert recorder.values == expected
     # The configured targets are untouched: only the variables move.
@@ -88,8 +87,14 @@ def test_linear_ramp_over_steps():
     model = small_model()
     recorder = Recorder(per_batch=True)
     x, y = data(n=32)
-    model.fit(x, y, epochs=2, batch_size=8, verbose=0,
-              callbacks=[SurvivalProbabilityScheduler(duration=6, unit="step"), recorder])
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        callbacks=[SurvivalProbabilityScheduler(duration=6, unit="step"), recorder],
+    )
     expected = [tuple(round(1.0 + min(s / 6, 1) * (t - 1.0), 6) for t in TARGETS) for s in range(8)]
     assert recorder.values == expected
 
@@ -104,8 +109,15 @@ def test_step_unit_changes_the_gates_the_training_step_draws():
     outputs = keras.layers.Dense(1)(log(sdt.StochasticDepth(0.0, seed=1)([zeros, ones])))
     model = keras.Model(inputs, outputs)
     model.compile(optimizer="sgd", loss="mse")
-    model.fit(np.ones((steps, 3)), np.zeros((steps, 1)), batch_size=1, epochs=1, verbose=0, shuffle=False,
-              callbacks=[SurvivalProbabilityScheduler(duration=duration, unit="step")])
+    model.fit(
+        np.ones((steps, 3)),
+        np.zeros((steps, 1)),
+        batch_size=1,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+        callbacks=[SurvivalProbabilityScheduler(duration=duration, unit="step")],
+    )
     gates = keras.ops.convert_to_numpy(log.gates)
     # p(t) = 1 - t / 20: the first step keeps the branch for sure, the steps from t = 20 drop it for sure.
     assert gates[0] == 1.0 and 0 < gates[:duration].sum() < duration
@@ -123,9 +135,13 @@ def test_user_schedule_function():
 
 # A compiled step is traced once: TensorFlow's graph mode and XLA, JAX's
 # jit. Un-jitted JAX and eager PyTorch run the Python of every step.
-@pytest.mark.parametrize("jit_compile", [
-    pytest.param(False, marks=pytest.mark.tensorflow_only), pytest.param(True, marks=skip_torch_compile),
-])
+@pytest.mark.parametrize(
+    "jit_compile",
+    [
+        pytest.param(False, marks=pytest.mark.tensorflow_only),
+        pytest.param(True, marks=skip_torch_compile),
+    ],
+)
 def test_schedule_changes_values_without_retracing(jit_compile):
     model = small_model()
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
@@ -133,8 +149,9 @@ def test_schedule_changes_values_without_retracing(jit_compile):
     TraceCounter.traces = 0
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)
     traces_without = TraceCounter.traces
-    model.fit(x, y, epochs=4, batch_size=8, verbose=0,
-              callbacks=[SurvivalProbabilityScheduler(duration=3, unit="step")])
+    model.fit(
+        x, y, epochs=4, batch_size=8, verbose=0, callbacks=[SurvivalProbabilityScheduler(duration=3, unit="step")]
+    )
     assert TraceCounter.traces == traces_without, "the scheduled fit traced the step again"
     assert model.get_layer("block_1").survival_probability_variable.numpy() == pytest.approx(TARGETS[0])
 
@@ -142,8 +159,7 @@ def test_schedule_changes_values_without_retracing(jit_compile):
 def test_logs_mean_survival_probability():
     model = small_model()
     x, y = data()
-    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0,
-                        callbacks=[SurvivalProbabilityScheduler(duration=2)])
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[SurvivalProbabilityScheduler(duration=2)])
     means = history.history["mean_survival_probability"]
     assert means == pytest.approx([1.0, 1.0 - 0.5 * (1 - np.mean(TARGETS)), np.mean(TARGETS)])
 
@@ -151,8 +167,7 @@ def test_logs_mean_survival_probability():
 def test_verbose_prints_values(capsys):
     model = small_model()
     x, y = data()
-    model.fit(x, y, epochs=1, batch_size=16, verbose=0,
-              callbacks=[SurvivalProbabilityScheduler(duration=2, verbose=1)])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[SurvivalProbabilityScheduler(duration=2, verbose=1)])
     assert "SurvivalProbabilityScheduler set 2 layers, mean survival probability 1.0000" in capsys.readouterr().out
 
 
@@ -174,22 +189,50 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, unit, duration):
 
     keras.utils.set_random_seed(0)
     reference = Recorder(per_batch=per_batch)
-    small_model().fit(x, y, epochs=epochs, batch_size=8, verbose=0, shuffle=False,
-                      callbacks=[SurvivalProbabilityScheduler(duration=duration, unit=unit), reference])
+    small_model().fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=8,
+        verbose=0,
+        shuffle=False,
+        callbacks=[SurvivalProbabilityScheduler(duration=duration, unit=unit), reference],
+    )
 
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     keras.utils.set_random_seed(0)
     first = Recorder(per_batch=per_batch)
     with pytest.raises(RuntimeError, match="interrupted"):
-        small_model().fit(x, y, epochs=epochs, batch_size=8, verbose=0, shuffle=False,
-                          callbacks=[backup, SurvivalProbabilityScheduler(duration=duration, unit=unit),
-                                     first, InterruptAfterEpoch(1)])
+        small_model().fit(
+            x,
+            y,
+            epochs=epochs,
+            batch_size=8,
+            verbose=0,
+            shuffle=False,
+            callbacks=[
+                backup,
+                SurvivalProbabilityScheduler(duration=duration, unit=unit),
+                first,
+                InterruptAfterEpoch(1),
+            ],
+        )
     # A new process would build a new model: so do we.
     resumed = Recorder(per_batch=per_batch)
     model = small_model()
-    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, shuffle=False,
-              callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
-                         SurvivalProbabilityScheduler(duration=duration, unit=unit), resumed])
+    model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=8,
+        verbose=0,
+        shuffle=False,
+        callbacks=[
+            keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
+            SurvivalProbabilityScheduler(duration=duration, unit=unit),
+            resumed,
+        ],
+    )
     assert first.values + resumed.values == reference.values
     assert len(resumed.values) < len(reference.values), "the second run resumed, it did not restart"
 
@@ -209,7 +252,9 @@ def test_bad_duration_is_refused(duration):
 
 
 def test_bad_unit_is_refused():
-    with pytest.raises(ValueError, match=r"argument `unit`. Expected one of \('epoch', 'step'\). Received: unit='batch'"):
+    with pytest.raises(
+        ValueError, match=r"argument `unit`. Expected one of \('epoch', 'step'\). Received: unit='batch'"
+    ):
         SurvivalProbabilityScheduler(duration=2, unit="batch")
 
 
@@ -226,6 +271,8 @@ def test_bad_initial_survival_probability_is_refused():
 def test_schedule_returning_bad_value_is_refused():
     model = small_model()
     x, y = data()
-    with pytest.raises(ValueError, match=r"argument `schedule\(t, target\)`. Expected a float between 0 and 1. Received: schedule\(t, target\)=2.0"):
-        model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[SurvivalProbabilityScheduler(schedule=lambda t, target: 2.0)])
+    with pytest.raises(
+        ValueError,
+        match=r"argument `schedule\(t, target\)`. Expected a float between 0 and 1. Received: schedule\(t, target\)=2.0",
+    ):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[SurvivalProbabilityScheduler(schedule=lambda t, target: 2.0)])

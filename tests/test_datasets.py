@@ -28,12 +28,15 @@ def test_digits_split_is_fixed_by_seed_and_disjoint():
     assert len(rows["train"] & rows["test"]) <= 5
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    ({"validation_fraction": 0.0}, "validation_fraction"),
-    ({"test_fraction": 1.0}, "test_fraction"),
-    ({"validation_fraction": 0.6, "test_fraction": 0.5}, "validation_fraction"),
-    ({"pad_to": 6}, "pad_to"),
-])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"validation_fraction": 0.0}, "validation_fraction"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"validation_fraction": 0.6, "test_fraction": 0.5}, "validation_fraction"),
+        ({"pad_to": 6}, "pad_to"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, argument):
     with pytest.raises(ValueError, match=rf"argument.*`{argument}`"):
         datasets.load_digits(**kwargs)
@@ -93,17 +96,20 @@ def test_mnist1d_is_generated_without_the_network(monkeypatch):
     assert len(datasets.load_mnist1d(num_samples=100)["test"][1]) == 20
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    ({"num_samples": 55}, "num_samples"),
-    ({"num_samples": 40}, "num_samples"),
-    ({"num_samples": 100.0}, "num_samples"),
-    ({"validation_fraction": 1.0}, "validation_fraction"),
-    ({"validation_fraction": 0}, "validation_fraction"),
-    ({"train_samples": 0}, "train_samples"),
-    ({"num_samples": 100, "train_samples": 73}, "train_samples"),
-    ({"seed": -1}, "seed"),
-    ({"seed": 1.5}, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"num_samples": 55}, "num_samples"),
+        ({"num_samples": 40}, "num_samples"),
+        ({"num_samples": 100.0}, "num_samples"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"validation_fraction": 0}, "validation_fraction"),
+        ({"train_samples": 0}, "train_samples"),
+        ({"num_samples": 100, "train_samples": 73}, "train_samples"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
 def test_mnist1d_bad_arguments_are_refused(kwargs, argument):
     with pytest.raises(ValueError, match=rf"Invalid value received for argument `{argument}`"):
         datasets.load_mnist1d(**kwargs)

@@ -18,10 +18,18 @@ PAGES = sorted(DOCS.rglob("*.md"))
 SNIPPETS = [(page, index, code) for page in PAGES for index, code in enumerate(python_snippets(page))]
 
 # The modules whose public names the API reference documents, by the name users import them under.
-PUBLIC_MODULES = ("stochastic_depth_tf", "stochastic_depth_tf.layers", "stochastic_depth_tf.ops",
-                  "stochastic_depth_tf.schedules", "stochastic_depth_tf.callbacks", "stochastic_depth_tf.models",
-                  "stochastic_depth_tf.recipes", "stochastic_depth_tf.datasets", "stochastic_depth_tf.pruning",
-                  "stochastic_depth_tf.hub")
+PUBLIC_MODULES = (
+    "stochastic_depth_tf",
+    "stochastic_depth_tf.layers",
+    "stochastic_depth_tf.ops",
+    "stochastic_depth_tf.schedules",
+    "stochastic_depth_tf.callbacks",
+    "stochastic_depth_tf.models",
+    "stochastic_depth_tf.recipes",
+    "stochastic_depth_tf.datasets",
+    "stochastic_depth_tf.pruning",
+    "stochastic_depth_tf.hub",
+)
 
 
 def public_names(module_name: str) -> set:
@@ -29,10 +37,14 @@ def public_names(module_name: str) -> set:
     module = importlib.import_module(module_name)
     names = getattr(module, "__all__", None)
     if names is None:
-        names = [name for name, value in vars(module).items()
-                 if not name.startswith("_") and not inspect.ismodule(value)
-                 and getattr(value, "__module__", module_name) == module_name
-                 and (inspect.isclass(value) or inspect.isfunction(value) or name.isupper())]
+        names = [
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and not inspect.ismodule(value)
+            and getattr(value, "__module__", module_name) == module_name
+            and (inspect.isclass(value) or inspect.isfunction(value) or name.isupper())
+        ]
     return {name for name in names if not inspect.ismodule(getattr(module, name)) and name != "__version__"}
 
 
@@ -45,7 +57,10 @@ def documented() -> set:
 def test_site_builds_with_warnings_as_errors(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", **__import__("os").environ},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"NO_MKDOCS_2_WARNING": "1", **__import__("os").environ},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "api" / "layers" / "index.html").exists()
@@ -91,8 +106,9 @@ def test_version_is_the_package_version():
 
 
 @pytest.mark.tensorflow_only
-@pytest.mark.parametrize("page, index, code", SNIPPETS,
-                         ids=[f"{page.relative_to(DOCS)}[{index}]" for page, index, _ in SNIPPETS])
+@pytest.mark.parametrize(
+    "page, index, code", SNIPPETS, ids=[f"{page.relative_to(DOCS)}[{index}]" for page, index, _ in SNIPPETS]
+)
 def test_docs_snippet_runs(page, index, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # snippets that save files write here
     run_snippet(code, f"{page.relative_to(ROOT)} snippet {index}")

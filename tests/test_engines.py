@@ -54,7 +54,9 @@ def run_ddp(name: str) -> list:
 @pytest.fixture(scope="module")
 def ddp_gates() -> dict:
     ranks = run_ddp("ddp_gates")
-    return {mode: np.asarray([found["gates"][mode] for found in ranks]) for mode in ranks[0]["gates"]}  # [rank, step, row]
+    return {
+        mode: np.asarray([found["gates"][mode] for found in ranks]) for mode in ranks[0]["gates"]
+    }  # [rank, step, row]
 
 
 def test_ddp_batch_gate_is_one_per_step_on_every_rank(ddp_gates):
@@ -140,8 +142,16 @@ def test_guide_ddp_example_runs_on_two_ranks(tmp_path):
 
 
 JAX_TWO_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-JAX_MODELS = ["merge-batch", "merge-sample", "merge-subset", "block-batch", "block-sample", "block-subset",
-              "shake-batch", "shake-sample"]
+JAX_MODELS = [
+    "merge-batch",
+    "merge-sample",
+    "merge-subset",
+    "block-batch",
+    "block-sample",
+    "block-subset",
+    "shake-batch",
+    "shake-sample",
+]
 DISTRIBUTIONS = ("data_parallel", "model_parallel")
 
 

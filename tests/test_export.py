@@ -83,8 +83,13 @@ def block_model(mode, inverted):
         name="projection",
     )
     x = sdt.StochasticDepthBlock(
-        branch, shortcut=projection, survival_probability=0.6, mode=mode, inverted=inverted,
-        seed=2, name="block",
+        branch,
+        shortcut=projection,
+        survival_probability=0.6,
+        mode=mode,
+        inverted=inverted,
+        seed=2,
+        name="block",
     )(inputs)
     outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
     return keras.Model(inputs, outputs)
@@ -169,7 +174,10 @@ class Served:
         # refuses any import of the package.
         process = subprocess.run(
             [sys.executable, str(SERVER), str(manifest_path)],
-            cwd=directory, timeout=600, capture_output=True, text=True,
+            cwd=directory,
+            timeout=600,
+            capture_output=True,
+            text=True,
         )
         assert process.returncode == 0, process.stderr[-3000:]
         with np.load(str(manifest_path) + ".npz") as arrays:
@@ -190,9 +198,18 @@ def served(tmp_path_factory):
 
 def test_random_op_pattern_covers_tensorflow_random_ops():
     """The op-name pattern matches TensorFlow's random ops and none of the ops a model serves with."""
-    for op in ("RandomUniform", "StatelessRandomUniformV2", "StatelessRandomGetKeyCounter",
-               "RngReadAndSkip", "RngSkip", "StatefulUniform", "TruncatedNormal",
-               "StatelessMultinomial", "AnonymousSeedGenerator", "RandomShuffle"):
+    for op in (
+        "RandomUniform",
+        "StatelessRandomUniformV2",
+        "StatelessRandomGetKeyCounter",
+        "RngReadAndSkip",
+        "RngSkip",
+        "StatefulUniform",
+        "TruncatedNormal",
+        "StatelessMultinomial",
+        "AnonymousSeedGenerator",
+        "RandomShuffle",
+    ):
         assert RANDOM_OP.search(op), op
     for op in ("Conv2D", "AddV2", "Mul", "StatefulPartitionedCall", "StatelessIf", "If", "ReadVariableOp"):
         assert not RANDOM_OP.search(op), op
@@ -368,5 +385,11 @@ def test_tflite_cifar_resnet_folds_batch_normalization_and_survival_scale(tmp_pa
     converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "resnet"))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     assert tflite_ops(converter.convert()) == {
-        "CONV_2D", "ADD", "STRIDED_SLICE", "PAD", "MEAN", "FULLY_CONNECTED", "SOFTMAX"
+        "CONV_2D",
+        "ADD",
+        "STRIDED_SLICE",
+        "PAD",
+        "MEAN",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
     }

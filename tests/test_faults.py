@@ -73,8 +73,9 @@ def run_killed(*args: str) -> str:
 
 def kill_step(seed: int, accept) -> int:
     """A global step drawn at random (seeded) among those inside an epoch (not its last) that `accept`."""
-    steps = [step for step in range(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH * EPOCHS)
-             if step % STEPS_PER_EPOCH and accept(step)]
+    steps = [
+        step for step in range(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH * EPOCHS) if step % STEPS_PER_EPOCH and accept(step)
+    ]
     return random.Random(seed).choice(steps)
 
 
@@ -88,8 +89,11 @@ def differing(resumed: dict, reference: dict) -> list:
     names = []
     for key in ("variables", "optimizer", "gated_outputs"):
         assert len(resumed[key]) == len(reference[key])
-        names += [f"{key}[{index}]" for index, (actual, expected) in enumerate(zip(resumed[key], reference[key]))
-                  if not np.array_equal(np.asarray(actual), np.asarray(expected))]
+        names += [
+            f"{key}[{index}]"
+            for index, (actual, expected) in enumerate(zip(resumed[key], reference[key]))
+            if not np.array_equal(np.asarray(actual), np.asarray(expected))
+        ]
     return names
 
 

@@ -85,8 +85,7 @@ def _infer(model, images):
 
 def _survival(model):
     return [
-        float(keras.ops.convert_to_numpy(gate.survival_probability_variable))
-        for gate in model.stochastic_depth_layers
+        float(keras.ops.convert_to_numpy(gate.survival_probability_variable)) for gate in model.stochastic_depth_layers
     ]
 
 
@@ -317,7 +316,10 @@ def test_scheduler_finds_every_gate_of_a_task_model(name):
     classifier.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     # The ramp's first epoch starts every gate at its initial value, 1.0.
     classifier.fit(
-        _images(4), np.arange(4) % 3, epochs=1, verbose=0,
+        _images(4),
+        np.arange(4) % 3,
+        epochs=1,
+        verbose=0,
         callbacks=[SurvivalProbabilityScheduler(duration=4)],
     )
     assert len(_survival(model)) == num_gates

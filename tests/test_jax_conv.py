@@ -8,7 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's convolution gradients (KERAS_BACKEND=jax)")
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="JAX's convolution gradients (KERAS_BACKEND=jax)"
+)
 
 if keras.backend.backend() == "jax":
     import jax
@@ -45,8 +47,13 @@ def convolution_problem(spatial, stride, padding, dilation, groups, multiplier, 
 
     def reference(x, w):
         return lax.conv_general_dilated(
-            x, w, (stride,) * spatial, pads, rhs_dilation=(dilation,) * spatial,
-            dimension_numbers=jax_backend._canonical_dimension_numbers(spatial), feature_group_count=groups,
+            x,
+            w,
+            (stride,) * spatial,
+            pads,
+            rhs_dilation=(dilation,) * spatial,
+            dimension_numbers=jax_backend._canonical_dimension_numbers(spatial),
+            feature_group_count=groups,
         )
 
     return x, w, convolution, reference
@@ -133,13 +140,15 @@ def test_skipping_block_equals_the_multiply_path_in_values_and_gradients(padding
     x = np.random.default_rng(0).normal(size=(4, 9, 9, 4)).astype("float32")
 
     def block(skip_compute):
-        branch = keras.Sequential([
-            keras.layers.Conv2D(6, 3, strides=strides, padding=padding, use_bias=False),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.DepthwiseConv2D(3, padding="same"),
-            keras.layers.Conv2D(6, 1),
-        ])
+        branch = keras.Sequential(
+            [
+                keras.layers.Conv2D(6, 3, strides=strides, padding=padding, use_bias=False),
+                keras.layers.BatchNormalization(),
+                keras.layers.ReLU(),
+                keras.layers.DepthwiseConv2D(3, padding="same"),
+                keras.layers.Conv2D(6, 1),
+            ]
+        )
         shortcut = keras.layers.Conv2D(6, 3, strides=strides, padding=padding)
         layer = sdt.StochasticDepthBlock(branch, shortcut, survival_probability=1.0, seed=0, skip_compute=skip_compute)
         layer.build(x.shape)
@@ -153,8 +162,10 @@ def test_skipping_block_equals_the_multiply_path_in_values_and_gradients(padding
 
     def loss_and_gradients(layer):
         def loss(trainable, x):
-            output, _ = layer.stateless_call(trainable, [v.value for v in layer.non_trainable_variables], x, training=True)
-            return (output ** 2).sum(), output
+            output, _ = layer.stateless_call(
+                trainable, [v.value for v in layer.non_trainable_variables], x, training=True
+            )
+            return (output**2).sum(), output
 
         gradient = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
         return gradient([v.value for v in layer.trainable_variables], x)

@@ -62,8 +62,9 @@ def test_demo_refuses_an_output_it_cannot_create_before_training(capsys, tmp_pat
     regular_file.write_text("not a directory")
     last_line = _refused(["--output", str(regular_file / "results")], capsys).strip().splitlines()[-1]
     # argparse's usage, then one line that names the argument, the expectation and the value.
-    assert last_line.startswith("python -m stochastic_depth_tf: error: argument --output: expected a directory "
-                                "that can be created and written")
+    assert last_line.startswith(
+        "python -m stochastic_depth_tf: error: argument --output: expected a directory that can be created and written"
+    )
     assert str(regular_file / "results") in last_line and "Not a directory" in last_line
 
 
@@ -71,15 +72,18 @@ class _FakeTrainer:
     """Stands in for `recipes.Trainer`: an untrained model and fixed numbers, no training."""
 
     def __init__(self, data, recipe, depth, plain, mode, jit_compile):
-        self.model = sdt.models.cifar_resnet(depth=depth, final_survival_probability=1.0 if plain else 0.5,
-                                             input_shape=data["train"][0].shape[1:])
+        self.model = sdt.models.cifar_resnet(
+            depth=depth, final_survival_probability=1.0 if plain else 0.5, input_shape=data["train"][0].shape[1:]
+        )
 
     def run(self, final_survival_probability, seed, verbose):
         stochastic = final_survival_probability < 1.0
         curve = [0.5, 0.6]
-        return {"test_accuracy": 0.90 + 0.01 * seed - (0.05 if stochastic else 0.0),
-                "seconds_per_epoch": 0.75 if stochastic else 1.0,
-                "history": {"val_accuracy": curve, "val_loss": curve}}
+        return {
+            "test_accuracy": 0.90 + 0.01 * seed - (0.05 if stochastic else 0.0),
+            "seconds_per_epoch": 0.75 if stochastic else 1.0,
+            "history": {"val_accuracy": curve, "val_loss": curve},
+        }
 
 
 def test_a_failure_to_write_outputs_after_training_still_prints_the_table(capsys, tmp_path, monkeypatch):
@@ -132,8 +136,25 @@ def test_cifar10_path_trains_with_the_paper_recipe_offline(capsys, monkeypatch):
         return (images(80), labels(80)), (images(40), labels(40))
 
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", small_cifar10)
-    assert main(["--dataset", "cifar10", "--depth", "8", "--epochs", "1", "--seeds", "1",
-                 "--batch-size", "16", "--verbose", "0"]) == 0
+    assert (
+        main(
+            [
+                "--dataset",
+                "cifar10",
+                "--depth",
+                "8",
+                "--epochs",
+                "1",
+                "--seeds",
+                "1",
+                "--batch-size",
+                "16",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "cifar10, 72 training images of shape (32, 32, 3)" in printed
     assert "recipe paper: 1 epochs of batch 16" in printed

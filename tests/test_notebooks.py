@@ -26,8 +26,13 @@ NAMES = sorted(name for name in os.listdir(NOTEBOOKS) if name.endswith(".ipynb")
 
 
 def _outputs(notebook, output_type=None):
-    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
-            if output_type is None or output.output_type == output_type]
+    return [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output_type is None or output.output_type == output_type
+    ]
 
 
 def _images(notebook):
@@ -51,8 +56,13 @@ def run_small(name):
 
 
 def test_the_notebooks_exist_and_each_has_a_small_size():
-    assert NAMES == ["depth_on_demand.ipynb", "stochastic_depth_mnist1d.ipynb", "stochastic_depth_resnet.ipynb",
-                     "stochastic_depth_semantics.ipynb", "stochastic_depth_sweep.ipynb"]
+    assert NAMES == [
+        "depth_on_demand.ipynb",
+        "stochastic_depth_mnist1d.ipynb",
+        "stochastic_depth_resnet.ipynb",
+        "stochastic_depth_semantics.ipynb",
+        "stochastic_depth_sweep.ipynb",
+    ]
     assert sorted(runner.SMALL_PARAMETERS) == NAMES
 
 

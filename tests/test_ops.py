@@ -51,9 +51,7 @@ def test_training_none_is_inference():
 @pytest.mark.parametrize("mode", ["batch", "sample"])
 def test_survival_probability_one_is_exact_add(training, inverted, mode):
     shortcut, residual = pair()
-    output = ops.stochastic_depth(
-        shortcut, residual, 1.0, training=training, mode=mode, inverted=inverted
-    )
+    output = ops.stochastic_depth(shortcut, residual, 1.0, training=training, mode=mode, inverted=inverted)
     np.testing.assert_array_equal(output, shortcut + residual)
 
 
@@ -81,9 +79,7 @@ def test_sample_mode_gives_each_example_exactly_kept_or_dropped(inverted):
     shortcut, residual = pair(shape=(256, 2, 2, 3))
     generator = keras.random.SeedGenerator(11)
     output = keras.ops.convert_to_numpy(
-        ops.stochastic_depth(
-            shortcut, residual, p, training=True, mode="sample", inverted=inverted, seed=generator
-        )
+        ops.stochastic_depth(shortcut, residual, p, training=True, mode="sample", inverted=inverted, seed=generator)
     )
     kept_value = shortcut + (residual / np.float32(p) if inverted else residual)
     dropped = np.all(np.isclose(output, shortcut, rtol=1e-6, atol=1e-6), axis=(1, 2, 3))
@@ -116,10 +112,12 @@ def test_batch_mode_keep_rate_matches_survival_probability(p):
     draws = 4000
     generator = keras.random.SeedGenerator(1234)
     residual = np.zeros((2, 3), "float32")
-    gates = np.array([
-        keras.ops.convert_to_numpy(ops.bernoulli_gate(residual, p, mode="batch", seed=generator))
-        for _ in range(draws)
-    ])
+    gates = np.array(
+        [
+            keras.ops.convert_to_numpy(ops.bernoulli_gate(residual, p, mode="batch", seed=generator))
+            for _ in range(draws)
+        ]
+    )
     assert set(np.unique(gates)) <= {0.0, 1.0}
     assert abs(gates.mean() - p) <= binomial_bound(p, draws)
 
@@ -130,9 +128,7 @@ def test_sample_mode_keep_rate_matches_survival_probability(p):
     shortcut = np.zeros((examples, 2, 2, 1), "float32")
     residual = np.ones((examples, 2, 2, 1), "float32")
     output = keras.ops.convert_to_numpy(
-        ops.stochastic_depth(
-            shortcut, residual, p, training=True, mode="sample", seed=keras.random.SeedGenerator(99)
-        )
+        ops.stochastic_depth(shortcut, residual, p, training=True, mode="sample", seed=keras.random.SeedGenerator(99))
     )
     per_example = output.reshape(examples, -1)
     assert np.all(per_example == per_example[:, :1]), "one gate per example"
@@ -150,7 +146,12 @@ def test_training_output_is_unbiased_estimate_of_inference_output(p, inverted):
     residual = np.repeat(residual_row, examples, axis=0)
     training = keras.ops.convert_to_numpy(
         ops.stochastic_depth(
-            shortcut, residual, p, training=True, mode="sample", inverted=inverted,
+            shortcut,
+            residual,
+            p,
+            training=True,
+            mode="sample",
+            inverted=inverted,
             seed=keras.random.SeedGenerator(7),
         )
     )
@@ -179,10 +180,12 @@ def test_same_seed_gives_same_gate_sequence():
 
     def sequence(seed):
         generator = keras.random.SeedGenerator(seed)
-        return np.stack([
-            keras.ops.convert_to_numpy(ops.bernoulli_gate(residual, 0.5, mode="sample", seed=generator))
-            for _ in range(10)
-        ])
+        return np.stack(
+            [
+                keras.ops.convert_to_numpy(ops.bernoulli_gate(residual, 0.5, mode="sample", seed=generator))
+                for _ in range(10)
+            ]
+        )
 
     np.testing.assert_array_equal(sequence(3), sequence(3))
     assert not np.array_equal(sequence(3), sequence(4))
@@ -194,7 +197,10 @@ def test_compiled_function_draws_a_fresh_gate_every_call(jit_compile):
     shortcut = np.zeros((2, 3), "float32")
     outputs, _ = outputs_and_gradients(
         lambda r: ops.stochastic_depth(shortcut, r, 0.5, training=True, seed=generator),
-        [np.ones((2, 3), "float32")], state=[generator.state], jit_compile=jit_compile, calls=60,
+        [np.ones((2, 3), "float32")],
+        state=[generator.state],
+        jit_compile=jit_compile,
+        calls=60,
     )
     assert set(outputs[:, 0, 0]) == {0.0, 1.0}
 
@@ -205,8 +211,13 @@ def test_compiled_function_draws_a_fresh_gate_every_call(jit_compile):
 def test_output_keeps_input_dtype(dtype, training, inverted):
     shortcut, residual = (keras.ops.cast(t, dtype) for t in pair())
     output = ops.stochastic_depth(
-        shortcut, residual, 0.6, training=training, inverted=inverted,
-        mode="sample", seed=keras.random.SeedGenerator(0),
+        shortcut,
+        residual,
+        0.6,
+        training=training,
+        inverted=inverted,
+        mode="sample",
+        seed=keras.random.SeedGenerator(0),
     )
     # JAX without `jax_enable_x64` makes float64 float32: the input's dtype, whichever it is.
     assert keras.backend.standardize_dtype(output.dtype) == keras.backend.standardize_dtype(shortcut.dtype)
@@ -237,7 +248,10 @@ def test_inverted_tensor_zero_gives_shortcut_not_nan():
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), float("inf")])
 def test_survival_probability_out_of_range_is_refused(value):
     shortcut, residual = pair()
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability="):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=",
+    ):
         ops.stochastic_depth(shortcut, residual, value)
 
 
@@ -256,14 +270,18 @@ def test_survival_probability_non_scalar_tensor_is_refused():
 
 def test_inverted_with_zero_is_refused():
     shortcut, residual = pair()
-    with pytest.raises(ValueError, match=r"Expected a value greater than 0 with `inverted=True`.*survival_probability=0.0"):
+    with pytest.raises(
+        ValueError, match=r"Expected a value greater than 0 with `inverted=True`.*survival_probability=0.0"
+    ):
         ops.stochastic_depth(shortcut, residual, 0.0, inverted=True)
 
 
 @pytest.mark.parametrize("mode", ["row", "Batch", None, 1])
 def test_unknown_mode_is_refused(mode):
     shortcut, residual = pair()
-    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample', 'subset'\). Received: mode="):
+    with pytest.raises(
+        ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample', 'subset'\). Received: mode="
+    ):
         ops.stochastic_depth(shortcut, residual, 0.5, mode=mode)
 
 
@@ -353,7 +371,10 @@ def test_kept_rows_are_the_rows_the_gate_keeps():
     for mode in ("sample", "subset"):
         gate = ops.draw_gate(inputs, 0.5, mode=mode, seed=9)
         indices, _ = ops.kept_rows(inputs, 0.5, mode=mode, seed=9)
-        assert sorted(keras.ops.convert_to_numpy(indices).tolist()) == np.flatnonzero(keras.ops.convert_to_numpy(gate)).tolist()
+        assert (
+            sorted(keras.ops.convert_to_numpy(indices).tolist())
+            == np.flatnonzero(keras.ops.convert_to_numpy(gate)).tolist()
+        )
 
 
 def test_kept_rows_refuses_batch_mode():

@@ -85,8 +85,11 @@ def test_removed_merge_layer_computes_its_shortcut_and_its_branch_leaves_the_gra
     assert "stage2_block1_stochastic_depth" not in kept and "stage2_block1_conv1" not in kept
     assert "stage3_block3_conv2" not in kept and "stage3_block3_bn2" not in kept
     assert "stage2_block1_shortcut" in kept  # the zero-pad shortcut of the transition stays
-    removed = sum(model.get_layer(f"{prefix}_{name}").count_params() for prefix in ("stage2_block1", "stage3_block3")
-                  for name in ("conv1", "bn1", "conv2", "bn2"))
+    removed = sum(
+        model.get_layer(f"{prefix}_{name}").count_params()
+        for prefix in ("stage2_block1", "stage3_block3")
+        for name in ("conv1", "bn1", "conv2", "bn2")
+    )
     assert pruned.count_params() == model.count_params() - removed
 
 
@@ -101,7 +104,7 @@ def test_removed_block_layer_becomes_its_projection_shortcut():
 def test_blocks_are_numbered_in_the_order_of_the_collector():
     model = resnet()
     for index in (0, 4, 8):
-        assert names(sdt.prune_blocks(model, blocks=[index])) == names(model)[:index] + names(model)[index + 1:]
+        assert names(sdt.prune_blocks(model, blocks=[index])) == names(model)[:index] + names(model)[index + 1 :]
 
 
 def test_kept_blocks_keep_weights_and_the_current_survival_probability():
@@ -110,8 +113,10 @@ def test_kept_blocks_keep_weights_and_the_current_survival_probability():
         layer.survival_probability_variable.assign(0.3)  # where a schedule might leave it
     pruned = sdt.prune_blocks(model, blocks=[])
     np.testing.assert_allclose(predict(pruned), predict(model), rtol=1e-6, atol=1e-6)
-    assert [float(keras.ops.convert_to_numpy(layer.survival_probability_variable.value))
-            for layer in stochastic_depth_layers(pruned)] == pytest.approx([0.3] * 9)
+    assert [
+        float(keras.ops.convert_to_numpy(layer.survival_probability_variable.value))
+        for layer in stochastic_depth_layers(pruned)
+    ] == pytest.approx([0.3] * 9)
 
 
 def test_inverted_blocks_keep_their_plain_add_at_inference():
@@ -221,8 +226,9 @@ def test_keep_as_a_count_or_a_fraction():
     assert len(names(sdt.prune_blocks(model, keep=np.int64(4)))) == 4
 
 
-@pytest.mark.parametrize("keep, removed", [(6, [2, 5, 8]), (7, [4, 8]), (3, [1, 2, 4, 5, 7, 8]), (9, []),
-                                           (0, list(range(9)))])
+@pytest.mark.parametrize(
+    "keep, removed", [(6, [2, 5, 8]), (7, [4, 8]), (3, [1, 2, 4, 5, 7, 8]), (9, []), (0, list(range(9)))]
+)
 def test_every_k_is_layerdrops_rule(keep, removed):
     model = resnet()
     pruned = sdt.prune_blocks(model, keep=keep, rule="every_k")
@@ -235,8 +241,9 @@ def single_removal_costs(model, features, labels, compiled):
     for index in range(len(stochastic_depth_layers(model))):
         scores = predict(sdt.prune_blocks(model, blocks=[index]), features)
         if compiled:
-            costs.append(float(np.mean(keras.ops.convert_to_numpy(
-                keras.losses.sparse_categorical_crossentropy(labels, scores)))))
+            costs.append(
+                float(np.mean(keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(labels, scores))))
+            )
         else:
             costs.append(float(np.mean(scores.argmax(-1) != labels)))
     return costs
@@ -266,15 +273,16 @@ def test_greedy_accepts_one_hot_labels():
     features = np.random.default_rng(4).normal(size=(32, 4)).astype("float32")
     labels = np.random.default_rng(6).integers(0, 3, size=32)
     one_hot = np.eye(3, dtype="float32")[labels]
-    assert (pruning.removal_order(model, rule="greedy", validation_data=(features, one_hot))
-            == pruning.removal_order(model, rule="greedy", validation_data=(features, labels)))
+    assert pruning.removal_order(model, rule="greedy", validation_data=(features, one_hot)) == pruning.removal_order(
+        model, rule="greedy", validation_data=(features, labels)
+    )
 
 
 def test_removal_order_is_the_prefix_prune_blocks_removes():
     model = resnet()
     order = pruning.removal_order(model)
     for keep in (8, 4, 0):
-        assert names(sdt.prune_blocks(model, keep=keep)) == names(sdt.prune_blocks(model, blocks=order[:9 - keep]))
+        assert names(sdt.prune_blocks(model, keep=keep)) == names(sdt.prune_blocks(model, blocks=order[: 9 - keep]))
 
 
 # Blocks that cannot go.
@@ -291,7 +299,9 @@ def shape_changing_model():
 
 
 def test_block_whose_removal_changes_a_shape_is_refused_by_name():
-    with pytest.raises(ValueError, match=re.escape("Invalid value received for argument `blocks`. Expected removable")) as error:
+    with pytest.raises(
+        ValueError, match=re.escape("Invalid value received for argument `blocks`. Expected removable")
+    ) as error:
         sdt.prune_blocks(shape_changing_model(), blocks=["changes_shape"])
     assert "would change a shape" in str(error.value)
 
@@ -343,7 +353,9 @@ def test_model_without_our_layers_is_refused():
 
 @pytest.mark.parametrize("arguments", [{}, {"blocks": [1], "keep": 3}])
 def test_exactly_one_of_blocks_and_keep(arguments):
-    with pytest.raises(ValueError, match=re.escape("Invalid arguments received by prune_blocks. Expected exactly one of")):
+    with pytest.raises(
+        ValueError, match=re.escape("Invalid arguments received by prune_blocks. Expected exactly one of")
+    ):
         sdt.prune_blocks(resnet(), **arguments)
 
 
@@ -361,7 +373,9 @@ def test_blocks_of_the_wrong_type(blocks):
 
 @pytest.mark.parametrize("blocks", [[9], [-1], [True], ["no_such_block"], [1.0]])
 def test_blocks_out_of_range_or_unknown(blocks):
-    with pytest.raises(ValueError, match=re.escape("Invalid value received for argument `blocks`. Expected block numbers in [0, 8]")):
+    with pytest.raises(
+        ValueError, match=re.escape("Invalid value received for argument `blocks`. Expected block numbers in [0, 8]")
+    ):
         sdt.prune_blocks(resnet(), blocks=blocks)
 
 
@@ -376,8 +390,15 @@ def test_keep_of_the_wrong_type(keep):
         sdt.prune_blocks(resnet(), keep=keep)
 
 
-@pytest.mark.parametrize("keep, expected", [(10, "an int count in [0, 9]"), (-1, "an int count in [0, 9]"),
-                                            (1.5, "a float fraction in [0.0, 1.0]"), (float("nan"), "a float fraction")])
+@pytest.mark.parametrize(
+    "keep, expected",
+    [
+        (10, "an int count in [0, 9]"),
+        (-1, "an int count in [0, 9]"),
+        (1.5, "a float fraction in [0.0, 1.0]"),
+        (float("nan"), "a float fraction"),
+    ],
+)
 def test_keep_out_of_range(keep, expected):
     with pytest.raises(ValueError, match=re.escape(f"Invalid value received for argument `keep`. Expected {expected}")):
         sdt.prune_blocks(resnet(), keep=keep)
@@ -394,14 +415,19 @@ def test_validation_data_only_with_greedy(rule):
         sdt.prune_blocks(resnet(), keep=3, rule=rule, validation_data=(IMAGES, np.zeros(6)))
 
 
-@pytest.mark.parametrize("validation_data, expected", [
-    (None, "Expected `(x, y)` with rule='greedy'"),
-    ((IMAGES,), "Expected `(x, y)`, two arrays"),
-    ((IMAGES, np.zeros(5)), "Expected `(x, y)`, two arrays"),
-    ([IMAGES[:0], np.zeros(0)], "Expected `(x, y)`, two arrays"),
-])
+@pytest.mark.parametrize(
+    "validation_data, expected",
+    [
+        (None, "Expected `(x, y)` with rule='greedy'"),
+        ((IMAGES,), "Expected `(x, y)`, two arrays"),
+        ((IMAGES, np.zeros(5)), "Expected `(x, y)`, two arrays"),
+        ([IMAGES[:0], np.zeros(0)], "Expected `(x, y)`, two arrays"),
+    ],
+)
 def test_greedy_needs_validation_data(validation_data, expected):
-    with pytest.raises(ValueError, match=re.escape(f"Invalid value received for argument `validation_data`. {expected}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"Invalid value received for argument `validation_data`. {expected}")
+    ):
         sdt.prune_blocks(resnet(), keep=3, rule="greedy", validation_data=validation_data)
 
 

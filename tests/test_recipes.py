@@ -60,12 +60,15 @@ def test_training_dataset_batches_every_example_each_epoch():
     assert tuple(first.shape) == (recipes.DIGITS.batch_size, 12, 12, 1)
 
 
-@pytest.mark.parametrize("changes, argument", [
-    ({"epochs": 0}, "epochs"),
-    ({"batch_size": 2.5}, "batch_size"),
-    ({"decay": "linear"}, "decay"),
-    ({"epochs": 2, "warmup_epochs": 2}, "warmup_epochs"),
-])
+@pytest.mark.parametrize(
+    "changes, argument",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"decay": "linear"}, "decay"),
+        ({"epochs": 2, "warmup_epochs": 2}, "warmup_epochs"),
+    ],
+)
 def test_bad_recipes_are_refused(changes, argument):
     with pytest.raises(ValueError, match=rf"Invalid value received for argument `{argument}`"):
         recipes.DIGITS.replace(**changes)
@@ -78,13 +81,19 @@ def test_mean_interval_is_the_student_t_interval():
     assert np.isnan(recipes.mean_interval([0.5])[1])
 
 
-@pytest.mark.parametrize("differences, verdict", [
-    ([0.01, -0.01, 0.005], "3 seeds cannot tell a 0.0017 difference from seed-to-seed noise"),
-    ([-0.01, -0.11], "2 seeds cannot tell a 0.0600 difference from seed-to-seed noise (true differences from -0.6953"),
-    ([-0.030, -0.028, -0.032], "stochastic depth lower by more than the spread of the seeds"),
-    ([0.020, 0.021, 0.019], "stochastic depth higher by more than the spread of the seeds"),
-    ([0.02], "one seed cannot tell"),
-])
+@pytest.mark.parametrize(
+    "differences, verdict",
+    [
+        ([0.01, -0.01, 0.005], "3 seeds cannot tell a 0.0017 difference from seed-to-seed noise"),
+        (
+            [-0.01, -0.11],
+            "2 seeds cannot tell a 0.0600 difference from seed-to-seed noise (true differences from -0.6953",
+        ),
+        ([-0.030, -0.028, -0.032], "stochastic depth lower by more than the spread of the seeds"),
+        ([0.020, 0.021, 0.019], "stochastic depth higher by more than the spread of the seeds"),
+        ([0.02], "one seed cannot tell"),
+    ],
+)
 def test_describe_difference_computes_its_verdict(differences, verdict):
     assert verdict in recipes.describe_difference(differences)
 
@@ -107,11 +116,15 @@ def test_describe_difference_refuses_no_values():
 def test_zero_init_residual_makes_every_block_start_as_the_identity(final_survival_probability):
     import stochastic_depth_tf as sdt
 
-    model = sdt.models.cifar_resnet(depth=14, final_survival_probability=final_survival_probability, input_shape=(12, 12, 1))
+    model = sdt.models.cifar_resnet(
+        depth=14, final_survival_probability=final_survival_probability, input_shape=(12, 12, 1)
+    )
     assert recipes.zero_init_residual_branches(model) == 6
     last_gammas = [v for v in model.trainable_weights if v.path.endswith("_bn2/gamma")]
     assert all(np.all(keras.ops.convert_to_numpy(v) == 0.0) for v in last_gammas)
-    assert all(np.all(keras.ops.convert_to_numpy(v) == 1.0) for v in model.trainable_weights if v.path.endswith("_bn1/gamma"))
+    assert all(
+        np.all(keras.ops.convert_to_numpy(v) == 1.0) for v in model.trainable_weights if v.path.endswith("_bn1/gamma")
+    )
 
 
 def test_with_epochs_keeps_the_warm_up_within_a_quarter_of_a_short_run():
@@ -148,9 +161,14 @@ def test_trainer_reuses_one_compiled_step_and_sets_each_runs_survival_probabilit
     layers = sdt.callbacks.stochastic_depth_layers(trainer.model)
     expected = sdt.schedules.linear_decay(3, 0.8)
     np.testing.assert_allclose([layer.survival_probability for layer in layers], expected, rtol=1e-6)
-    np.testing.assert_allclose([float(keras.ops.convert_to_numpy(layer.survival_probability_variable)) for layer in layers],
-                               expected, rtol=1e-6)
-    assert int(keras.ops.convert_to_numpy(trainer.model.optimizer.iterations)) == recipes.steps_per_epoch(trainer.recipe, len(data["train"][0]))
+    np.testing.assert_allclose(
+        [float(keras.ops.convert_to_numpy(layer.survival_probability_variable)) for layer in layers],
+        expected,
+        rtol=1e-6,
+    )
+    assert int(keras.ops.convert_to_numpy(trainer.model.optimizer.iterations)) == recipes.steps_per_epoch(
+        trainer.recipe, len(data["train"][0])
+    )
     for run in (first, second):
         assert 0.0 <= run["test_accuracy"] <= 1.0 and len(run["epoch_seconds"]) == 1
 
@@ -165,8 +183,9 @@ def test_trainer_refuses_a_survival_probability_of_the_other_architecture():
 def test_batch_norm_momentum_reaches_every_batch_normalization(final_survival_probability):
     import stochastic_depth_tf as sdt
 
-    model = sdt.models.cifar_resnet(depth=14, final_survival_probability=final_survival_probability,
-                                    shortcut="projection", input_shape=(12, 12, 1))
+    model = sdt.models.cifar_resnet(
+        depth=14, final_survival_probability=final_survival_probability, shortcut="projection", input_shape=(12, 12, 1)
+    )
     # stem + 2 per block x 6 blocks + 2 projection shortcuts
     assert recipes.set_batch_norm_momentum(model, 0.9) == 15
 
@@ -194,7 +213,9 @@ def test_with_steps_stretches_the_schedule_to_the_run():
     assert base.with_steps(30, num_examples=640).warmup_epochs == 0.75
 
 
-@pytest.mark.parametrize("arguments, argument", [((0, 640), "steps"), ((100, 0), "num_examples"), ((1.5, 640), "steps")])
+@pytest.mark.parametrize(
+    "arguments, argument", [((0, 640), "steps"), ((100, 0), "num_examples"), ((1.5, 640), "steps")]
+)
 def test_with_steps_refuses_bad_arguments(arguments, argument):
     with pytest.raises(ValueError, match=rf"Invalid value received for argument `{argument}`"):
         recipes.MNIST1D.with_steps(*arguments)

@@ -30,7 +30,9 @@ def distributions(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # --no-isolation: the build backend comes from the test extra, not a download.
     subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
@@ -52,7 +54,8 @@ def test_distributions_are_named_for_the_version(distributions):
 def test_twine_check_passes(distributions):
     result = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", *map(str, distributions.values())],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -77,7 +80,11 @@ def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distribu
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     subprocess.run(
         [python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(distributions["wheel"])],
-        check=True, capture_output=True, text=True, cwd=work, env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
     )
 
     def run(*args: str) -> str:

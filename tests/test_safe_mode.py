@@ -68,15 +68,21 @@ def zero_pad_model():
     x = sdt.layers.ZeroPadShortcut(6, strides=1, name="pad")(inputs)
     branch = keras.Sequential([keras.layers.Conv2D(8, 3, strides=2, padding="same")], name="branch")
     block = sdt.StochasticDepthBlock(
-        branch, shortcut=sdt.layers.ZeroPadShortcut(8, strides=2, name="block_pad"),
-        survival_probability=0.8, name="block",
+        branch,
+        shortcut=sdt.layers.ZeroPadShortcut(8, strides=2, name="block_pad"),
+        survival_probability=0.8,
+        name="block",
     )
     return keras.Model(inputs, block(x))
 
 
 def cifar_resnet(skip_compute):
     return sdt.models.cifar_resnet(
-        depth=8, num_classes=3, input_shape=(12, 12, 3), seed=0, skip_compute=skip_compute,
+        depth=8,
+        num_classes=3,
+        input_shape=(12, 12, 3),
+        seed=0,
+        skip_compute=skip_compute,
         shortcut="zero_pad" if skip_compute else "projection",
     )
 
@@ -191,30 +197,78 @@ def replace(**values):
 # `from_config` lets a ValueError through as it is; an error raised while a
 # nested object is deserialized is wrapped in a TypeError by Keras.
 TAMPERED = {
-    "merge_mode": ("merge", replace(mode="banana"), TypeError,
-                   r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample', 'subset'\)\. Received: mode='banana'"),
-    "merge_survival_probability": ("merge", replace(survival_probability=7), TypeError,
-                                   r"Invalid value received for argument `survival_probability`\. Expected a float between 0 and 1"),
-    "merge_inverted": ("merge", replace(inverted="yes"), TypeError,
-                       r"Invalid type received for argument `inverted`\. Expected a bool"),
-    "block_mode": ("block", replace(mode="banana"), ValueError,
-                   r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample', 'subset'\)"),
-    "block_survival_probability": ("block", replace(survival_probability=7), ValueError,
-                                   r"Invalid value received for argument `survival_probability`\. Expected a float between 0 and 1"),
-    "block_branch_number": ("block", replace(branch=3), TypeError,
-                            r"Invalid type received for argument `branch`\. Expected a keras\.layers\.Layer\. Received: branch=3"),
-    "block_branch_initializer": ("block", replace(branch=keras.saving.serialize_keras_object(keras.initializers.Zeros())),
-                                 TypeError, r"Invalid type received for argument `branch`\. Expected a keras\.layers\.Layer\. Received: branch=<"),
-    "block_branch_plain_dict": ("block", replace(branch={"units": 3}), TypeError,
-                                r"Invalid type received for argument `branch`\. Expected a keras\.layers\.Layer\. Received: branch=\{'units': 3\}"),
-    "block_shortcut_string": ("block", replace(shortcut="identity"), TypeError,
-                              r"Invalid type received for argument `shortcut`\. Expected a keras\.layers\.Layer or None"),
-    "block_skip_compute": ("block", replace(skip_compute="yes"), TypeError,
-                           r"Invalid type received for argument `skip_compute`\. Expected a bool"),
-    "zero_pad_filters": ("pad", replace(filters=-1), TypeError,
-                         r"Invalid value received for argument `filters`\. Expected a positive int"),
-    "zero_pad_fewer_filters_than_channels": ("pad", replace(filters=2), ValueError,
-                                             r"Invalid input shape received by ZeroPadShortcut"),
+    "merge_mode": (
+        "merge",
+        replace(mode="banana"),
+        TypeError,
+        r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample', 'subset'\)\. Received: mode='banana'",
+    ),
+    "merge_survival_probability": (
+        "merge",
+        replace(survival_probability=7),
+        TypeError,
+        r"Invalid value received for argument `survival_probability`\. Expected a float between 0 and 1",
+    ),
+    "merge_inverted": (
+        "merge",
+        replace(inverted="yes"),
+        TypeError,
+        r"Invalid type received for argument `inverted`\. Expected a bool",
+    ),
+    "block_mode": (
+        "block",
+        replace(mode="banana"),
+        ValueError,
+        r"Invalid value received for argument `mode`\. Expected one of \('batch', 'sample', 'subset'\)",
+    ),
+    "block_survival_probability": (
+        "block",
+        replace(survival_probability=7),
+        ValueError,
+        r"Invalid value received for argument `survival_probability`\. Expected a float between 0 and 1",
+    ),
+    "block_branch_number": (
+        "block",
+        replace(branch=3),
+        TypeError,
+        r"Invalid type received for argument `branch`\. Expected a keras\.layers\.Layer\. Received: branch=3",
+    ),
+    "block_branch_initializer": (
+        "block",
+        replace(branch=keras.saving.serialize_keras_object(keras.initializers.Zeros())),
+        TypeError,
+        r"Invalid type received for argument `branch`\. Expected a keras\.layers\.Layer\. Received: branch=<",
+    ),
+    "block_branch_plain_dict": (
+        "block",
+        replace(branch={"units": 3}),
+        TypeError,
+        r"Invalid type received for argument `branch`\. Expected a keras\.layers\.Layer\. Received: branch=\{'units': 3\}",
+    ),
+    "block_shortcut_string": (
+        "block",
+        replace(shortcut="identity"),
+        TypeError,
+        r"Invalid type received for argument `shortcut`\. Expected a keras\.layers\.Layer or None",
+    ),
+    "block_skip_compute": (
+        "block",
+        replace(skip_compute="yes"),
+        TypeError,
+        r"Invalid type received for argument `skip_compute`\. Expected a bool",
+    ),
+    "zero_pad_filters": (
+        "pad",
+        replace(filters=-1),
+        TypeError,
+        r"Invalid value received for argument `filters`\. Expected a positive int",
+    ),
+    "zero_pad_fewer_filters_than_channels": (
+        "pad",
+        replace(filters=2),
+        ValueError,
+        r"Invalid input shape received by ZeroPadShortcut",
+    ),
 }
 
 

@@ -43,7 +43,9 @@ def test_survival_probabilities_by_name(distribution, expected):
 
 @pytest.mark.parametrize("num_blocks", [0, -3])
 def test_non_positive_num_blocks_is_refused(num_blocks):
-    with pytest.raises(ValueError, match=rf"argument `num_blocks`. Expected a positive int. Received: num_blocks={num_blocks}"):
+    with pytest.raises(
+        ValueError, match=rf"argument `num_blocks`. Expected a positive int. Received: num_blocks={num_blocks}"
+    ):
         schedules.linear_decay(num_blocks)
 
 
@@ -55,7 +57,10 @@ def test_non_int_num_blocks_is_refused(num_blocks):
 
 @pytest.mark.parametrize("value", [-0.5, 1.01])
 def test_final_survival_probability_out_of_range_is_refused(value):
-    with pytest.raises(ValueError, match=rf"argument `final_survival_probability`. Expected a float between 0 and 1. Received: final_survival_probability={value}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"argument `final_survival_probability`. Expected a float between 0 and 1. Received: final_survival_probability={value}",
+    ):
         schedules.linear_decay(4, value)
 
 
@@ -65,5 +70,8 @@ def test_uniform_bad_probability_is_refused():
 
 
 def test_unknown_distribution_is_refused():
-    with pytest.raises(ValueError, match=r"argument `distribution`. Expected one of \('linear', 'uniform'\). Received: distribution='exponential'"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `distribution`. Expected one of \('linear', 'uniform'\). Received: distribution='exponential'",
+    ):
         schedules.survival_probabilities(4, 0.5, "exponential")

@@ -30,17 +30,13 @@ APPLICATIONS = {
 # Deep ones, and two whose surgery (backend-neutral graph reading) is not
 # worth their build time under JAX: TensorFlow runs them all.
 SLOW = {"ResNet101", "ResNet152", "MobileNetV2", "ConvNeXtTiny"}
-APPLICATION_PARAMS = [
-    pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in APPLICATIONS
-]
+APPLICATION_PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in APPLICATIONS]
 
 
 @functools.cache
 def application(name):
     """The application (built once per session) and its surgery at full survival."""
-    original = getattr(keras.applications, name)(
-        weights=None, input_shape=(32, 32, 3), include_top=False
-    )
+    original = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), include_top=False)
     return original, apply_stochastic_depth(original, final_survival_probability=1.0)
 
 
@@ -274,9 +270,7 @@ def test_original_model_left_intact():
 def test_non_residual_adds_left_as_they_are():
     first, second = keras.Input((4,)), keras.Input((4,))
     two_inputs = keras.layers.Add(name="two_inputs")([first, second])
-    parallel = keras.layers.Add(name="parallel")(
-        [keras.layers.Dense(4)(two_inputs), keras.layers.Dense(4)(two_inputs)]
-    )
+    parallel = keras.layers.Add(name="parallel")([keras.layers.Dense(4)(two_inputs), keras.layers.Dense(4)(two_inputs)])
     three = keras.layers.Add(name="three")([parallel, two_inputs, first])
     residual = keras.layers.Add(name="residual")([three, keras.layers.Dense(4)(three)])
     model = apply_stochastic_depth(keras.Model([first, second], residual))
@@ -293,9 +287,7 @@ def test_nested_model_adds_replaced_in_call_order():
     original = keras.Model(inputs, x)
     model = apply_stochastic_depth(original, final_survival_probability=0.6, seed=0)
     inner = model.get_layer("inner")
-    layers = [model.get_layer("outer_add_0")] + stochastic_depth_layers(inner) + [
-        model.get_layer("outer_add_1")
-    ]
+    layers = [model.get_layer("outer_add_0")] + stochastic_depth_layers(inner) + [model.get_layer("outer_add_1")]
     assert all(isinstance(layer, StochasticDepth) for layer in layers)
     assert [layer.seed for layer in layers] == [0, 1, 2, 3]
     assert [layer.survival_probability for layer in layers] == schedules.linear_decay(4, 0.6)

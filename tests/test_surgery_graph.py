@@ -15,7 +15,9 @@ def vectors(n=3, width=4, seed=0):
 def mixed_model():
     """An Add, a nested model with an `x + y`, a StochasticDepth, a ShakeDrop and a block, in that order."""
     inner_inputs = keras.Input((4,))
-    inner = keras.Model(inner_inputs, keras.layers.Dense(4, name="op_branch")(inner_inputs) + inner_inputs, name="inner")
+    inner = keras.Model(
+        inner_inputs, keras.layers.Dense(4, name="op_branch")(inner_inputs) + inner_inputs, name="inner"
+    )
     inputs = keras.Input((4,))
     branch = keras.layers.Dense(4, name="add_branch")(inputs)
     x = keras.layers.Add(name="add")([branch, inputs])

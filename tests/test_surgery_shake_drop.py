@@ -30,8 +30,12 @@ def test_strip_folds_the_expected_scale_of_the_current_survival_probability():
     stripped = sdt.strip_stochastic_depth(model)
     scales = {layer.name: layer.scale for layer in stripped.layers if isinstance(layer, keras.layers.Rescaling)}
     # E[b + alpha - b * alpha] = p + (1 - p) * (low + high) / 2
-    assert scales == pytest.approx({"shake0_expected_scale": 0.9 + 0.1 * -0.25, "shake1_expected_scale": 0.6 + 0.4 * -0.25})
-    np.testing.assert_allclose(numpy(stripped(vectors())), numpy(model(vectors(), training=False)), rtol=1e-6, atol=1e-6)
+    assert scales == pytest.approx(
+        {"shake0_expected_scale": 0.9 + 0.1 * -0.25, "shake1_expected_scale": 0.6 + 0.4 * -0.25}
+    )
+    np.testing.assert_allclose(
+        numpy(stripped(vectors())), numpy(model(vectors(), training=False)), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_strip_leaves_only_stock_layers_named_after_shake_drop():
@@ -47,7 +51,9 @@ def test_strip_with_an_expected_scale_of_one_is_a_plain_add():
         model = shake_drop_chain(alpha_range=alpha_range, survival_probabilities=probabilities)
         stripped = sdt.strip_stochastic_depth(model)
         assert not any(isinstance(layer, keras.layers.Rescaling) for layer in stripped.layers)
-        np.testing.assert_allclose(numpy(stripped(vectors())), numpy(model(vectors(), training=False)), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            numpy(stripped(vectors())), numpy(model(vectors(), training=False)), rtol=1e-6, atol=1e-6
+        )
 
 
 def test_strip_pyramidnet_with_shake_drop_keeps_inference_and_weights():

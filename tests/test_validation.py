@@ -19,7 +19,10 @@ def test_choice_returns_a_listed_value():
 
 @pytest.mark.parametrize("value", ["Step", 1, True, ("step",)])
 def test_choice_refuses_anything_else_naming_the_argument(value):
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `unit`. Expected one of \('epoch', 'step'\). Received: unit="):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `unit`. Expected one of \('epoch', 'step'\). Received: unit=",
+    ):
         validation.validate_choice(value, ("epoch", "step"), name="unit")
 
 
@@ -36,7 +39,9 @@ def test_bool_accepts_python_and_numpy_bools():
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None])
 def test_bool_refuses_non_bools_naming_the_argument(value):
-    with pytest.raises(TypeError, match=r"Invalid type received for argument `skip_compute`. Expected a bool. Received: skip_compute="):
+    with pytest.raises(
+        TypeError, match=r"Invalid type received for argument `skip_compute`. Expected a bool. Received: skip_compute="
+    ):
         validation.validate_bool(value, name="skip_compute")
 
 
@@ -46,7 +51,9 @@ def test_range_returns_a_tuple_of_floats(value):
 
 
 def test_survival_probability_names_the_argument_in_the_inverted_message():
-    with pytest.raises(ValueError, match=r"argument `final_survival_probability`. Expected a value greater than 0 with `inverted=True`"):
+    with pytest.raises(
+        ValueError, match=r"argument `final_survival_probability`. Expected a value greater than 0 with `inverted=True`"
+    ):
         validation.validate_survival_probability(0.0, inverted=True, name="final_survival_probability")
 
 
@@ -57,7 +64,10 @@ def test_static_survival_probability_is_a_float_for_numbers_and_none_for_tensors
 
 
 def test_pair_shapes_must_be_two():
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `input_shape`. Expected the shapes of exactly two tensors"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `input_shape`. Expected the shapes of exactly two tensors",
+    ):
         validation.check_pair_shapes([(2, 3)])
     assert validation.check_pair_shapes([(None, 3), (2, None)]) == (2, 3)
 

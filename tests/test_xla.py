@@ -58,7 +58,9 @@ def test_gradient_scope_replaces_backprop_convolutions(padding, kernel):
     assert "Conv2D" in op_types
 
 
-@pytest.mark.parametrize("padding, kernel, multiplier", [("SAME", 3, 1), ("SAME", 4, 1), ("VALID", 3, 2), ("SAME", 5, 2)])
+@pytest.mark.parametrize(
+    "padding, kernel, multiplier", [("SAME", 3, 1), ("SAME", 4, 1), ("VALID", 3, 2), ("SAME", 5, 2)]
+)
 def test_depthwise_gradients_from_forward_convolutions_equal_autodiff(padding, kernel, multiplier):
     rng = np.random.default_rng(kernel + multiplier)
     x = tf.constant(rng.normal(size=(2, 9, 8, 5)).astype("float32"))
@@ -136,7 +138,9 @@ def test_device_type_follows_the_requested_device_then_the_placer(requested, vis
     assert tensorflow_xla.device_type(requested, visible) == expected
 
 
-@pytest.mark.parametrize("device, applies", [("CPU", True), ("GPU", False), ("TPU", False), ("TPU_REPLICATED_CORE", False)])
+@pytest.mark.parametrize(
+    "device, applies", [("CPU", True), ("GPU", False), ("TPU", False), ("TPU_REPLICATED_CORE", False)]
+)
 def test_forward_only_gradients_apply_on_the_cpu_only(device, applies):
     """Measured on the CPU only; GPUs and TPUs keep TensorFlow's own gradients."""
     assert tensorflow_xla.rewrite_applies(device) is applies
@@ -156,7 +160,11 @@ def test_block_under_xla_on_a_gpu_keeps_tensorflow_gradients(monkeypatch):
     def loss(x):
         return tf.reduce_sum(block(x, training=True))
 
-    graph = tf.function(lambda x: tf.gradients(loss(x), block.trainable_variables), jit_compile=True).get_concrete_function(spec).graph
+    graph = (
+        tf.function(lambda x: tf.gradients(loss(x), block.trainable_variables), jit_compile=True)
+        .get_concrete_function(spec)
+        .graph
+    )
     types = {node.op for function in graph.as_graph_def().library.function for node in function.node_def}
     types |= {op.type for op in graph.get_operations()}
     assert {"If", "StatelessIf"} & types, "the block still skips (a conditional)"

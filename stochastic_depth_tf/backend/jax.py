@@ -139,9 +139,7 @@ def _input_gradient_padding(
     return tuple(pads)
 
 
-def forward_convolution_gradients(
-    convolution: Convolution, inputs: Any, kernel: Any, upstream: Any
-) -> Tuple[Any, Any]:
+def forward_convolution_gradients(convolution: Convolution, inputs: Any, kernel: Any, upstream: Any) -> Tuple[Any, Any]:
     """Both gradients of a channels-last convolution, from canonical forward convolutions only.
 
     For `y = conv(x, w)` with strides `s`, kernel dilation `d`, padding
@@ -177,10 +175,15 @@ def forward_convolution_gradients(
     flipped = jax.numpy.flip(per_group, axis=axes).transpose(axes + (spatial + 2, spatial + 1, spatial))
     flipped = flipped.reshape(kernel_size + (out_channels // groups, groups * group_channels))
     input_gradient = jax.lax.conv_general_dilated(
-        upstream, flipped, (1,) * spatial,
+        upstream,
+        flipped,
+        (1,) * spatial,
         _input_gradient_padding(convolution, kernel_size, input_size, output_size),
-        lhs_dilation=convolution.window_strides, rhs_dilation=convolution.rhs_dilation,
-        dimension_numbers=numbers, feature_group_count=groups, precision=convolution.precision,
+        lhs_dilation=convolution.window_strides,
+        rhs_dilation=convolution.rhs_dilation,
+        dimension_numbers=numbers,
+        feature_group_count=groups,
+        precision=convolution.precision,
     )
 
     # Crop what the forward windows never reached, so the result has exactly the kernel's size.
@@ -197,9 +200,14 @@ def forward_convolution_gradients(
     channels_as_batch = channels_as_batch.reshape((group_channels,) + tuple(crops) + (groups * inputs.shape[0],))
     upstream_as_kernel = upstream.transpose(tuple(range(1, spatial + 1)) + (0, spatial + 1))
     kernel_gradient = jax.lax.conv_general_dilated(
-        channels_as_batch, upstream_as_kernel, convolution.rhs_dilation, tuple(pads),
-        rhs_dilation=convolution.window_strides, dimension_numbers=numbers,
-        feature_group_count=groups, precision=convolution.precision,
+        channels_as_batch,
+        upstream_as_kernel,
+        convolution.rhs_dilation,
+        tuple(pads),
+        rhs_dilation=convolution.window_strides,
+        dimension_numbers=numbers,
+        feature_group_count=groups,
+        precision=convolution.precision,
     )
     kernel_gradient = kernel_gradient.transpose(tuple(range(1, spatial + 1)) + (0, spatial + 1))
     return input_gradient, kernel_gradient.astype(kernel.dtype)
@@ -209,10 +217,14 @@ def forward_convolution_gradients(
 def convolution_with_forward_gradients(convolution: Convolution, inputs: Any, kernel: Any) -> Any:
     """A channels-last `lax.conv_general_dilated` whose gradients are `forward_convolution_gradients`."""
     return jax.lax.conv_general_dilated(
-        inputs, kernel, convolution.window_strides, convolution.padding,
+        inputs,
+        kernel,
+        convolution.window_strides,
+        convolution.padding,
         rhs_dilation=convolution.rhs_dilation,
         dimension_numbers=_canonical_dimension_numbers(inputs.ndim - 2),
-        feature_group_count=convolution.feature_group_count, precision=convolution.precision,
+        feature_group_count=convolution.feature_group_count,
+        precision=convolution.precision,
     )
 
 
@@ -347,9 +359,7 @@ def _branch_jaxpr(function: Callable[[Any], Any], inputs: Any, layers: Sequence[
     return jax.make_jaxpr(traced)(abstract(inputs), [abstract(variable) for variable in variables]).jaxpr
 
 
-def computes_convolutions(
-    function: Callable[[Any], Any], inputs: Any, layers: Sequence[keras.layers.Layer]
-) -> bool:
+def computes_convolutions(function: Callable[[Any], Any], inputs: Any, layers: Sequence[keras.layers.Layer]) -> bool:
     """Whether `function(inputs)` holds a convolution (traced as `_branch_jaxpr` says)."""
     return any(True for _ in _convolutions(_branch_jaxpr(function, inputs, layers)))
 

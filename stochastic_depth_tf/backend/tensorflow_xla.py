@@ -40,20 +40,22 @@ _REWRITTEN = {"Conv2D": CANONICAL_CONV2D_GRADIENT, "DepthwiseConv2dNative": CANO
 # Convolution ops whose gradient (or which themselves) XLA on CPU runs slowly
 # inside a conditional. Conv2D and DepthwiseConv2dNative are rewritten when
 # they can be (`_REWRITTEN`); these cannot.
-_UNSUPPORTED_IN_CONDITIONAL = frozenset({
-    "Conv",
-    "Conv2DBackpropFilter",
-    "Conv2DBackpropFilterV2",
-    "Conv2DBackpropInput",
-    "Conv2DBackpropInputV2",
-    "Conv3D",
-    "Conv3DBackpropFilterV2",
-    "Conv3DBackpropInputV2",
-    "DepthwiseConv2dNativeBackpropFilter",
-    "DepthwiseConv2dNativeBackpropInput",
-    "PartitionedCall",
-    "StatefulPartitionedCall",
-})
+_UNSUPPORTED_IN_CONDITIONAL = frozenset(
+    {
+        "Conv",
+        "Conv2DBackpropFilter",
+        "Conv2DBackpropFilterV2",
+        "Conv2DBackpropInput",
+        "Conv2DBackpropInputV2",
+        "Conv3D",
+        "Conv3DBackpropFilterV2",
+        "Conv3DBackpropInputV2",
+        "DepthwiseConv2dNativeBackpropFilter",
+        "DepthwiseConv2dNativeBackpropInput",
+        "PartitionedCall",
+        "StatefulPartitionedCall",
+    }
+)
 
 
 def under_xla() -> bool:
@@ -77,7 +79,7 @@ def device_type(requested_device: str, visible_device_types: Optional[Iterable[s
     if requested_device:
         requested = tf.DeviceSpec.from_string(requested_device).device_type
         if requested:
-            return requested.upper()
+            return str(requested).upper()
     if visible_device_types is None:
         visible_device_types = {device.device_type for device in tf.config.list_logical_devices()}
     for accelerator in ("TPU", "GPU"):
@@ -124,7 +126,7 @@ def is_rewritable_conv2d(op: Any) -> bool:
         return False
     (top, bottom), (left, right) = _paddings(op, kernel_shape[0], kernel_shape[1])
     # The input gradient pads by kernel - 1 - padding, which must not be negative.
-    return max(top, bottom) < kernel_shape[0] and max(left, right) < kernel_shape[1]
+    return bool(max(top, bottom) < kernel_shape[0] and max(left, right) < kernel_shape[1])
 
 
 def _input_gradient(upstream: Any, flipped: Any, padding: Tuple[Tuple[int, int], Tuple[int, int]]) -> Any:
@@ -135,8 +137,12 @@ def _input_gradient(upstream: Any, flipped: Any, padding: Tuple[Tuple[int, int],
         upstream,
         flipped,
         strides=1,
-        padding=[[0, 0], [kernel_height - 1 - top, kernel_height - 1 - bottom],
-                 [kernel_width - 1 - left, kernel_width - 1 - right], [0, 0]],
+        padding=[
+            [0, 0],
+            [kernel_height - 1 - top, kernel_height - 1 - bottom],
+            [kernel_width - 1 - left, kernel_width - 1 - right],
+            [0, 0],
+        ],
     )
 
 

@@ -274,9 +274,7 @@ class StochasticDepthBlock(keras.layers.Layer):
         base_config = super().get_config()
         config = {
             "branch": keras.saving.serialize_keras_object(self.branch),
-            "shortcut": (
-                None if self.shortcut is None else keras.saving.serialize_keras_object(self.shortcut)
-            ),
+            "shortcut": (None if self.shortcut is None else keras.saving.serialize_keras_object(self.shortcut)),
             "survival_probability": self.survival_probability,
             "mode": self.mode,
             "inverted": self.inverted,
@@ -292,4 +290,3 @@ class StochasticDepthBlock(keras.layers.Layer):
         if config.get("shortcut") is not None:
             config["shortcut"] = keras.saving.deserialize_keras_object(config["shortcut"])
         return cls(**config)
-

@@ -41,8 +41,7 @@ class ZeroPadShortcut(keras.layers.Layer):
         for name, value in (("filters", filters), ("strides", strides)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(
-                    f"Invalid value received for argument `{name}`. Expected a "
-                    f"positive int. Received: {name}={value!r}"
+                    f"Invalid value received for argument `{name}`. Expected a positive int. Received: {name}={value!r}"
                 )
         self.filters = int(filters)
         self.strides = int(strides)

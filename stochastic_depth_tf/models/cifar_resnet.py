@@ -183,12 +183,18 @@ def _branch_layers(
 ) -> List[keras.layers.Layer]:
     """conv 3x3 - BN - ReLU - conv 3x3 - BN (width 3 in 1D), the basic block's residual branch."""
     return [
-        conv(filters, 3, strides=strides, padding="same", use_bias=False,
-             kernel_initializer="he_normal", name=prefix + "conv1"),
+        conv(
+            filters,
+            3,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name=prefix + "conv1",
+        ),
         keras.layers.BatchNormalization(name=prefix + "bn1"),
         keras.layers.ReLU(name=prefix + "relu1"),
-        conv(filters, 3, padding="same", use_bias=False,
-             kernel_initializer="he_normal", name=prefix + "conv2"),
+        conv(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=prefix + "conv2"),
         keras.layers.BatchNormalization(
             gamma_initializer=_residual.last_gamma_initializer(zero_init_residual), name=prefix + "bn2"
         ),
@@ -202,8 +208,14 @@ def _shortcut_layer(
         return ZeroPadShortcut(filters, strides=strides, name=prefix + "shortcut")
     return keras.Sequential(
         [
-            conv(filters, 1, strides=strides, use_bias=False,
-                 kernel_initializer="he_normal", name=prefix + "shortcut_conv"),
+            conv(
+                filters,
+                1,
+                strides=strides,
+                use_bias=False,
+                kernel_initializer="he_normal",
+                name=prefix + "shortcut_conv",
+            ),
             keras.layers.BatchNormalization(name=prefix + "shortcut_bn"),
         ],
         name=prefix + "shortcut",

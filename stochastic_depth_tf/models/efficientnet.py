@@ -241,8 +241,7 @@ def efficientnet(
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
     if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
         raise ValueError(
-            "Invalid value received for argument `classes`. Expected a "
-            f"positive int. Received: classes={classes!r}"
+            f"Invalid value received for argument `classes`. Expected a positive int. Received: classes={classes!r}"
         )
     seed = validate_seed(seed)
     if keras.config.image_data_format() != "channels_last":
@@ -269,8 +268,13 @@ def efficientnet(
     x = keras.layers.Normalization(axis=-1, name="normalization")(x)
     x = keras.layers.ZeroPadding2D(_strided_padding(x.shape, 3), name="stem_conv_pad")(x)
     x = keras.layers.Conv2D(
-        _round_filters(32, spec), 3, strides=2, padding="valid", use_bias=False,
-        kernel_initializer=_conv_initializer(), name="stem_conv",
+        _round_filters(32, spec),
+        3,
+        strides=2,
+        padding="valid",
+        use_bias=False,
+        kernel_initializer=_conv_initializer(),
+        name="stem_conv",
     )(x)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.Activation(ACTIVATION, name="stem_activation")(x)
@@ -295,8 +299,12 @@ def efficientnet(
         residual_index += 1
 
     x = keras.layers.Conv2D(
-        _round_filters(1280, spec), 1, padding="same", use_bias=False,
-        kernel_initializer=_conv_initializer(), name="top_conv",
+        _round_filters(1280, spec),
+        1,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=_conv_initializer(),
+        name="top_conv",
     )(x)
     x = keras.layers.BatchNormalization(name="top_bn")(x)
     x = keras.layers.Activation(ACTIVATION, name="top_activation")(x)
@@ -304,7 +312,8 @@ def efficientnet(
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(spec.dropout_rate, name="top_dropout")(x)
         x = keras.layers.Dense(
-            int(classes), activation=classifier_activation,
+            int(classes),
+            activation=classifier_activation,
             kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform"),
             name="predictions",
         )(x)
@@ -317,8 +326,12 @@ def efficientnet(
     if weights is not None:
         keras_builder = getattr(keras.applications, f"EfficientNet{variant.upper()}")
         source = keras_builder(
-            include_top=include_top, weights=weights, input_shape=tuple(image.shape[1:]),
-            pooling=pooling, classes=int(classes), classifier_activation=classifier_activation,
+            include_top=include_top,
+            weights=weights,
+            input_shape=tuple(image.shape[1:]),
+            pooling=pooling,
+            classes=int(classes),
+            classifier_activation=classifier_activation,
         )
         load_keras_applications_weights(model, source)
     return model
@@ -377,13 +390,23 @@ def EfficientNetB7(include_top: bool = True, weights: Optional[str] = None, **kw
     return efficientnet("b7", include_top=include_top, weights=weights, **kwargs)
 
 
-for _builder in (EfficientNetB0, EfficientNetB1, EfficientNetB2, EfficientNetB3,
-                 EfficientNetB4, EfficientNetB5, EfficientNetB6, EfficientNetB7):
+for _builder in (
+    EfficientNetB0,
+    EfficientNetB1,
+    EfficientNetB2,
+    EfficientNetB3,
+    EfficientNetB4,
+    EfficientNetB5,
+    EfficientNetB6,
+    EfficientNetB7,
+):
     _builder.__doc__ = _variant_docstring(_builder.__name__[-2:].lower())
 del _builder
 
 
-def efficientnet_survival_probabilities(variant: str, drop_connect_rate: float = 0.2, distribution: str = "keras") -> List[float]:
+def efficientnet_survival_probabilities(
+    variant: str, drop_connect_rate: float = 0.2, distribution: str = "keras"
+) -> List[float]:
     """The survival probability of each residual block of an EfficientNet, in order.
 
     Args:
@@ -515,15 +538,17 @@ def _blocks(spec: _Variant) -> List[_Block]:
         filters_in = _round_filters(stage.filters_in, spec)
         filters_out = _round_filters(stage.filters_out, spec)
         for repeat in range(_round_repeats(stage.repeats, spec)):
-            blocks.append(_Block(
-                prefix=f"block{stage_index + 1}{chr(ord('a') + repeat)}_",
-                kernel_size=stage.kernel_size,
-                filters_in=filters_in if repeat == 0 else filters_out,
-                filters_out=filters_out,
-                expand_ratio=stage.expand_ratio,
-                strides=stage.strides if repeat == 0 else 1,
-                block_index=len(blocks),
-            ))
+            blocks.append(
+                _Block(
+                    prefix=f"block{stage_index + 1}{chr(ord('a') + repeat)}_",
+                    kernel_size=stage.kernel_size,
+                    filters_in=filters_in if repeat == 0 else filters_out,
+                    filters_out=filters_out,
+                    expand_ratio=stage.expand_ratio,
+                    strides=stage.strides if repeat == 0 else 1,
+                    block_index=len(blocks),
+                )
+            )
     return blocks
 
 
@@ -550,29 +575,59 @@ def _mbconv_branch(x: Any, block: _Block, zero_init_residual: bool = False) -> A
     prefix = block.prefix
     filters = block.filters_in * block.expand_ratio
     if block.expand_ratio != 1:
-        x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False,
-                                kernel_initializer=_conv_initializer(), name=prefix + "expand_conv")(x)
+        x = keras.layers.Conv2D(
+            filters,
+            1,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_conv_initializer(),
+            name=prefix + "expand_conv",
+        )(x)
         x = keras.layers.BatchNormalization(name=prefix + "expand_bn")(x)
         x = keras.layers.Activation(ACTIVATION, name=prefix + "expand_activation")(x)
     padding = "same"
     if block.strides == 2:
         x = keras.layers.ZeroPadding2D(_strided_padding(x.shape, block.kernel_size), name=prefix + "dwconv_pad")(x)
         padding = "valid"
-    x = keras.layers.DepthwiseConv2D(block.kernel_size, strides=block.strides, padding=padding, use_bias=False,
-                                     depthwise_initializer=_conv_initializer(), name=prefix + "dwconv")(x)
+    x = keras.layers.DepthwiseConv2D(
+        block.kernel_size,
+        strides=block.strides,
+        padding=padding,
+        use_bias=False,
+        depthwise_initializer=_conv_initializer(),
+        name=prefix + "dwconv",
+    )(x)
     x = keras.layers.BatchNormalization(name=prefix + "bn")(x)
     x = keras.layers.Activation(ACTIVATION, name=prefix + "activation")(x)
 
     squeezed = max(1, int(block.filters_in * SE_RATIO))
     se = keras.layers.GlobalAveragePooling2D(name=prefix + "se_squeeze")(x)
     se = keras.layers.Reshape((1, 1, filters), name=prefix + "se_reshape")(se)
-    se = keras.layers.Conv2D(squeezed, 1, padding="same", activation=ACTIVATION,
-                             kernel_initializer=_conv_initializer(), name=prefix + "se_reduce")(se)
-    se = keras.layers.Conv2D(filters, 1, padding="same", activation="sigmoid",
-                             kernel_initializer=_conv_initializer(), name=prefix + "se_expand")(se)
+    se = keras.layers.Conv2D(
+        squeezed,
+        1,
+        padding="same",
+        activation=ACTIVATION,
+        kernel_initializer=_conv_initializer(),
+        name=prefix + "se_reduce",
+    )(se)
+    se = keras.layers.Conv2D(
+        filters,
+        1,
+        padding="same",
+        activation="sigmoid",
+        kernel_initializer=_conv_initializer(),
+        name=prefix + "se_expand",
+    )(se)
     x = keras.layers.Multiply(name=prefix + "se_excite")([x, se])
 
-    x = keras.layers.Conv2D(block.filters_out, 1, padding="same", use_bias=False,
-                            kernel_initializer=_conv_initializer(), name=prefix + "project_conv")(x)
+    x = keras.layers.Conv2D(
+        block.filters_out,
+        1,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=_conv_initializer(),
+        name=prefix + "project_conv",
+    )(x)
     gamma = _residual.last_gamma_initializer(zero_init_residual and block.residual)
     return keras.layers.BatchNormalization(gamma_initializer=gamma, name=prefix + "project_bn")(x)

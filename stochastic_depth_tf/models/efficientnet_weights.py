@@ -158,8 +158,6 @@ def load_keras_applications_weights(
             setattr(model, attribute, None)
 
 
-
-
 def _has_stem_and_top(model: keras.Model) -> bool:
     names = {layer.name for layer in model.layers}
     return {"stem_conv_pad", "stem_conv", "top_conv"} <= names

@@ -125,8 +125,7 @@ def pyramidnet(
     """
     if not isinstance(block, str) or block not in BLOCKS:
         raise ValueError(
-            "Invalid value received for argument `block`. Expected one of "
-            f"{BLOCKS}. Received: block={block!r}"
+            f"Invalid value received for argument `block`. Expected one of {BLOCKS}. Received: block={block!r}"
         )
     blocks_per_stage = _validate_depth(depth, block)
     alpha = _validate_alpha(alpha)
@@ -207,8 +206,7 @@ def pyramidnet_widths(depth: int, alpha: float, block: str = "bottleneck") -> Li
     """
     if not isinstance(block, str) or block not in BLOCKS:
         raise ValueError(
-            "Invalid value received for argument `block`. Expected one of "
-            f"{BLOCKS}. Received: block={block!r}"
+            f"Invalid value received for argument `block`. Expected one of {BLOCKS}. Received: block={block!r}"
         )
     num_blocks = 3 * _validate_depth(depth, block)
     step = _validate_alpha(alpha) / num_blocks
@@ -252,8 +250,9 @@ def _conv(filters: int, kernel_size: int, strides: int, name: str) -> keras.laye
     # instance shared by every convolution gave same-shape kernels the same
     # values, and (made at import) the same weights whatever the global seed.
     initializer = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                               kernel_initializer=initializer, name=name)
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, kernel_initializer=initializer, name=name
+    )
 
 
 def _branch_layers(

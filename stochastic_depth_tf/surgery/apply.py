@@ -152,9 +152,7 @@ def apply_stochastic_depth(
     replacements = {}
     for index, (add, probability) in enumerate(zip(adds, probabilities)):
         if id(add.model) not in names:
-            names[id(add.model)] = _NameScope(
-                layer.name for layer in add.model.layers if id(layer) not in replaced
-            )
+            names[id(add.model)] = _NameScope(layer.name for layer in add.model.layers if id(layer) not in replaced)
         operation = add.node.operation
         # An add's residual is never None (only a block's is): `adds` holds adds.
         residual: Any = add.residual

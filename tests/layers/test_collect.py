@@ -13,7 +13,9 @@ def test_a_block_is_listed_once_not_with_the_gate_it_wraps():
 
 def test_layers_inside_a_block_branch_and_nested_models_are_found_in_order():
     inner_input = keras.Input((4,))
-    inner = keras.Model(inner_input, sdt.StochasticDepth(0.9, name="inner")([inner_input, keras.layers.Dense(4)(inner_input)]))
+    inner = keras.Model(
+        inner_input, sdt.StochasticDepth(0.9, name="inner")([inner_input, keras.layers.Dense(4)(inner_input)])
+    )
     branch = keras.Sequential([keras.layers.Dense(4), inner])
     inputs = keras.Input((4,))
     x = sdt.StochasticDepthBlock(branch, survival_probability=0.8, name="block")(inputs)

@@ -31,8 +31,11 @@ def forward_and_gradient(layer, shortcut, residual, jit_compile=False, calls=1):
     """The layer's training outputs and d(sum of outputs)/d(residual), `calls` times in one function."""
     layer([shortcut, residual])  # build outside the differentiated function
     outputs, (gradients,) = outputs_and_gradients(
-        lambda r: layer([shortcut, r], training=True), [residual], state=layer.non_trainable_variables,
-        jit_compile=jit_compile, calls=calls,
+        lambda r: layer([shortcut, r], training=True),
+        [residual],
+        state=layer.non_trainable_variables,
+        jit_compile=jit_compile,
+        calls=calls,
     )
     return outputs, gradients
 
@@ -171,7 +174,9 @@ def test_functional_op_gradient_under_xla():
     zeros = np.zeros((6, 3), "float32")
     output, (gradient,) = outputs_and_gradients(
         lambda r: sdt.ops.shake_drop(zeros, r, 0.0, training=True, seed=generator),
-        [np.ones((6, 3), "float32")], state=[generator.state], jit_compile=True,
+        [np.ones((6, 3), "float32")],
+        state=[generator.state],
+        jit_compile=True,
     )
     assert np.all(gradient >= 0.0) and np.all(gradient < 1.0)
     assert not np.any(gradient == output)
@@ -183,9 +188,16 @@ def test_functional_op_gradient_under_xla():
 def test_inference_is_the_expected_scale():
     # E[b + alpha - b * alpha] = p + (1 - p) * (low + high) / 2, with p = 0.3.
     shortcut, residual = random_images(seed=1), random_images(seed=2)
-    for alpha_range, expected_scale in (((-1.0, 1.0), 0.3), ((0.0, 2.0), 1.0), ((-1.0, 0.5), 0.3 + 0.7 * -0.25), ((0.0, 0.0), 0.3)):
+    for alpha_range, expected_scale in (
+        ((-1.0, 1.0), 0.3),
+        ((0.0, 2.0), 1.0),
+        ((-1.0, 0.5), 0.3 + 0.7 * -0.25),
+        ((0.0, 0.0), 0.3),
+    ):
         layer = sdt.ShakeDrop(0.3, alpha_range=alpha_range)
-        np.testing.assert_allclose(layer([shortcut, residual]), shortcut + np.float32(expected_scale) * residual, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            layer([shortcut, residual]), shortcut + np.float32(expected_scale) * residual, rtol=1e-6, atol=1e-6
+        )
         assert sdt.ops.shake_drop_expected_scale(0.3, alpha_range) == pytest.approx(expected_scale)
 
 
@@ -194,7 +206,9 @@ def test_training_mean_matches_inference():
     # p + (1 - p) / 3 - p^2 = 0.4433. 20000 independent rows: 5 sigma is 0.024.
     rows, p = 20000, 0.3
     layer = sdt.ShakeDrop(p, mode="sample", seed=11)
-    forward = keras.ops.convert_to_numpy(layer([np.zeros((rows, 1), "float32"), np.ones((rows, 1), "float32")], training=True))
+    forward = keras.ops.convert_to_numpy(
+        layer([np.zeros((rows, 1), "float32"), np.ones((rows, 1), "float32")], training=True)
+    )
     variance = p + (1 - p) / 3 - p**2
     assert abs(forward.mean() - p) <= SIGMAS * math.sqrt(variance / rows)
 
@@ -232,7 +246,9 @@ def test_changing_survival_probability_does_not_retrace():
 def test_batch_gate_rate_within_binomial_bound():
     calls, p = 400, 0.3
     layer = sdt.ShakeDrop(p, seed=21)
-    forward, _ = forward_and_gradient(layer, np.zeros((2, 1), "float32"), np.ones((2, 1), "float32"), jit_compile=True, calls=calls)
+    forward, _ = forward_and_gradient(
+        layer, np.zeros((2, 1), "float32"), np.ones((2, 1), "float32"), jit_compile=True, calls=calls
+    )
     kept = forward[:, 0, 0] == 1.0
     assert np.all((forward == 1.0) == kept[:, None, None])  # one b for the whole batch
     assert abs(kept.mean() - p) <= SIGMAS * math.sqrt(p * (1 - p) / calls)
@@ -241,14 +257,18 @@ def test_batch_gate_rate_within_binomial_bound():
 def test_sample_gate_rate_within_binomial_bound():
     rows, p = 5000, 0.7
     layer = sdt.ShakeDrop(p, mode="sample", seed=22)
-    forward = keras.ops.convert_to_numpy(layer([np.zeros((rows, 1), "float32"), np.ones((rows, 1), "float32")], training=True))
+    forward = keras.ops.convert_to_numpy(
+        layer([np.zeros((rows, 1), "float32"), np.ones((rows, 1), "float32")], training=True)
+    )
     kept = forward[:, 0] == 1.0
     assert abs(kept.mean() - p) <= SIGMAS * math.sqrt(p * (1 - p) / rows)
 
 
 def test_compiled_step_draws_fresh_values_every_call_under_xla():
     layer = sdt.ShakeDrop(0.5, mode="sample", seed=4)
-    forward, _ = forward_and_gradient(layer, np.zeros((8, 1), "float32"), np.ones((8, 1), "float32"), jit_compile=True, calls=10)
+    forward, _ = forward_and_gradient(
+        layer, np.zeros((8, 1), "float32"), np.ones((8, 1), "float32"), jit_compile=True, calls=10
+    )
     assert len({tuple(f[:, 0]) for f in forward}) == 10
 
 
@@ -256,9 +276,13 @@ def test_same_seed_same_draws_and_unseeded_layers_independent():
     shortcut, residual = np.zeros((64, 1), "float32"), np.ones((64, 1), "float32")
 
     def draws(layer, calls=5):
-        return np.concatenate([keras.ops.convert_to_numpy(layer([shortcut, residual], training=True))[:, 0] for _ in range(calls)])
+        return np.concatenate(
+            [keras.ops.convert_to_numpy(layer([shortcut, residual], training=True))[:, 0] for _ in range(calls)]
+        )
 
-    np.testing.assert_array_equal(draws(sdt.ShakeDrop(0.5, mode="sample", seed=8)), draws(sdt.ShakeDrop(0.5, mode="sample", seed=8)))
+    np.testing.assert_array_equal(
+        draws(sdt.ShakeDrop(0.5, mode="sample", seed=8)), draws(sdt.ShakeDrop(0.5, mode="sample", seed=8))
+    )
     assert not np.array_equal(draws(sdt.ShakeDrop(0.5, mode="sample")), draws(sdt.ShakeDrop(0.5, mode="sample")))
 
 
@@ -268,8 +292,15 @@ def test_int_seed_of_the_op_draws_gate_and_alpha_independently():
     # example's alpha at or above 0.5.
     rows = 2000
     forward = keras.ops.convert_to_numpy(
-        sdt.ops.shake_drop(np.zeros((rows, 1), "float32"), np.ones((rows, 1), "float32"), 0.5,
-                           training=True, mode="sample", alpha_range=(0.0, 1.0), seed=5)
+        sdt.ops.shake_drop(
+            np.zeros((rows, 1), "float32"),
+            np.ones((rows, 1), "float32"),
+            0.5,
+            training=True,
+            mode="sample",
+            alpha_range=(0.0, 1.0),
+            seed=5,
+        )
     )[:, 0]
     shaken = forward[forward != 1.0]
     assert abs(np.mean(shaken < 0.5) - 0.5) <= SIGMAS * math.sqrt(0.25 / len(shaken))
@@ -295,11 +326,19 @@ def test_survival_probability_setter_updates_variable_and_config():
 
 
 def test_get_config_and_from_config_of_a_json_config():
-    layer = sdt.ShakeDrop(0.6, alpha_range=(-0.5, 1.0), beta_range=(0.0, 2.0), mode="sample", seed=3, shake_mode="element")
+    layer = sdt.ShakeDrop(
+        0.6, alpha_range=(-0.5, 1.0), beta_range=(0.0, 2.0), mode="sample", seed=3, shake_mode="element"
+    )
     config = layer.get_config()
-    assert {k: config[k] for k in ("survival_probability", "alpha_range", "beta_range", "mode", "seed", "shake_mode")} == {
-        "survival_probability": 0.6, "alpha_range": (-0.5, 1.0), "beta_range": (0.0, 2.0),
-        "mode": "sample", "seed": 3, "shake_mode": "element",
+    assert {
+        k: config[k] for k in ("survival_probability", "alpha_range", "beta_range", "mode", "seed", "shake_mode")
+    } == {
+        "survival_probability": 0.6,
+        "alpha_range": (-0.5, 1.0),
+        "beta_range": (0.0, 2.0),
+        "mode": "sample",
+        "seed": 3,
+        "shake_mode": "element",
     }
     json_config = {**config, "alpha_range": [-0.5, 1.0], "beta_range": [0.0, 2.0]}  # as a .keras file stores it
     assert sdt.ShakeDrop.from_config(json_config).get_config() == config
@@ -359,30 +398,56 @@ def assert_refused(error, message, **kwargs):
 
 
 def test_survival_probability_outside_zero_one_is_refused():
-    assert_refused(ValueError, r"Invalid value received for argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=1.5", survival_probability=1.5)
+    assert_refused(
+        ValueError,
+        r"Invalid value received for argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=1.5",
+        survival_probability=1.5,
+    )
     assert_refused(ValueError, r"Invalid value received for argument `survival_probability`", survival_probability=-0.1)
     assert_refused(TypeError, r"Invalid type received for argument `survival_probability`", survival_probability=True)
 
 
 def test_ranges_with_low_above_high_or_not_finite_are_refused():
-    assert_refused(ValueError, r"Invalid value received for argument `alpha_range`. Expected a pair \(low, high\) of finite floats with low <= high. Received: alpha_range=\(1.0, -1.0\)", alpha_range=(1.0, -1.0))
-    assert_refused(ValueError, r"Invalid value received for argument `beta_range`. Expected a pair", beta_range=(1.0, 0.0))
+    assert_refused(
+        ValueError,
+        r"Invalid value received for argument `alpha_range`. Expected a pair \(low, high\) of finite floats with low <= high. Received: alpha_range=\(1.0, -1.0\)",
+        alpha_range=(1.0, -1.0),
+    )
+    assert_refused(
+        ValueError, r"Invalid value received for argument `beta_range`. Expected a pair", beta_range=(1.0, 0.0)
+    )
     assert_refused(ValueError, r"Invalid value received for argument `alpha_range`", alpha_range=(0.0, float("inf")))
     assert_refused(ValueError, r"Invalid value received for argument `alpha_range`", alpha_range=(0.0, float("nan")))
 
 
 def test_ranges_that_are_not_pairs_of_numbers_are_refused():
-    assert_refused(TypeError, r"Invalid type received for argument `alpha_range`. Expected a pair \(low, high\) of floats. Received: alpha_range=1.0", alpha_range=1.0)
+    assert_refused(
+        TypeError,
+        r"Invalid type received for argument `alpha_range`. Expected a pair \(low, high\) of floats. Received: alpha_range=1.0",
+        alpha_range=1.0,
+    )
     assert_refused(TypeError, r"Invalid type received for argument `beta_range`", beta_range=(0.0, 0.5, 1.0))
     assert_refused(TypeError, r"Invalid type received for argument `beta_range`", beta_range=("0", "1"))
 
 
 def test_unknown_modes_and_bad_seeds_are_refused():
     # "subset" is a stochastic depth mode for blocks that skip rows; ShakeDrop computes every row.
-    assert_refused(ValueError, r"Invalid value received for argument `mode`. Expected one of \('batch', 'sample'\). Received: mode='subset'", mode="subset")
-    assert_refused(ValueError, r"Invalid value received for argument `shake_mode`. Expected one of \('sample', 'element'\). Received: shake_mode='channel'", shake_mode="channel")
+    assert_refused(
+        ValueError,
+        r"Invalid value received for argument `mode`. Expected one of \('batch', 'sample'\). Received: mode='subset'",
+        mode="subset",
+    )
+    assert_refused(
+        ValueError,
+        r"Invalid value received for argument `shake_mode`. Expected one of \('sample', 'element'\). Received: shake_mode='channel'",
+        shake_mode="channel",
+    )
     assert_refused(ValueError, r"Invalid value received for argument `seed`", seed=-1)
-    assert_refused(TypeError, r"Invalid type received for argument `seed`. Expected None or an int", seed=keras.random.SeedGenerator(1))
+    assert_refused(
+        TypeError,
+        r"Invalid type received for argument `seed`. Expected None or an int",
+        seed=keras.random.SeedGenerator(1),
+    )
 
 
 def test_bad_op_arguments_are_refused():
@@ -398,7 +463,10 @@ def test_bad_op_arguments_are_refused():
 def test_inputs_not_a_pair_are_refused():
     x = random_images()
     for inputs, received in ((x, "an object of type"), ([x], "a list of length 1"), ((x, x, x), "a tuple of length 3")):
-        with pytest.raises(ValueError, match=rf"argument `inputs`. Expected a list or tuple of exactly two tensors \[shortcut, residual\]. Received: {received}"):
+        with pytest.raises(
+            ValueError,
+            match=rf"argument `inputs`. Expected a list or tuple of exactly two tensors \[shortcut, residual\]. Received: {received}",
+        ):
             sdt.ShakeDrop(0.5)(inputs)
 
 

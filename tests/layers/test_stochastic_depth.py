@@ -62,9 +62,7 @@ class GateRecorder(keras.layers.Layer):
     ],
 )
 def test_standard_layer_checks(kwargs):
-    run_standard_layer_checks(
-        lambda **extra: sdt.StochasticDepth(**kwargs, **extra), [(5, 5, 3), (5, 5, 3)]
-    )
+    run_standard_layer_checks(lambda **extra: sdt.StochasticDepth(**kwargs, **extra), [(5, 5, 3), (5, 5, 3)])
 
 
 @skip_torch_compile
@@ -140,10 +138,9 @@ def test_same_seed_same_gates_and_unseeded_layers_independent():
     residual = np.ones((64, 1), "float32")
 
     def gates(layer, calls=30):
-        return np.concatenate([
-            keras.ops.convert_to_numpy(layer([shortcut, residual], training=True))[:, 0]
-            for _ in range(calls)
-        ])
+        return np.concatenate(
+            [keras.ops.convert_to_numpy(layer([shortcut, residual], training=True))[:, 0] for _ in range(calls)]
+        )
 
     np.testing.assert_array_equal(
         gates(sdt.StochasticDepth(0.5, mode="sample", seed=8)),
@@ -274,10 +271,14 @@ def test_saved_model_export_serves_deterministic_inference(tmp_path, inverted):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's symbolic shapes")
-@pytest.mark.parametrize("make_layer", [
-    lambda: sdt.StochasticDepth(0.6, mode="sample", seed=1),
-    lambda: sdt.ShakeDrop(0.6, seed=1),
-], ids=["StochasticDepth", "ShakeDrop"])
+@pytest.mark.parametrize(
+    "make_layer",
+    [
+        lambda: sdt.StochasticDepth(0.6, mode="sample", seed=1),
+        lambda: sdt.ShakeDrop(0.6, seed=1),
+    ],
+    ids=["StochasticDepth", "ShakeDrop"],
+)
 def test_inference_traces_with_a_symbolic_batch_size(make_layer):
     """As `model.export()` traces under JAX: the shapes are checked without comparing a symbolic size."""
     import jax
@@ -323,13 +324,22 @@ def test_global_mixed_precision_policy_in_fit_and_predict(policy, jit_compile):
 
 
 def test_bad_constructor_arguments_are_refused():
-    with pytest.raises(ValueError, match=r"argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=1.5"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=1.5",
+    ):
         sdt.StochasticDepth(1.5)
-    with pytest.raises(TypeError, match=r"argument `survival_probability`. Expected a float.*Received: survival_probability=True"):
+    with pytest.raises(
+        TypeError, match=r"argument `survival_probability`. Expected a float.*Received: survival_probability=True"
+    ):
         sdt.StochasticDepth(True)
-    with pytest.raises(TypeError, match=r"argument `survival_probability`. Expected a float.*Received: survival_probability='high'"):
+    with pytest.raises(
+        TypeError, match=r"argument `survival_probability`. Expected a float.*Received: survival_probability='high'"
+    ):
         sdt.StochasticDepth("high")
-    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample', 'subset'\). Received: mode='row'"):
+    with pytest.raises(
+        ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample', 'subset'\). Received: mode='row'"
+    ):
         sdt.StochasticDepth(0.5, mode="row")
     with pytest.raises(ValueError, match=r"greater than 0 with `inverted=True`"):
         sdt.StochasticDepth(0.0, inverted=True)
@@ -347,7 +357,10 @@ def test_bad_constructor_arguments_are_refused():
 )
 def test_inputs_not_a_pair_are_refused(inputs, received):
     x = random_images()
-    with pytest.raises(ValueError, match=rf"argument `inputs`. Expected a list or tuple of exactly two tensors \[shortcut, residual\]. Received: {received}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"argument `inputs`. Expected a list or tuple of exactly two tensors \[shortcut, residual\]. Received: {received}",
+    ):
         sdt.StochasticDepth(0.5)(inputs(x))
 
 

@@ -73,13 +73,15 @@ class BackwardCountingBranch(CountingBranch):
 
 
 def conv_branch(filters=4, strides=1):
-    return keras.Sequential([
-        keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-    ])
+    return keras.Sequential(
+        [
+            keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+        ]
+    )
 
 
 def images(n=4, shape=(6, 6, 4), seed=0):
@@ -120,7 +122,9 @@ def test_standard_layer_checks(kwargs):
 
 @skip_torch_compile
 def test_training_step_under_xla():
-    assert_training_step(lambda **extra: sdt.StochasticDepthBlock(keras.layers.Dense(3), **extra), [(5, 3)], jit_compile=True)
+    assert_training_step(
+        lambda **extra: sdt.StochasticDepthBlock(keras.layers.Dense(3), **extra), [(5, 3)], jit_compile=True
+    )
 
 
 # Skipping: no forward, no backward, no BatchNormalization update.
@@ -199,7 +203,9 @@ def bn_updates_per_step(branch, jit_compile="auto", steps=30, survival_probabili
     block = sdt.StochasticDepthBlock(branch, survival_probability=survival_probability, seed=11)
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(block(inputs))))
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
-    moving_mean = [layer for layer in branch.layers if isinstance(layer, keras.layers.BatchNormalization)][0].moving_mean
+    moving_mean = [layer for layer in branch.layers if isinstance(layer, keras.layers.BatchNormalization)][
+        0
+    ].moving_mean
     x, y = images(n=4), np.zeros((4, 1), "float32")
     changes = 0
     for _ in range(steps):
@@ -228,11 +234,13 @@ def test_under_jax_on_the_cpu_a_transposed_convolution_branch_is_computed_every_
     import jax
 
     assert jax.default_backend() == "cpu"
-    transposed = keras.Sequential([
-        keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same"),  # input dilation: not covered
-        keras.layers.AveragePooling2D(2),
-        keras.layers.BatchNormalization(),
-    ])
+    transposed = keras.Sequential(
+        [
+            keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same"),  # input dilation: not covered
+            keras.layers.AveragePooling2D(2),
+            keras.layers.BatchNormalization(),
+        ]
+    )
     assert bn_updates_per_step(transposed, jit_compile=True) == 30
     from stochastic_depth_tf.backend import jax as jax_backend
 
@@ -240,18 +248,23 @@ def test_under_jax_on_the_cpu_a_transposed_convolution_branch_is_computed_every_
     for make_branch, convolves in ((conv_branch, True), (dense_branch, False)):
         branch = make_branch()
         branch.build(x.shape)
-        assert jax_backend.computes_convolutions(lambda inputs, branch=branch: branch(inputs, training=True), x, [branch]) is convolves
+        assert (
+            jax_backend.computes_convolutions(lambda inputs, branch=branch: branch(inputs, training=True), x, [branch])
+            is convolves
+        )
 
 
 @pytest.mark.tensorflow_only  # XLA on CPU and TensorFlow's convolution gradients
 def test_under_xla_a_branch_with_strided_depthwise_convolution_is_computed_every_step():
     # XLA on CPU cannot run a strided depthwise convolution's gradient fast inside a
     # conditional (stride 1 is rewritten), so the block computes such a branch and multiplies.
-    branch = keras.Sequential([
-        keras.layers.DepthwiseConv2D(3, strides=2, padding="same"),
-        keras.layers.UpSampling2D(2),
-        keras.layers.BatchNormalization(),
-    ])
+    branch = keras.Sequential(
+        [
+            keras.layers.DepthwiseConv2D(3, strides=2, padding="same"),
+            keras.layers.UpSampling2D(2),
+            keras.layers.BatchNormalization(),
+        ]
+    )
     assert bn_updates_per_step(branch, jit_compile=True) == 30
 
 
@@ -266,11 +279,13 @@ def test_under_xla_a_branch_with_depthwise_convolution_skips():
 def test_under_xla_gradients_of_a_kept_conv_branch_are_exact(padding):
     import tensorflow as tf
 
-    branch = keras.Sequential([
-        keras.layers.Conv2D(4, 3, padding=padding),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(4, 1 if padding == "valid" else 4, padding="same"),
-    ])
+    branch = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, padding=padding),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(4, 1 if padding == "valid" else 4, padding="same"),
+        ]
+    )
     shortcut = keras.layers.Cropping2D(1) if padding == "valid" else None
     block = sdt.StochasticDepthBlock(branch, shortcut=shortcut, survival_probability=1.0)
     x = tf.constant(images(n=2))
@@ -346,18 +361,25 @@ def test_gradients_of_a_kept_branch_equal_the_merge_layer_gradients(jit_compile)
 
     def gradients(function):
         _, grads = outputs_and_gradients(
-            lambda: keras.ops.square(function()), [], variables=branch.trainable_variables,
-            state=block.non_trainable_variables, jit_compile=jit_compile,
+            lambda: keras.ops.square(function()),
+            [],
+            variables=branch.trainable_variables,
+            state=block.non_trainable_variables,
+            jit_compile=jit_compile,
         )
         return grads
 
-    for got, expected in zip(gradients(lambda: block(x, training=True)), gradients(lambda: keras.ops.add(x, branch(x)))):
+    for got, expected in zip(
+        gradients(lambda: block(x, training=True)), gradients(lambda: keras.ops.add(x, branch(x)))
+    ):
         np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 def test_projection_shortcut_for_a_strided_wider_block():
     shortcut = keras.layers.Conv2D(8, 1, strides=2)
-    block = sdt.StochasticDepthBlock(conv_branch(filters=8, strides=2), shortcut=shortcut, survival_probability=0.5, seed=0)
+    block = sdt.StochasticDepthBlock(
+        conv_branch(filters=8, strides=2), shortcut=shortcut, survival_probability=0.5, seed=0
+    )
     x = images(n=2, shape=(8, 8, 4))
     assert block(x, training=True).shape == (2, 4, 4, 8)
     assert tuple(block.compute_output_shape((None, 8, 8, 4))) == (None, 4, 4, 8)
@@ -370,7 +392,8 @@ def test_survival_probability_one_matches_plain_residual_network_in_training():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(block(x, training=True)),
         x + keras.ops.convert_to_numpy(branch(x, training=True)),
-        rtol=1e-5, atol=1e-5,
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
@@ -388,8 +411,13 @@ def test_scheduler_finds_and_ramps_the_block():
     model = keras.Model(inputs, keras.layers.Dense(3)(block(inputs)))  # a weight outside the block, for PyTorch
     assert sdt.callbacks.stochastic_depth_layers(model) == [block]
     model.compile(optimizer="sgd", loss="mse")
-    history = model.fit(images(n=8, shape=(3,)), np.zeros((8, 3)), epochs=2, verbose=0,
-                        callbacks=[sdt.callbacks.SurvivalProbabilityScheduler(duration=1)])
+    history = model.fit(
+        images(n=8, shape=(3,)),
+        np.zeros((8, 3)),
+        epochs=2,
+        verbose=0,
+        callbacks=[sdt.callbacks.SurvivalProbabilityScheduler(duration=1)],
+    )
     assert history.history["mean_survival_probability"] == [1.0, 0.5]
 
 
@@ -399,8 +427,12 @@ def test_scheduler_finds_and_ramps_the_block():
 def test_keras_file_round_trip_with_projection(tmp_path):
     inputs = keras.Input((8, 8, 4))
     block = sdt.StochasticDepthBlock(
-        conv_branch(filters=8, strides=2), shortcut=keras.layers.Conv2D(8, 1, strides=2),
-        survival_probability=0.7, mode="batch", seed=4, name="block",
+        conv_branch(filters=8, strides=2),
+        shortcut=keras.layers.Conv2D(8, 1, strides=2),
+        survival_probability=0.7,
+        mode="batch",
+        seed=4,
+        name="block",
     )
     model = keras.Model(inputs, block(inputs))
     block.survival_probability_variable.assign(0.9)
@@ -459,12 +491,16 @@ def test_saved_model_export_after_xla_training(tmp_path):
 
 
 def test_branch_not_a_layer_is_refused():
-    with pytest.raises(TypeError, match=r"argument `branch`. Expected a keras.layers.Layer. Received: branch=<function"):
+    with pytest.raises(
+        TypeError, match=r"argument `branch`. Expected a keras.layers.Layer. Received: branch=<function"
+    ):
         sdt.StochasticDepthBlock(lambda x: x)
 
 
 def test_shortcut_not_a_layer_is_refused():
-    with pytest.raises(TypeError, match=r"argument `shortcut`. Expected a keras.layers.Layer or None. Received: shortcut='identity'"):
+    with pytest.raises(
+        TypeError, match=r"argument `shortcut`. Expected a keras.layers.Layer or None. Received: shortcut='identity'"
+    ):
         sdt.StochasticDepthBlock(keras.layers.Dense(3), shortcut="identity")
 
 
@@ -474,7 +510,10 @@ def test_bad_skip_compute_is_refused():
 
 
 def test_bad_survival_probability_and_mode_are_refused():
-    with pytest.raises(ValueError, match=r"argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=-1"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `survival_probability`. Expected a float between 0 and 1. Received: survival_probability=-1",
+    ):
         sdt.StochasticDepthBlock(keras.layers.Dense(3), survival_probability=-1)
     with pytest.raises(ValueError, match=r"argument `mode`. Expected one of"):
         sdt.StochasticDepthBlock(keras.layers.Dense(3), mode="row")

@@ -81,7 +81,9 @@ def count(variable):
 @pytest.mark.parametrize("mode", ["sample", "subset"])
 def test_standard_layer_checks(mode):
     run_standard_layer_checks(
-        lambda **extra: sdt.StochasticDepthBlock(keras.layers.Dense(3), mode=mode, seed=2, survival_probability=0.6, **extra),
+        lambda **extra: sdt.StochasticDepthBlock(
+            keras.layers.Dense(3), mode=mode, seed=2, survival_probability=0.6, **extra
+        ),
         [(5, 3)],
     )
 
@@ -96,7 +98,9 @@ def test_training_output_equals_merge_layer_with_same_seed(mode, inverted):
     for _ in range(3):
         expected = merge([x, branch(x)], training=True)
         actual = block(x, training=True)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected), rtol=1e-6, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("mode", ["sample", "subset"])
@@ -110,7 +114,9 @@ def test_gradients_equal_the_merge_layer_gradients(mode):
 
     def gradients(function, layer):
         _, grads = outputs_and_gradients(
-            lambda inputs: keras.ops.sin(function(inputs)), [x], variables=branch.trainable_variables,
+            lambda inputs: keras.ops.sin(function(inputs)),
+            [x],
+            variables=branch.trainable_variables,
             state=layer.non_trainable_variables,
         )
         return grads

@@ -50,6 +50,7 @@ def test_final_survival_probability_one_is_the_plain_resnet():
 def test_block_and_merge_builds_agree_at_inference(shortcut):
     blocks = sdt.models.cifar_resnet(depth=20, shortcut=shortcut, skip_compute=True)
     merges = sdt.models.cifar_resnet(depth=20, shortcut=shortcut, skip_compute=False)
+
     def key(weight):  # "stage1_block1_conv1/kernel", whatever the nesting
         return "/".join(weight.path.split("/")[-2:])
 
@@ -88,7 +89,10 @@ def test_bad_depth_is_refused(depth):
 
 
 def test_bad_shortcut_is_refused():
-    with pytest.raises(ValueError, match=r"argument `shortcut`. Expected one of \('zero_pad', 'projection'\). Received: shortcut='conv'"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `shortcut`. Expected one of \('zero_pad', 'projection'\). Received: shortcut='conv'",
+    ):
         sdt.models.cifar_resnet(depth=20, shortcut="conv")
 
 
@@ -111,7 +115,9 @@ def test_seeds_count_blocks_from_zero_as_surgery_does():
     assert [l.seed for l in stochastic_layers(built)] == [l.seed for l in stochastic_layers(applied)] == [7, 8, 9]
 
 
-@pytest.mark.parametrize("kwargs", [{"final_survival_probability": 1.0}, {"skip_compute": True}, {"skip_compute": False}])
+@pytest.mark.parametrize(
+    "kwargs", [{"final_survival_probability": 1.0}, {"skip_compute": True}, {"skip_compute": False}]
+)
 def test_zero_init_residual_zeroes_the_last_gamma_of_every_branch(kwargs):
     model = sdt.models.cifar_resnet(depth=14, input_shape=(12, 12, 1), zero_init_residual=True, **kwargs)
     gammas = {w.path.split("/")[-2]: keras.ops.convert_to_numpy(w) for w in model.weights if w.path.endswith("/gamma")}
@@ -124,8 +130,9 @@ def test_zero_init_residual_zeroes_the_last_gamma_of_every_branch(kwargs):
 def test_zero_init_residual_blocks_start_as_their_shortcut():
     # With every branch zero, the block output is relu(shortcut(x)): the
     # network's output then does not depend on the branches' other weights.
-    model = sdt.models.cifar_resnet(depth=8, input_shape=(12, 12, 1), zero_init_residual=True,
-                                    final_survival_probability=1.0)
+    model = sdt.models.cifar_resnet(
+        depth=8, input_shape=(12, 12, 1), zero_init_residual=True, final_survival_probability=1.0
+    )
     x = np.random.default_rng(0).normal(size=(4, 12, 12, 1)).astype("float32")
     before = model.predict(x, verbose=0)
     conv = model.get_layer("stage1_block1_conv1")
@@ -258,7 +265,9 @@ def test_1d_dropped_blocks_skip_their_branch(jit_compile):
         depth=8, distribution="uniform", final_survival_probability=0.5, seed=3, input_shape=SEQUENCE_SHAPE
     )
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
-    moving_mean = model.get_layer("stage1_block1_stochastic_depth_block").branch.get_layer("stage1_block1_bn1").moving_mean
+    moving_mean = (
+        model.get_layer("stage1_block1_stochastic_depth_block").branch.get_layer("stage1_block1_bn1").moving_mean
+    )
     x, y = sequences(n=4) + 3.0, np.arange(4) % 10
     steps, changes = 30, 0
     for _ in range(steps):
@@ -279,8 +288,11 @@ def test_1d_stride_one_branches_run_in_the_xla_conditional_with_exact_gradients(
 
     def gradients(function):
         _, grads = outputs_and_gradients(
-            lambda inputs: keras.ops.square(function(inputs)), [x], variables=branch.trainable_variables,
-            state=block.non_trainable_variables, jit_compile=True,
+            lambda inputs: keras.ops.square(function(inputs)),
+            [x],
+            variables=branch.trainable_variables,
+            state=block.non_trainable_variables,
+            jit_compile=True,
         )
         return grads
 

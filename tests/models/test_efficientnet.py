@@ -150,10 +150,12 @@ def test_layer_names_are_keras_names_without_the_drop_layers():
 
 @pytest.mark.slow  # a minute to build B3 outside TensorFlow; B0 checks the copy on every backend
 def test_b3_at_a_small_size_predicts_what_keras_does():
-    source = randomize(keras.applications.EfficientNetB3(
-        weights=None, include_top=False, pooling="avg", input_shape=SHAPE))
-    model = sdt.models.EfficientNetB3(include_top=False, pooling="avg", input_shape=SHAPE,
-                                      mode="batch", skip_compute=True)
+    source = randomize(
+        keras.applications.EfficientNetB3(weights=None, include_top=False, pooling="avg", input_shape=SHAPE)
+    )
+    model = sdt.models.EfficientNetB3(
+        include_top=False, pooling="avg", input_shape=SHAPE, mode="batch", skip_compute=True
+    )
     sdt.models.load_keras_applications_weights(model, source)
     assert len(stochastic_layers(model)) == 19
     x = images()
@@ -184,7 +186,9 @@ def test_paper_convention_differs_exactly_by_the_survival_scaling(source):
 def test_paper_convention_is_refused_unless_asked_for(source):
     model = our_b0(inverted=False)
     before = [numpy(w) for w in model.weights]
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `model`. Expected the inverted convention"):
+    with pytest.raises(
+        ValueError, match=r"Invalid value received for argument `model`. Expected the inverted convention"
+    ):
         sdt.models.load_keras_applications_weights(model, source)
     assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
 
@@ -200,8 +204,8 @@ def test_paper_convention_without_drop_connect_is_a_plain_copy(source):
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_default_rule_is_keras_drop_connect_rate(source):
     model = our_b0()
-    rates = {l.name[:-len("drop")]: l.rate for l in source.layers if l.name.endswith("_drop")}
-    layers = {l.name[:-len("add")]: l for l in stochastic_layers(model)}
+    rates = {l.name[: -len("drop")]: l.rate for l in source.layers if l.name.endswith("_drop")}
+    layers = {l.name[: -len("add")]: l for l in stochastic_layers(model)}
     assert layers.keys() == rates.keys()
     for prefix, layer in layers.items():
         assert layer.survival_probability == 1.0 - rates[prefix]  # exactly: Keras' arithmetic
@@ -222,8 +226,9 @@ def test_survival_probabilities_per_rule():
 
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_options_reach_every_block():
-    model = our_b0(distribution="linear", drop_connect_rate=0.5, mode="batch", inverted=False,
-                   skip_compute=True, seed=10)
+    model = our_b0(
+        distribution="linear", drop_connect_rate=0.5, mode="batch", inverted=False, skip_compute=True, seed=10
+    )
     layers = stochastic_layers(model)
     assert all(type(l) is sdt.StochasticDepthBlock for l in layers)
     assert [l.survival_probability for l in layers] == pytest.approx(sdt.schedules.linear_decay(9, 0.5))
@@ -268,8 +273,11 @@ def test_input_correction_of_keras_imagenet_build_is_folded_into_the_variance():
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_another_variant_is_refused_naming_a_layer(source):
     model = sdt.models.EfficientNetB1(input_shape=SHAPE, classes=CLASSES)
-    with pytest.raises(ValueError, match=r"argument `source`. Expected a keras.applications EfficientNet .* "
-                                         r"model 'efficientnetb1' has layers 'block1b_dwconv'"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `source`. Expected a keras.applications EfficientNet .* "
+        r"model 'efficientnetb1' has layers 'block1b_dwconv'",
+    ):
         sdt.models.load_keras_applications_weights(model, source)
 
 
@@ -277,7 +285,9 @@ def test_another_variant_is_refused_naming_a_layer(source):
 def test_other_classes_are_refused_and_nothing_is_copied(source):
     model = our_b0(classes=5)
     before = [numpy(w) for w in model.weights]
-    with pytest.raises(ValueError, match=r"argument `source`. Expected layer 'predictions' with kernel of shape \(1280, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"argument `source`. Expected layer 'predictions' with kernel of shape \(1280, 5\)"
+    ):
         sdt.models.load_keras_applications_weights(model, source)
     # 'predictions' comes last: an incremental copy would have changed everything before it
     assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
@@ -358,8 +368,15 @@ def test_strip_gives_stock_layers_with_the_same_inference(source):
 def test_batch_mode_blocks_skip_dropped_branches_in_training():
     # p = 0 everywhere (paper's convention): every residual branch is dropped,
     # so its BatchNormalization statistics must not move; the others do.
-    model = our_b0(classes=3, mode="batch", skip_compute=True, inverted=False,
-                   distribution="uniform", drop_connect_rate=1.0, seed=0)
+    model = our_b0(
+        classes=3,
+        mode="batch",
+        skip_compute=True,
+        inverted=False,
+        distribution="uniform",
+        drop_connect_rate=1.0,
+        seed=0,
+    )
     # Eager: the same conditional, without minutes of tracing (the block's own
     # tests cover it in graph mode and under XLA).
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
@@ -391,11 +408,22 @@ def test_every_variant_takes_keras_weights(variant):
     "kwargs, error, message",
     [
         ({"drop_connect_rate": 1.5}, ValueError, r"argument `drop_connect_rate`. Expected a float between 0 and 1"),
-        ({"drop_connect_rate": float("nan")}, ValueError, r"argument `drop_connect_rate`. Expected a float between 0 and 1"),
+        (
+            {"drop_connect_rate": float("nan")},
+            ValueError,
+            r"argument `drop_connect_rate`. Expected a float between 0 and 1",
+        ),
         ({"drop_connect_rate": True}, TypeError, r"argument `drop_connect_rate`. Expected a float between 0 and 1"),
-        ({"drop_connect_rate": 1.0, "distribution": "linear"}, ValueError,
-         r"argument `drop_connect_rate`. Expected a rate below 1 with inverted=True"),
-        ({"distribution": "cosine"}, ValueError, r"argument `distribution`. Expected one of \('keras', 'linear', 'uniform'\)"),
+        (
+            {"drop_connect_rate": 1.0, "distribution": "linear"},
+            ValueError,
+            r"argument `drop_connect_rate`. Expected a rate below 1 with inverted=True",
+        ),
+        (
+            {"distribution": "cosine"},
+            ValueError,
+            r"argument `distribution`. Expected one of \('keras', 'linear', 'uniform'\)",
+        ),
         ({"pooling": "sum"}, ValueError, r"argument `pooling`. Expected one of \(None, 'avg', 'max'\)"),
         ({"mode": "row"}, ValueError, r"argument `mode`"),
         ({"inverted": "yes"}, TypeError, r"argument `inverted`"),
@@ -413,7 +441,9 @@ def test_bad_arguments_are_refused(kwargs, error, message):
 
 
 def test_bad_variant_is_refused():
-    with pytest.raises(ValueError, match=r"argument `variant`. Expected one of \('b0', .*'b7'\). Received: variant='b8'"):
+    with pytest.raises(
+        ValueError, match=r"argument `variant`. Expected one of \('b0', .*'b7'\). Received: variant='b8'"
+    ):
         sdt.models.efficientnet("b8")
 
 

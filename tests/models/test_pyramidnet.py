@@ -87,7 +87,9 @@ def test_downsampling_shortcut_is_average_pooling_then_zero_channels():
     pool = model.get_layer("stage2_block1_shortcut_pool")
     assert isinstance(pool, keras.layers.AveragePooling2D) and pool.pool_size == (2, 2)
     assert isinstance(model.get_layer("stage2_block1_shortcut_pad"), sdt.layers.ZeroPadShortcut)
-    assert not any(isinstance(layer, keras.layers.AveragePooling2D) for layer in model.layers if layer.name.startswith("stage1"))
+    assert not any(
+        isinstance(layer, keras.layers.AveragePooling2D) for layer in model.layers if layer.name.startswith("stage1")
+    )
     # No weights on any shortcut, no ReLU after any addition.
     assert all(not layer.weights for layer in layers_of(model, sdt.layers.ZeroPadShortcut))
     for add in layers_of(model, keras.layers.Add):
@@ -106,12 +108,25 @@ def test_bottleneck_block_widens_its_output_four_times():
 
 def test_the_three_regularizations_have_the_same_weights():
     plain = sdt.models.pyramidnet(**SMALL, regularization=None)
-    for kwargs in ({"regularization": "shake_drop"}, {"regularization": "stochastic_depth"},
-                   {"regularization": "stochastic_depth", "skip_compute": False}):
+    for kwargs in (
+        {"regularization": "shake_drop"},
+        {"regularization": "stochastic_depth"},
+        {"regularization": "stochastic_depth", "skip_compute": False},
+    ):
         model = sdt.models.pyramidnet(**SMALL, **kwargs)
         assert [w.shape for w in model.get_weights()] == [w.shape for w in plain.get_weights()]
-    assert len(layers_of(sdt.models.pyramidnet(**SMALL, regularization="stochastic_depth"), sdt.StochasticDepthBlock)) == 3
-    assert len(layers_of(sdt.models.pyramidnet(**SMALL, regularization="stochastic_depth", skip_compute=False), sdt.StochasticDepth)) == 3
+    assert (
+        len(layers_of(sdt.models.pyramidnet(**SMALL, regularization="stochastic_depth"), sdt.StochasticDepthBlock)) == 3
+    )
+    assert (
+        len(
+            layers_of(
+                sdt.models.pyramidnet(**SMALL, regularization="stochastic_depth", skip_compute=False),
+                sdt.StochasticDepth,
+            )
+        )
+        == 3
+    )
 
 
 def test_full_survival_is_the_plain_network():
@@ -154,9 +169,12 @@ def test_the_global_seed_decides_the_initial_weights():
 def test_zero_init_residual_zeroes_the_last_batch_normalization_of_every_branch():
     for block, last in (("basic", "bn3"), ("bottleneck", "bn4")):
         depth = 8 if block == "basic" else 11
-        model = sdt.models.pyramidnet(depth, 12, block=block, input_shape=(12, 12, 3),
-                                      regularization=None, zero_init_residual=True)
-        gammas = {w.path.split("/")[-2]: keras.ops.convert_to_numpy(w) for w in model.weights if w.path.endswith("/gamma")}
+        model = sdt.models.pyramidnet(
+            depth, 12, block=block, input_shape=(12, 12, 3), regularization=None, zero_init_residual=True
+        )
+        gammas = {
+            w.path.split("/")[-2]: keras.ops.convert_to_numpy(w) for w in model.weights if w.path.endswith("/gamma")
+        }
         zeroed = sorted(name for name, gamma in gammas.items() if np.all(gamma == 0.0))
         assert zeroed == [f"stage{s}_block1_{last}" for s in (1, 2, 3)]
         assert all(np.all(gamma == 1.0) for name, gamma in gammas.items() if name not in zeroed)
@@ -168,9 +186,11 @@ def test_zero_init_residual_zeroes_the_last_batch_normalization_of_every_branch(
 # "auto": TensorFlow's graph mode (on a CPU), JAX's jit, PyTorch's eager step.
 @pytest.mark.parametrize(
     "kwargs, jit_compile",
-    [pytest.param({"regularization": "shake_drop"}, True, marks=skip_torch_compile),
-     ({"regularization": "shake_drop", "mode": "sample", "shake_mode": "element"}, "auto"),
-     ({"regularization": "stochastic_depth"}, "auto")],
+    [
+        pytest.param({"regularization": "shake_drop"}, True, marks=skip_torch_compile),
+        ({"regularization": "shake_drop", "mode": "sample", "shake_mode": "element"}, "auto"),
+        ({"regularization": "stochastic_depth"}, "auto"),
+    ],
 )
 def test_trains(kwargs, jit_compile):
     model = sdt.models.pyramidnet(**SMALL, **kwargs, seed=0)
@@ -185,7 +205,9 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     path = os.path.join(tmp_path, "pyramidnet.keras")
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(images(), verbose=0), model.predict(images(), verbose=0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(images(), verbose=0), model.predict(images(), verbose=0), rtol=1e-6, atol=1e-6
+    )
     assert [layer.get_config() for layer in layers_of(loaded, sdt.ShakeDrop)] == [
         layer.get_config() for layer in layers_of(model, sdt.ShakeDrop)
     ]
@@ -196,37 +218,55 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 
 
 def test_depth_of_the_wrong_form_for_the_block_is_refused():
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `depth`. Expected an int of the form 9n \+ 2 with n >= 1 for bottleneck blocks"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `depth`. Expected an int of the form 9n \+ 2 with n >= 1 for bottleneck blocks",
+    ):
         sdt.models.pyramidnet(32, 48)
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `depth`. Expected an int of the form 6n \+ 2 with n >= 1 for basic blocks"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `depth`. Expected an int of the form 6n \+ 2 with n >= 1 for basic blocks",
+    ):
         sdt.models.pyramidnet(21, 48, block="basic")
 
 
 def test_bad_arguments_are_refused():
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `alpha`. Expected a non-negative number"):
+    with pytest.raises(
+        ValueError, match=r"Invalid value received for argument `alpha`. Expected a non-negative number"
+    ):
         sdt.models.pyramidnet(20, -1, block="basic")
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `block`. Expected one of \('basic', 'bottleneck'\)"):
+    with pytest.raises(
+        ValueError, match=r"Invalid value received for argument `block`. Expected one of \('basic', 'bottleneck'\)"
+    ):
         sdt.models.pyramidnet(20, 48, block="wide")
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `regularization`. Expected one of \('shake_drop', 'stochastic_depth', None\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `regularization`. Expected one of \('shake_drop', 'stochastic_depth', None\)",
+    ):
         sdt.models.pyramidnet(20, 48, block="basic", regularization="shake_shake")
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `mode`. Expected one of \('batch', 'sample'\)"):
+    with pytest.raises(
+        ValueError, match=r"Invalid value received for argument `mode`. Expected one of \('batch', 'sample'\)"
+    ):
         sdt.models.pyramidnet(20, 48, block="basic", mode="subset")
     with pytest.raises(ValueError, match=r"Invalid value received for argument `alpha_range`"):
         sdt.models.pyramidnet(20, 48, block="basic", alpha_range=(1.0, -1.0))
 
 
-
 @pytest.mark.parametrize("skip_compute", [True, False])
 def test_inverted_reaches_every_stochastic_depth_layer(skip_compute):
     for inverted in (False, True):
-        model = sdt.models.pyramidnet(**SMALL, regularization="stochastic_depth", skip_compute=skip_compute,
-                                      inverted=inverted)
+        model = sdt.models.pyramidnet(
+            **SMALL, regularization="stochastic_depth", skip_compute=skip_compute, inverted=inverted
+        )
         layers = sdt.callbacks.stochastic_depth_layers(model)
         assert len(layers) == 3 and {layer.inverted for layer in layers} == {inverted}
 
 
 def test_inverted_shake_drop_is_refused():
-    with pytest.raises(ValueError, match=r"Invalid value received for argument `inverted`. Expected False with regularization='shake_drop'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid value received for argument `inverted`. Expected False with regularization='shake_drop'",
+    ):
         sdt.models.pyramidnet(**SMALL, inverted=True)
 
 
