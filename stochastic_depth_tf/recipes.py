@@ -544,11 +544,14 @@ class Trainer:
             )
         keras.utils.set_random_seed(seed)
         fresh = self._build(final_survival_probability, seed)
-        for target, source in zip(self.model.variables, fresh.variables, strict=True):
+        # Same architecture, so the two lists pair one to one (zip's strict= needs Python 3.10).
+        targets, sources = list(self.model.variables), list(fresh.variables)
+        assert len(targets) == len(sources), (len(targets), len(sources))
+        for target, source in zip(targets, sources):
             target.assign(source.value)
         # Through the layers' setter too, so their configs agree with their variables.
         for target, source in zip(
-            layers_module.stochastic_depth_layers(self.model), layers_module.stochastic_depth_layers(fresh), strict=True
+            layers_module.stochastic_depth_layers(self.model), layers_module.stochastic_depth_layers(fresh)
         ):
             target.survival_probability = source.survival_probability
         for variable in self.model.optimizer.variables:
