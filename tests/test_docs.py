@@ -45,7 +45,9 @@ def public_names(module_name: str) -> set:
             and getattr(value, "__module__", module_name) == module_name
             and (inspect.isclass(value) or inspect.isfunction(value) or name.isupper())
         ]
-    return {name for name in names if not inspect.ismodule(getattr(module, name)) and name != "__version__"}
+    # typing's TYPE_CHECKING flag is imported, not the module's own.
+    skip = {"__version__", "TYPE_CHECKING"}
+    return {name for name in names if not inspect.ismodule(getattr(module, name)) and name not in skip}
 
 
 def documented() -> set:
