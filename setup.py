@@ -48,8 +48,8 @@ setup(
         ],
         "test": [
             "pytest>=7",
-            "ruff",
-            "mypy",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
             "build",
             "twine",
             "setuptools>=64",
