@@ -74,6 +74,25 @@ def scenario_mirrored_gates() -> dict:
     return {name: value.tolist() for name, value in gates.items()}
 
 
+def resume_model(width: int = 1):
+    """Two skipping blocks, a per-example merge layer, a Dense head of `width` outputs; seeded."""
+    import keras
+
+    import stochastic_depth_tf as sdt
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 4))
+    h = inputs
+    for index in range(2):
+        branch = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()])
+        h = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=10 + index)(h)
+    h = sdt.StochasticDepth(0.6, mode="sample", seed=20)([h, keras.layers.Conv2D(4, 1)(h)])
+    outputs = keras.layers.Dense(width)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
+    return model
+
+
 def toy_data(n: int = 32, shape=(6, 6, 4)) -> tuple:
     rng = np.random.default_rng(0)
     return rng.normal(size=(n,) + shape).astype("float32"), rng.normal(size=(n, 1)).astype("float32")
@@ -225,19 +244,6 @@ def scenario_resume(interrupt_after: int) -> dict:
     tf.config.experimental.enable_op_determinism()
     x, y = toy_data(n=48)
 
-    def build():
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((6, 6, 4))
-        h = inputs
-        for index in range(2):
-            branch = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()])
-            h = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=10 + index)(h)
-        h = sdt.StochasticDepth(0.6, mode="sample", seed=20)([h, keras.layers.Conv2D(4, 1)(h)])
-        outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(h))
-        model = keras.Model(inputs, outputs)
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
-        return model
-
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == interrupt_after:
@@ -256,14 +262,14 @@ def scenario_resume(interrupt_after: int) -> dict:
         )
         return [np.asarray(v).tolist() for v in model.variables]
 
-    reference = fit(build(), [])
+    reference = fit(resume_model(), [])
     with tempfile.TemporaryDirectory() as directory:
         try:
-            fit(build(), [keras.callbacks.BackupAndRestore(directory), Interrupt()])
+            fit(resume_model(), [keras.callbacks.BackupAndRestore(directory), Interrupt()])
             interrupted = False
         except RuntimeError:
             interrupted = True
-        resumed = fit(build(), [keras.callbacks.BackupAndRestore(directory)])
+        resumed = fit(resume_model(), [keras.callbacks.BackupAndRestore(directory)])
     return {"interrupted": interrupted, "reference": reference, "resumed": resumed}
 
 

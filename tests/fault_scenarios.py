@@ -25,30 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tests.distributed_scenarios import toy_data  # noqa: E402
+from tests.distributed_scenarios import resume_model, toy_data  # noqa: E402
 
 EPOCHS = 4
 BATCH_SIZE = 8
 SAMPLES = 48  # 6 steps an epoch, 24 in all
-
-
-def build_model(width: int = 1):
-    """Two skipping blocks, a per-example merge layer, a Dense head of `width` outputs; seeded."""
-    import keras
-
-    import stochastic_depth_tf as sdt
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 6, 4))
-    h = inputs
-    for index in range(2):
-        branch = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()])
-        h = sdt.StochasticDepthBlock(branch, survival_probability=0.5, seed=10 + index)(h)
-    h = sdt.StochasticDepth(0.6, mode="sample", seed=20)([h, keras.layers.Conv2D(4, 1)(h)])
-    outputs = keras.layers.Dense(width)(keras.layers.GlobalAveragePooling2D()(h))
-    model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
-    return model
 
 
 def fit_and_record(model, callbacks: list) -> dict:
@@ -105,8 +86,8 @@ def scenario_train(backup_dir: str, save_freq: str, kill_step: int) -> dict:
     backup = keras.callbacks.BackupAndRestore(
         backup_dir, save_freq="epoch" if save_freq == "epoch" else int(save_freq), double_checkpoint=True
     )
-    resumed = fit_and_record(build_model(), [backup, KillOnce()])
-    reference = fit_and_record(build_model(), [])
+    resumed = fit_and_record(resume_model(), [backup, KillOnce()])
+    reference = fit_and_record(resume_model(), [])
     return {"resumed": resumed, "reference": reference}
 
 
@@ -120,10 +101,10 @@ def scenario_load_errors(directory: str) -> dict:
     """
     import keras
 
-    model = build_model()
+    model = resume_model()
     model.save(os.path.join(directory, "model.keras"))
     model.save_weights(os.path.join(directory, "model.weights.h5"))
-    build_model(width=3).save_weights(os.path.join(directory, "wider_head.weights.h5"))
+    resume_model(width=3).save_weights(os.path.join(directory, "wider_head.weights.h5"))
 
     def damaged(name: str, new_name: str, corrupt: bool) -> str:
         with open(os.path.join(directory, name), "rb") as source:
@@ -141,8 +122,8 @@ def scenario_load_errors(directory: str) -> dict:
     cases = {
         "truncated_keras": (keras.saving.load_model, damaged("model.keras", "truncated.keras", False)),
         "corrupted_keras": (keras.saving.load_model, damaged("model.keras", "corrupted.keras", True)),
-        "truncated_weights": (build_model().load_weights, damaged("model.weights.h5", "truncated.weights.h5", False)),
-        "other_architecture_weights": (build_model().load_weights, os.path.join(directory, "wider_head.weights.h5")),
+        "truncated_weights": (resume_model().load_weights, damaged("model.weights.h5", "truncated.weights.h5", False)),
+        "other_architecture_weights": (resume_model().load_weights, os.path.join(directory, "wider_head.weights.h5")),
     }
     findings = {}
     for case, (load, path) in cases.items():
