@@ -33,6 +33,9 @@ setup(
         "jax": ["jax[cpu]"],
         "torch": ["torch>=2.1"],
         "demo": ["scikit-learn", "matplotlib"],
+        # `sdt.datasets.load_mnist1d` generates MNIST-1D offline with the
+        # `mnist1d` package's own generator (never its download URL).
+        "mnist1d": ["mnist1d"],
         # What keras-hub's vision backbones import. keras-hub itself goes in
         # with `pip install --no-deps "keras-hub==0.32.0"`: its declared
         # tensorflow-text pulls the full `tensorflow` beside tensorflow-cpu.
@@ -62,9 +65,10 @@ setup(
             "nbclient",
             "nbformat",
             "ipykernel",
+            "mnist1d",
         ],
         "docs": ["mkdocs-material", "mkdocstrings[python]"],
-        "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel"],
+        "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel", "mnist1d"],
         "bench": ["keras-cv"],
     },
     entry_points={"console_scripts": ["stochastic-depth-tf=stochastic_depth_tf.__main__:main"]},

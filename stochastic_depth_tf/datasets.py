@@ -90,6 +90,7 @@ def load_mnist1d(
 
     The package re-seeds Python's and NumPy's global random generators;
     their states are restored afterwards, so loading has no side effects.
+    It is an optional dependency: `pip install "stochastic_depth_tf[mnist1d]"`.
 
     Args:
         num_samples: signals generated in all, a multiple of 10 (the same
@@ -141,7 +142,13 @@ def load_mnist1d(
         raise ValueError(
             f"Invalid value received for argument `seed`. Expected a non-negative int. Received: seed={seed!r}"
         )
-    from mnist1d.data import get_dataset_args, make_dataset
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as error:
+        raise ImportError(
+            "`load_mnist1d` generates MNIST-1D with the `mnist1d` package, which is not installed. "
+            'Install it with `pip install "stochastic_depth_tf[mnist1d]"` (or `pip install mnist1d`).'
+        ) from error
 
     args = get_dataset_args()
     args.num_samples = num_samples

@@ -96,6 +96,16 @@ def test_mnist1d_is_generated_without_the_network(monkeypatch):
     assert len(datasets.load_mnist1d(num_samples=100)["test"][1]) == 20
 
 
+def test_mnist1d_without_its_package_says_how_to_install_it(monkeypatch):
+    import sys
+
+    # A None entry in sys.modules makes `import mnist1d.data` raise ImportError.
+    monkeypatch.setitem(sys.modules, "mnist1d", None)
+    monkeypatch.setitem(sys.modules, "mnist1d.data", None)
+    with pytest.raises(ImportError, match=r"stochastic_depth_tf\[mnist1d\]"):
+        datasets.load_mnist1d(num_samples=100)
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
