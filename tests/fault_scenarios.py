@@ -92,14 +92,20 @@ def scenario_train(backup_dir: str, save_freq: str, kill_step: int) -> dict:
 
 
 def scenario_load_errors(directory: str) -> dict:
-    """What Keras raises when loading damaged or mismatched files of a model with our layers.
+    """What Keras raises, and what `stochastic_depth_tf.saving` raises, for damaged or mismatched files.
 
-    Writes a `.keras` file and a weights file, then a truncated copy of
-    each, a `.keras` file with 200 bytes inverted in its middle, and the
-    weights of the same model with a 3-wide head; returns, per case, the
-    error's type and first line, and whether the message names the file.
+    Writes a `.keras` file and a weights file of a model with our layers,
+    then a truncated copy of each, a copy of each with 200 bytes inverted
+    in its middle, and the weights of the same model with a 3-wide head.
+    Loads each with Keras' loader (`keras.saving.load_model`,
+    `model.load_weights`) and with ours (`sdt.saving.load_model`,
+    `sdt.saving.load_weights`); returns, per case and loader, the error's
+    type, its first line, whether the message names the file, and the type
+    of the error it chains (None when the file loads).
     """
     import keras
+
+    import stochastic_depth_tf as sdt
 
     model = resume_model()
     model.save(os.path.join(directory, "model.keras"))
@@ -119,24 +125,38 @@ def scenario_load_errors(directory: str) -> dict:
             target.write(bytes(data))
         return path
 
+    def keras_weights(path):
+        return resume_model().load_weights(path)
+
+    def our_weights(path):
+        return sdt.saving.load_weights(resume_model(), path)
+
     cases = {
-        "truncated_keras": (keras.saving.load_model, damaged("model.keras", "truncated.keras", False)),
-        "corrupted_keras": (keras.saving.load_model, damaged("model.keras", "corrupted.keras", True)),
-        "truncated_weights": (resume_model().load_weights, damaged("model.weights.h5", "truncated.weights.h5", False)),
-        "other_architecture_weights": (resume_model().load_weights, os.path.join(directory, "wider_head.weights.h5")),
+        "truncated_keras": ("model", damaged("model.keras", "truncated.keras", False)),
+        "corrupted_keras": ("model", damaged("model.keras", "corrupted.keras", True)),
+        "truncated_weights": ("weights", damaged("model.weights.h5", "truncated.weights.h5", False)),
+        "corrupted_weights": ("weights", damaged("model.weights.h5", "corrupted.weights.h5", True)),
+        "other_architecture_weights": ("weights", os.path.join(directory, "wider_head.weights.h5")),
+    }
+    loaders = {
+        "model": {"keras": keras.saving.load_model, "ours": sdt.saving.load_model},
+        "weights": {"keras": keras_weights, "ours": our_weights},
     }
     findings = {}
-    for case, (load, path) in cases.items():
-        try:
-            load(path)
-            findings[case] = {"error": None}
-        except Exception as error:  # noqa: BLE001  (what is raised is the finding)
-            message = str(error)
-            findings[case] = {
-                "error": type(error).__name__,
-                "message": message.splitlines()[0] if message else "",
-                "names_file": os.path.basename(path) in message,
-            }
+    for case, (kind, path) in cases.items():
+        findings[case] = {}
+        for loader, load in loaders[kind].items():
+            try:
+                load(path)
+                findings[case][loader] = {"error": None}
+            except Exception as error:  # noqa: BLE001  (what is raised is the finding)
+                message = str(error)
+                findings[case][loader] = {
+                    "error": type(error).__name__,
+                    "message": message.splitlines()[0] if message else "",
+                    "names_file": path in message,
+                    "cause": type(error.__cause__).__name__ if error.__cause__ is not None else None,
+                }
     return findings
 
 

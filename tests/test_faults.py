@@ -30,6 +30,11 @@ asserted here:
 - A kill during the backup's weights write, simulated (see
   `test_torn_weights_write_falls_back_to_previous_backup`), is survived
   with `double_checkpoint=True` and the run still ends bit-identical.
+- A damaged or mismatched file fails at load, never loads silently, with
+  one exception: bytes corrupted inside a `.weights.h5` file's values
+  (HDF5 keeps no checksum of them). Keras' own errors name the file for
+  a truncated `.keras` file only; `stochastic_depth_tf.saving`'s loaders
+  name it in every case, say what is wrong and chain Keras' error.
 """
 
 from __future__ import annotations
@@ -170,21 +175,43 @@ def test_torn_weights_write_falls_back_to_previous_backup(tmp_path):
     assert differing(resumed, reference) == [], f"kill after step {step}"
 
 
-def test_damaged_or_mismatched_files_fail_at_load(tmp_path):
-    """What Keras 3.15 raises for files of a model with our layers: an error, never a silent load.
+def test_damaged_or_mismatched_files_fail_at_load_naming_the_file(tmp_path):
+    """Keras 3.15's own errors name only the truncated `.keras` file; `sdt.saving`'s name every one.
 
-    Only the truncated `.keras` file's error names the file (and calls it
-    "not found"); the others say what is wrong but not which file, so the
-    caller's traceback line (the `load_model` / `load_weights` call) is
-    where the path shows (docs/guides/distributed.md, "Exact resume").
+    Each of Keras' errors is pinned too, as docs/guides/distributed.md
+    tabulates them, and `sdt.saving`'s must chain it. The weights file with
+    corrupted bytes is the exception both share: HDF5 keeps no checksum of
+    the values, so it loads, silently, with either loader.
     """
     findings = run_scenario(SCENARIOS, "load_errors", str(tmp_path), timeout=TIME_LIMIT)
-    assert findings["truncated_keras"]["error"] == "ValueError"
-    assert findings["truncated_keras"]["message"].startswith("File not found: filepath=")
-    assert findings["truncated_keras"]["names_file"]
-    assert findings["corrupted_keras"]["error"] == "BadZipFile"
-    assert findings["corrupted_keras"]["message"].startswith("Bad CRC-32 for file 'model.weights.h5'")
-    assert findings["truncated_weights"]["error"] == "OSError"
-    assert "truncated file" in findings["truncated_weights"]["message"]
-    assert findings["other_architecture_weights"]["error"] == "ValueError"
-    assert findings["other_architecture_weights"]["message"].startswith("A total of 1 objects could not be loaded")
+    keras_errors = {case: finding["keras"] for case, finding in findings.items()}
+    ours = {case: finding["ours"] for case, finding in findings.items()}
+
+    assert keras_errors["truncated_keras"]["error"] == "ValueError"
+    assert keras_errors["truncated_keras"]["message"].startswith("File not found: filepath=")
+    assert keras_errors["truncated_keras"]["names_file"]
+    assert keras_errors["corrupted_keras"]["error"] == "BadZipFile"
+    assert keras_errors["corrupted_keras"]["message"].startswith("Bad CRC-32 for file 'model.weights.h5'")
+    assert keras_errors["truncated_weights"]["error"] == "OSError"
+    assert "truncated file" in keras_errors["truncated_weights"]["message"]
+    assert keras_errors["other_architecture_weights"]["error"] == "ValueError"
+    assert keras_errors["other_architecture_weights"]["message"].startswith("A total of 1 objects could not be loaded")
+    assert not any(keras_errors[case]["names_file"] for case in ("corrupted_keras", "truncated_weights"))
+    assert not keras_errors["other_architecture_weights"]["names_file"]
+
+    damaged = ("truncated_keras", "corrupted_keras", "truncated_weights")
+    for case in (*damaged, "other_architecture_weights"):
+        assert ours[case]["names_file"], case
+        assert ours[case]["cause"] == keras_errors[case]["error"], case  # Keras' error, chained
+    for case in damaged:
+        assert ours[case]["error"] == "DamagedFileError", case
+        assert ours[case]["message"].startswith("Damaged file received: "), case
+    assert "is not a zip archive" in ours["truncated_keras"]["message"]
+    assert "'model.weights.h5' fails the zip archive's CRC-32 check" in ours["corrupted_keras"]["message"]
+    assert "truncated file" in ours["truncated_weights"]["message"]
+    assert ours["other_architecture_weights"]["error"] == "WeightsMismatchError"
+    assert ours["other_architecture_weights"]["message"].startswith(
+        "Weights of another architecture received in the file"
+    )
+
+    assert keras_errors["corrupted_weights"] == ours["corrupted_weights"] == {"error": None}
