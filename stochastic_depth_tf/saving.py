@@ -24,8 +24,8 @@ short raises h5py's `OSError`, the weights of another architecture a
   unchanged.
 
 Both errors are `ValueError`s, carry the path as `filepath`, and chain
-Keras' original error (`raise ... from error`), so its traceback stays
-one line down. Remote paths (`gs://`, `hf://`) go to Keras unchecked and
+Keras' original error (`raise ... from error`), whose traceback Python
+prints above theirs. Remote paths (`gs://`, `hf://`) go to Keras unchecked and
 unexamined.
 
 The layers of this package are registered with Keras when it is imported,
@@ -108,7 +108,7 @@ class WeightsMismatchError(_FileError):
     """
 
 
-def load_model(filepath: PathLike, **kwargs: Any) -> Any:
+def load_model(filepath: PathLike, **kwargs: Any) -> keras.Model:
     """Loads a model with `keras.saving.load_model`, failing with an error that names the file.
 
     Takes what `keras.saving.load_model` takes and returns what it returns;

@@ -29,6 +29,7 @@ PUBLIC_MODULES = (
     "stochastic_depth_tf.datasets",
     "stochastic_depth_tf.pruning",
     "stochastic_depth_tf.hub",
+    "stochastic_depth_tf.saving",
 )
 
 
