@@ -51,6 +51,8 @@ setup(
         ],
         "test": [
             "pytest>=7",
+            # tests/all_backends.py runs each backend's tests on 2 workers.
+            "pytest-xdist>=3.2",
             "ruff==0.17.6",
             "mypy==2.4.1",
             "build",

@@ -21,13 +21,36 @@ def pytest_report_header(config):
     return f"Keras {keras.__version__}, backend: {BACKEND}"
 
 
+# Fixture scopes wider than one test: their value is computed once per
+# pytest process, so under pytest-xdist its users should share a worker.
+SHARED_SCOPES = ("session", "package", "module", "class")
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        _group_by_shared_fixture(item)
     if BACKEND == "tensorflow":
         return
     skip = pytest.mark.skip(reason=f"TensorFlow only (KERAS_BACKEND={BACKEND})")
     for item in items:
         if "tensorflow_only" in item.keywords:
             item.add_marker(skip)
+
+
+def _group_by_shared_fixture(item):
+    """Under `pytest -n N --dist loadgroup` (tests/all_backends.py), tests run one by one on any worker,
+    except that the tests of a module that use one of its module-scoped fixtures (a subprocess scenario
+    of a minute, say) go to one worker together, so that the fixture runs once, not once per worker.
+    """
+    module_file = item.nodeid.split("::")[0]
+    fixture_definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    # Only the module's own fixtures: pytest's (tmp_path_factory) and the
+    # plugins' session fixtures are cheap and shared by nearly every test.
+    if any(
+        definitions and definitions[-1].scope in SHARED_SCOPES and definitions[-1].baseid == module_file
+        for definitions in fixture_definitions.values()
+    ):
+        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(autouse=True)

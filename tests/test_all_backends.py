@@ -1,0 +1,38 @@
+"""The runner of the three backends' suites (`tests/all_backends.py`) and the grouping it relies on."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import all_backends
+
+
+def test_workers_run_the_suite_in_groups():
+    command = all_backends.pytest_command("tensorflow", ["-k", "block"], workers=2)
+    assert command[-6:] == ["-n", "2", "--dist", "loadgroup", "-k", "block"]
+
+
+def test_no_workers_runs_one_process_and_other_backends_skip_slow_and_tensorflow_only_tests():
+    command = all_backends.pytest_command("jax", [], workers=0)
+    assert "-n" not in command
+    assert command[-2:] == ["-m", "not tensorflow_only and not slow"]
+
+
+def test_negative_workers_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        all_backends.main(["--workers", "-1"])
+    assert "argument --workers: expected a non-negative int, received -1" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def shared_value():
+    return object()
+
+
+def test_a_module_fixture_user_is_grouped_by_its_module(request, shared_value):
+    assert request.node.get_closest_marker("xdist_group").args == (__name__,)
+
+
+def test_a_test_without_module_fixtures_is_not_grouped(request, tmp_path):
+    # tmp_path comes from pytest's session-scoped tmp_path_factory: not a reason to group
+    assert request.node.get_closest_marker("xdist_group") is None
