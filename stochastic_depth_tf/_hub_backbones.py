@@ -11,7 +11,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
-- `_EncoderBlockHandler` (ViT, MiT): the residual adds are `x + y` inside an
+- `_EncoderBlockHandler` (ViT, DeiT, MiT): the residual adds are `x + y` inside an
   encoder block's `call`, out of reach of graph surgery. Each block of the
   (throwaway) backbone is given an adapter class: a subclass of its own class
   whose `call` is the original's with the residual adds routed through
@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 import keras
 import keras_hub
 import numpy as np
+from keras_hub.src.models.deit.deit_layers import DeiTEncoder, DeiTEncoderBlock
 from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
 
@@ -50,6 +51,17 @@ class _GatedBlock:
 
     residual_adds: int
     _stochastic_depth_gates: List[Any]
+
+    @classmethod
+    def example_call(cls, block: Any, backbone: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        """Arguments of a call of `block` as the backbone makes it, on a random input, batch 2."""
+        if hasattr(block, "hidden_dim") and not block._inbound_nodes:
+            # A block called inside an encoder's `call` has no graph node to
+            # read its input shape from; any sequence length does.
+            shape: Tuple[int, ...] = (2, 5, block.hidden_dim)
+        else:
+            shape = (2,) + tuple(block.input.shape[1:])
+        return (_random(shape),), {}
 
     def _residual_add(self, index: int, shortcut: Any, residual: Any) -> Any:
         if getattr(self, "_stochastic_depth_bypass", False):
@@ -82,8 +94,32 @@ class _HierarchicalTransformerEncoderAdapter(_GatedBlock, HierarchicalTransforme
         return self._residual_add(1, x, self.mlp(self.norm2(x)))
 
 
+class _DeiTEncoderBlockAdapter(_GatedBlock, DeiTEncoderBlock):
+    """`DeiTEncoderBlock` with its two residual adds (attention, MLP) gated.
+
+    Its MLP residual add is inside `DeiTOutput.call` (dense, dropout, `+
+    input_tensor`): the adapter calls that layer's dense and dropout and
+    makes the add itself.
+    """
+
+    residual_adds = 2
+
+    def call(self, hidden_states: Any, attention_mask: Any = None, return_attention_scores: bool = False) -> Any:
+        attention_scores = None
+        x = self.layer_norm_1(hidden_states)
+        if return_attention_scores:
+            x, attention_scores = self.mha(x, x, attention_mask=attention_mask, return_attention_scores=True)
+        else:
+            x = self.mha(x, x, attention_mask=attention_mask)
+        x = self._residual_add(0, hidden_states, x)
+        y = self.mlp(self.layer_norm_2(x))
+        y = self.output_layer.dropout(self.output_layer.dense(y))
+        return self._residual_add(1, x, y), attention_scores
+
+
 _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     ViTEncoderBlock: _ViTEncoderBlockAdapter,
+    DeiTEncoderBlock: _DeiTEncoderBlockAdapter,
     HierarchicalTransformerEncoder: _HierarchicalTransformerEncoderAdapter,
 }
 
@@ -139,7 +175,7 @@ class _EncoderBlockHandler:
                     f"version, {keras_hub.__version__}, builds its blocks differently)"
                 )
             original_class = type(block)
-            example = _example_input(block, backbone)
+            example = adapter.example_call(block, backbone)
             block.__class__ = adapter
             block_gates: List[Any] = []
             for _ in range(adapter.residual_adds):
@@ -183,23 +219,17 @@ def _no_private_rates(backbone: Any) -> ValueError:
     )
 
 
-def _example_input(block: Any, backbone: Any) -> np.ndarray:
-    """A random input of the shape the block sees in the backbone, batch 2."""
-    if isinstance(block, ViTEncoderBlock):
-        shape = (2, 5, block.hidden_dim)
-    else:
-        shape = (2,) + tuple(block.input.shape[1:])
-    return np.random.default_rng(0).normal(size=shape).astype("float32")
+def _random(shape: Tuple[int, ...]) -> Any:
+    return keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=shape).astype("float32"))
 
 
-def _check_adapter(block: Any, original_class: Type[Any], example: np.ndarray) -> None:
+def _check_adapter(block: Any, original_class: Type[Any], example: Tuple[Tuple[Any, ...], Dict[str, Any]]) -> None:
     """Raises if the adapter with its gates bypassed differs from the original `call`."""
-    example = keras.ops.convert_to_tensor(example)
+    args, kwargs = example
     object.__setattr__(block, "_stochastic_depth_bypass", True)
     try:
-        # stop_gradient: PyTorch refuses NumPy of a tensor that requires grad.
-        expected = keras.ops.convert_to_numpy(keras.ops.stop_gradient(original_class.call(block, example)))
-        received = keras.ops.convert_to_numpy(keras.ops.stop_gradient(block.call(example)))
+        expected = _first_output(original_class.call(block, *args, **kwargs))
+        received = _first_output(block.call(*args, **kwargs))
     finally:
         object.__setattr__(block, "_stochastic_depth_bypass", False)
     scale = max(1.0, float(np.max(np.abs(expected))))
@@ -215,14 +245,28 @@ def _check_adapter(block: Any, original_class: Type[Any], example: np.ndarray) -
         )
 
 
-def _vit_blocks(backbone: Any) -> Sequence[Any]:
-    encoders = [layer for layer in backbone.layers if isinstance(layer, ViTEncoder)]
-    if len(encoders) != 1:
-        raise TypeError(
-            f"Invalid backbone. Expected a ViTBackbone with one ViTEncoder. "
-            f"Received: '{backbone.name}' with {len(encoders)}"
-        )
-    blocks: Sequence[Any] = encoders[0].encoder_layers
+def _first_output(output: Any) -> np.ndarray:
+    """The block's output tensor (DeiT's blocks also return attention scores), as NumPy."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    # stop_gradient: PyTorch refuses NumPy of a tensor that requires grad.
+    result: np.ndarray = keras.ops.convert_to_numpy(keras.ops.stop_gradient(output))
+    return result
+
+
+def _encoder_blocks(encoder_class: type, attribute: str) -> Callable[[Any], Sequence[Any]]:
+    """The blocks of the backbone's one encoder layer of `encoder_class`, in its `attribute`."""
+
+    def blocks(backbone: Any) -> Sequence[Any]:
+        encoders = [layer for layer in backbone.layers if isinstance(layer, encoder_class)]
+        if len(encoders) != 1:
+            raise TypeError(
+                f"Invalid backbone. Expected a {type(backbone).__name__} with one "
+                f"{encoder_class.__name__}. Received: '{backbone.name}' with {len(encoders)}"
+            )
+        found: Sequence[Any] = getattr(encoders[0], attribute)
+        return found
+
     return blocks
 
 
@@ -240,7 +284,8 @@ def _mit_rates(blocks: Sequence[Any]) -> List[float]:
 HANDLERS: Dict[type, Any] = {
     keras_hub.models.ResNetBackbone: _GraphHandler(),
     keras_hub.models.XceptionBackbone: _GraphHandler(),
-    keras_hub.models.ViTBackbone: _EncoderBlockHandler(_vit_blocks),
+    keras_hub.models.ViTBackbone: _EncoderBlockHandler(_encoder_blocks(ViTEncoder, "encoder_layers")),
+    keras_hub.models.DeiTBackbone: _EncoderBlockHandler(_encoder_blocks(DeiTEncoder, "encoder_layers")),
     keras_hub.models.MiTBackbone: _EncoderBlockHandler(
         _graph_blocks(HierarchicalTransformerEncoder), private_rates=_mit_rates
     ),

@@ -37,6 +37,7 @@ and independent draws):
 | `ResNetBackbone` (v1, v2, basic, bottleneck, vd) | `keras.layers.Add` in the graph | none | graph surgery, one gate per block |
 | `XceptionBackbone` | `keras.layers.Add` in the graph (middle blocks) | none | graph surgery, one gate per block |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
+| `DeiTBackbone` | `x + y` in `DeiTEncoderBlock.call` (attention) and in `DeiTOutput.call` (MLP) | none | adapter, two gates per block |
 | `MiTBackbone` (SegFormer's encoder) | `x + y` in `HierarchicalTransformerEncoder.call` | `DropPath(rate)` per block, `rate = linspace(0, max_drop_path_rate, L)` | adapter, two gates per block; its `DropPath` is no longer called |
 
 Rate mapping for MiT: its `DropPath(rate)` is inverted per-example stochastic
@@ -81,13 +82,12 @@ INSTALL = 'pip install "stochastic_depth_tf[hub]" && pip install --no-deps "kera
 
 SETTINGS_KEY = "stochastic_depth"
 
-SUPPORTED_BACKBONES = ("ResNetBackbone", "XceptionBackbone", "ViTBackbone", "MiTBackbone")
+SUPPORTED_BACKBONES = ("ResNetBackbone", "XceptionBackbone", "ViTBackbone", "DeiTBackbone", "MiTBackbone")
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
     "CSPNetBackbone": "not yet adapted: its residual adds are graph adds of a cross-stage block, untested here",
     "MobileNetBackbone": "not yet adapted: inverted-residual adds, untested here",
     "EfficientNetBackbone": "not yet adapted: its drop connect is a Dropout with a noise shape to be replaced",
-    "DeiTBackbone": "not yet adapted: its encoder blocks need their own adapter",
     "SwinTransformerBackbone": "not yet adapted: its blocks hold a private DropPath in a windowed attention block",
     "DINOV2Backbone": "not yet adapted: its DINOV2Layer holds a private DropPath and layer scale",
     "DINOV3Backbone": "not yet adapted: its layers hold a private DropPath and layer scale",

@@ -12,6 +12,7 @@ keras_hub = pytest.importorskip("keras_hub")
 import keras  # noqa: E402
 
 from stochastic_depth_tf import hub  # noqa: E402
+from stochastic_depth_tf.layers import stochastic_depth_layers  # noqa: E402
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth  # noqa: E402
 
 
@@ -52,6 +53,12 @@ def _vit():
     )
 
 
+def _deit():
+    return keras_hub.models.DeiTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16
+    )
+
+
 def _mit():
     return keras_hub.models.MiTBackbone(
         layerwise_depths=[1, 2],
@@ -71,6 +78,7 @@ BACKBONES = {
     "resnet_v2": (_resnet_v2, keras_hub.models.ResNetImageClassifier, 4),
     "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
+    "deit": (_deit, keras_hub.models.DeiTImageClassifier, 4),
     "mit": (_mit, keras_hub.models.MiTImageClassifier, 6),
 }
 
@@ -112,6 +120,8 @@ def test_class_is_kept_and_weights_copied(case):
     assert model.name == original.name
     assert len(model.stochastic_depth_layers) == num_gates
     assert all(isinstance(gate, StochasticDepth) for gate in model.stochastic_depth_layers)
+    # What callbacks and strip find: each gate once, in block order.
+    assert stochastic_depth_layers(model) == list(model.stochastic_depth_layers)
     copied = sorted(model.weights, key=lambda weight: weight.path)
     weights = sorted(original.weights, key=lambda weight: weight.path)
     if [weight.path for weight in copied] != [weight.path for weight in weights]:
@@ -249,7 +259,7 @@ def _all_kept_fraction(original, model, batch):
     return float(np.mean(kept))
 
 
-@pytest.mark.parametrize("name", ["resnet_v1", "xception", "vit", pytest.param("mit", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["resnet_v1", "xception", "vit", "deit", pytest.param("mit", marks=pytest.mark.slow)])
 def test_gates_drop_in_training(name):
     build, _, num_gates = BACKBONES[name]
     original = build()
@@ -307,10 +317,21 @@ def test_changed_block_fails_loudly(monkeypatch):
         hub.apply_stochastic_depth(_vit())
 
 
+def test_changed_deit_output_fails_loudly(monkeypatch):
+    from keras_hub.src.models.deit.deit_layers import DeiTOutput
+
+    def changed_call(self, hidden_states, input_tensor):
+        return self.dense(hidden_states) + 2.0 * input_tensor
+
+    # The adapter makes DeiTOutput's residual add itself: a change there must show.
+    monkeypatch.setattr(DeiTOutput, "call", changed_call)
+    with pytest.raises(RuntimeError, match="no longer computes"):
+        hub.apply_stochastic_depth(_deit())
+
+
 @pytest.mark.parametrize("name", ["resnet_v1", "vit"])
 def test_scheduler_finds_every_gate_of_a_task_model(name):
     from stochastic_depth_tf.callbacks import SurvivalProbabilityScheduler
-    from stochastic_depth_tf.layers import stochastic_depth_layers
 
     build, task, num_gates = BACKBONES[name]
     model = hub.apply_stochastic_depth(build(), final_survival_probability=0.5, seed=0)
