@@ -11,7 +11,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
-- `_EncoderBlockHandler` (ViT, DeiT, MiT): the residual adds are `x + y` inside an
+- `_EncoderBlockHandler` (ViT, DeiT, DINOv2, DINOv3, MiT): the residual adds are `x + y` inside an
   encoder block's `call`, out of reach of graph surgery. Each block of the
   (throwaway) backbone is given an adapter class: a subclass of its own class
   whose `call` is the original's with the residual adds routed through
@@ -30,6 +30,8 @@ import keras
 import keras_hub
 import numpy as np
 from keras_hub.src.models.deit.deit_layers import DeiTEncoder, DeiTEncoderBlock
+from keras_hub.src.models.dinov2.dinov2_layers import DINOV2Encoder, DINOV2Layer
+from keras_hub.src.models.dinov3.dinov3_layers import DINOV3Encoder, DINOV3Layer
 from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
 
@@ -117,9 +119,75 @@ class _DeiTEncoderBlockAdapter(_GatedBlock, DeiTEncoderBlock):
         return self._residual_add(1, x, y), attention_scores
 
 
+class _DINOV2LayerAdapter(_GatedBlock, DINOV2Layer):
+    """`DINOV2Layer` with its two residual adds gated; its private `DropPath` is no longer called.
+
+    Its own drop path scales the branch by `(u + 1 - rate) / (1 - rate)`, `u ~
+    U[0, 1)`, unseeded: a random factor, never a zero (timm floors `u + 1 -
+    rate` to a Bernoulli draw). The gates replace it.
+    """
+
+    residual_adds = 2
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        x = self.norm1(inputs, training=training)
+        x = self.attention(x, training=training)
+        x = self.layer_scale1(x, training=training)
+        hidden_states = self._residual_add(0, inputs, x)
+        x = self.norm2(hidden_states, training=training)
+        x = self.mlp(x, training=training)
+        x = self.layer_scale2(x, training=training)
+        return self._residual_add(1, hidden_states, x)
+
+
+class _DINOV3LayerAdapter(_GatedBlock, DINOV3Layer):
+    """`DINOV3Layer` with its two residual adds gated; its private `DropPath` is no longer called.
+
+    Its drop path is DINOv2's (a random factor with no floor, unseeded).
+    """
+
+    residual_adds = 2
+
+    @classmethod
+    def example_call(cls, block: Any, backbone: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        # The backbone's own rotary position embeddings, so the check covers them.
+        images = _random((2,) + tuple(backbone.image_shape))
+        tokens = backbone.pyramid_outputs["stem"].shape[1]
+        return (_random((2, tokens, block.hidden_dim)),), {
+            "position_embeddings": backbone.rope_embedding(images),
+            "num_prefix_tokens": 1 + backbone.num_register_tokens,
+        }
+
+    def call(
+        self,
+        inputs: Any,
+        attention_mask: Any = None,
+        position_embeddings: Any = None,
+        num_prefix_tokens: int = 0,
+        training: Any = None,
+    ) -> Any:
+        hidden_states = self.norm1(inputs)
+        hidden_states = self.attention(
+            hidden_states,
+            attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
+            num_prefix_tokens=num_prefix_tokens,
+            training=training,
+        )
+        hidden_states = self.layer_scale1(hidden_states, training=training)
+        hidden_states = self._residual_add(0, inputs, hidden_states)
+        residual = hidden_states
+        hidden_states = self.norm2(hidden_states, training=training)
+        hidden_states = self.mlp(hidden_states, training=training)
+        hidden_states = self.layer_scale2(hidden_states, training=training)
+        return self._residual_add(1, residual, hidden_states)
+
+
 _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     ViTEncoderBlock: _ViTEncoderBlockAdapter,
     DeiTEncoderBlock: _DeiTEncoderBlockAdapter,
+    DINOV2Layer: _DINOV2LayerAdapter,
+    DINOV3Layer: _DINOV3LayerAdapter,
     HierarchicalTransformerEncoder: _HierarchicalTransformerEncoderAdapter,
 }
 
@@ -128,6 +196,8 @@ class _GraphHandler:
     """Backbones whose residual adds are `Add` layers of the functional graph."""
 
     private_rates = None
+    # The new graph holds copies of the backbone's layers, not the layers.
+    keeps_layers = False
 
     def transform(self, backbone: Any, settings: Dict[str, Any]) -> Tuple[Any, Any, Any, List[Any]]:
         pyramid = dict(getattr(backbone, "pyramid_outputs", None) or {})
@@ -152,6 +222,9 @@ class _EncoderBlockHandler:
         private_rates: for a backbone with a drop path of its own, returns the
             drop rate of each block (used with `final_survival_probability=None`).
     """
+
+    # The new graph is the backbone's own, its layers included.
+    keeps_layers = True
 
     def __init__(
         self,
@@ -194,7 +267,8 @@ class _EncoderBlockHandler:
             _check_adapter(block, original_class, example)
             gates.extend(block_gates)
         pyramid = dict(getattr(backbone, "pyramid_outputs", None) or {})
-        return backbone.inputs[0], backbone.output, pyramid, gates
+        # `input`, not `inputs[0]`: DINOv2's and DINOv3's inputs are a dict.
+        return backbone.input, backbone.output, pyramid, gates
 
 
 def block_survival_probabilities(
@@ -281,11 +355,21 @@ def _mit_rates(blocks: Sequence[Any]) -> List[float]:
     return [float(block.drop_path.rate) for block in blocks]
 
 
+def _dino_rates(blocks: Sequence[Any]) -> List[float]:
+    return [float(block.drop_path_rate) for block in blocks]
+
+
 HANDLERS: Dict[type, Any] = {
     keras_hub.models.ResNetBackbone: _GraphHandler(),
     keras_hub.models.XceptionBackbone: _GraphHandler(),
     keras_hub.models.ViTBackbone: _EncoderBlockHandler(_encoder_blocks(ViTEncoder, "encoder_layers")),
     keras_hub.models.DeiTBackbone: _EncoderBlockHandler(_encoder_blocks(DeiTEncoder, "encoder_layers")),
+    keras_hub.models.DINOV2Backbone: _EncoderBlockHandler(
+        _encoder_blocks(DINOV2Encoder, "layers"), private_rates=_dino_rates
+    ),
+    keras_hub.models.DINOV3Backbone: _EncoderBlockHandler(
+        _encoder_blocks(DINOV3Encoder, "layers"), private_rates=_dino_rates
+    ),
     keras_hub.models.MiTBackbone: _EncoderBlockHandler(
         _graph_blocks(HierarchicalTransformerEncoder), private_rates=_mit_rates
     ),

@@ -38,13 +38,20 @@ and independent draws):
 | `XceptionBackbone` | `keras.layers.Add` in the graph (middle blocks) | none | graph surgery, one gate per block |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
 | `DeiTBackbone` | `x + y` in `DeiTEncoderBlock.call` (attention) and in `DeiTOutput.call` (MLP) | none | adapter, two gates per block |
+| `DINOV2Backbone` | `ops.add` in `DINOV2Layer.call`, after a layer scale | `DINOV2DropPath(drop_path_rate)`, the same rate in every block | adapter, two gates per block; its drop path is no longer called |
+| `DINOV3Backbone` | `+` in `DINOV3Layer.call`, after a layer scale | `DINOV3DropPath(rate_l)`, `rate_l = linspace(0, drop_path_rate, L)` | adapter, two gates per block; its drop path is no longer called |
 | `MiTBackbone` (SegFormer's encoder) | `x + y` in `HierarchicalTransformerEncoder.call` | `DropPath(rate)` per block, `rate = linspace(0, max_drop_path_rate, L)` | adapter, two gates per block; its `DropPath` is no longer called |
 
 Rate mapping for MiT: its `DropPath(rate)` is inverted per-example stochastic
 depth with survival probability `1 - rate`; `final_survival_probability=None`
 keeps exactly the backbone's own per-block rates (`p_l = 1 - rate_l`, so block
 1 gets `p = 1` and the last `1 - max_drop_path_rate`), a float applies our
-schedule instead. Every other KerasHub backbone is refused with its reason
+schedule instead. The same for DINOv2 (`p_l = 1 - drop_path_rate` in every
+block) and DINOv3 (`p_l = 1 - rate_l`, linear from 1 to `1 - drop_path_rate`),
+whose own drop path was meant as the same thing but is not: it multiplies the
+branch by `(u + 1 - rate) / (1 - rate)` with `u ~ U[0, 1)` drawn unseeded, a
+random factor that never drops the branch (timm floors `u + 1 - rate` to 0
+or 1). Ours drops it with probability `1 - p_l`, seeded. Every other KerasHub backbone is refused with its reason
 (`UNSUPPORTED_BACKBONES`).
 
 Defaults follow the KerasHub and timm convention of fine-tuning (drop path):
@@ -82,15 +89,21 @@ INSTALL = 'pip install "stochastic_depth_tf[hub]" && pip install --no-deps "kera
 
 SETTINGS_KEY = "stochastic_depth"
 
-SUPPORTED_BACKBONES = ("ResNetBackbone", "XceptionBackbone", "ViTBackbone", "DeiTBackbone", "MiTBackbone")
+SUPPORTED_BACKBONES = (
+    "ResNetBackbone",
+    "XceptionBackbone",
+    "ViTBackbone",
+    "DeiTBackbone",
+    "DINOV2Backbone",
+    "DINOV3Backbone",
+    "MiTBackbone",
+)
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
     "CSPNetBackbone": "not yet adapted: its residual adds are graph adds of a cross-stage block, untested here",
     "MobileNetBackbone": "not yet adapted: inverted-residual adds, untested here",
     "EfficientNetBackbone": "not yet adapted: its drop connect is a Dropout with a noise shape to be replaced",
     "SwinTransformerBackbone": "not yet adapted: its blocks hold a private DropPath in a windowed attention block",
-    "DINOV2Backbone": "not yet adapted: its DINOV2Layer holds a private DropPath and layer scale",
-    "DINOV3Backbone": "not yet adapted: its layers hold a private DropPath and layer scale",
     "ViTDetBackbone": "not yet adapted: its windowed encoder blocks need their own adapter",
     "SAMBackbone": "not yet adapted: its image encoder is a ViTDet backbone",
     "MobileNetV5Backbone": "not yet adapted: its blocks hold an unseeded private DropPath",
@@ -127,7 +140,7 @@ def apply_stochastic_depth(
         backbone: a KerasHub backbone whose class is in `SUPPORTED_BACKBONES`.
         final_survival_probability: `p_L` in `[0, 1]` (greater than 0 with
             `inverted=True`), or None to keep the backbone's own drop path
-            rates (only for a backbone that has them, MiT).
+            rates (only for a backbone that has them: MiT, DINOv2, DINOv3).
         distribution: `"linear"` or `"uniform"`.
         mode: `"sample"`, `"batch"` or `"subset"` (see `stochastic_depth_tf.ops.MODES`).
         inverted: True (timm's drop path: the inference function is the
@@ -375,21 +388,27 @@ def _subclass(base: Type[Any]) -> Type[Any]:
         settings = validate_settings(**stochastic_depth)
         plain = base(**config)
         inputs, output, pyramid, gates = handler.transform(plain, settings)
+        public = {key: value for key, value in vars(plain).items() if not key.startswith("_")}
+        held = {key: value for key, value in public.items() if isinstance(value, (keras.layers.Layer, keras.Variable))}
+        if held and not handler.keeps_layers:
+            raise RuntimeError(
+                f"{base.__name__} holds a layer or variable in attribute "
+                f"`{next(iter(held))}`, which stochastic_depth_tf.hub does not "
+                "know how to carry over."
+            )
+        # Layers the base class keeps as attributes (DINOv2's `embeddings`),
+        # set before the graph is built, as the base class does: the new graph
+        # is the plain backbone's own, so they are its layers.
+        for key, value in held.items():
+            setattr(self, key, value)
         keras_hub.models.Backbone.__init__(
             self, inputs=inputs, outputs=output, name=plain.name, dtype=plain.dtype_policy
         )
         # The attributes the base class's __init__ sets after building its
         # graph (its config, `pyramid_outputs`), read by get_config and tasks.
-        for key, value in vars(plain).items():
-            if key.startswith("_") or key in vars(self):
-                continue
-            if isinstance(value, (keras.layers.Layer, keras.Variable)):
-                raise RuntimeError(
-                    f"{base.__name__} holds a layer or variable in attribute "
-                    f"`{key}`, which stochastic_depth_tf.hub does not know how "
-                    "to carry over."
-                )
-            setattr(self, key, value)
+        for key, value in public.items():
+            if key not in vars(self):
+                setattr(self, key, value)
         if isinstance(getattr(base, "pyramid_outputs", None), property):
             # FeaturePyramidBackbone keeps them privately, behind a property.
             self.pyramid_outputs = pyramid

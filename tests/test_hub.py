@@ -59,6 +59,42 @@ def _deit():
     )
 
 
+def _dinov2():
+    # A drop path rate of its own, which the gates replace (and which would
+    # change every training output if it were still called).
+    return keras_hub.models.DINOV2Backbone(
+        patch_size=4,
+        num_layers=2,
+        hidden_dim=8,
+        num_heads=2,
+        intermediate_dim=16,
+        drop_path_rate=0.2,
+        image_shape=(16, 16, 3),
+        position_embedding_shape=(16, 16, 3),
+    )
+
+
+def _dinov3():
+    return keras_hub.models.DINOV3Backbone(
+        patch_size=4,
+        num_layers=2,
+        hidden_dim=8,
+        num_heads=2,
+        intermediate_dim=16,
+        drop_path_rate=0.2,
+        num_register_tokens=1,
+        image_shape=(16, 16, 3),
+    )
+
+
+def _class_token_classifier(backbone, num_classes):
+    """A classifier on the class token, for backbones KerasHub has no image classifier for."""
+    images = keras.Input(backbone.image_shape)
+    features = backbone(images)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(features[:, 0])
+    return keras.Model(images, outputs)
+
+
 def _mit():
     return keras_hub.models.MiTBackbone(
         layerwise_depths=[1, 2],
@@ -79,6 +115,8 @@ BACKBONES = {
     "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
     "deit": (_deit, keras_hub.models.DeiTImageClassifier, 4),
+    "dinov2": (_dinov2, _class_token_classifier, 4),
+    "dinov3": (_dinov3, _class_token_classifier, 4),
     "mit": (_mit, keras_hub.models.MiTImageClassifier, 6),
 }
 
@@ -150,6 +188,38 @@ def test_mit_keeps_its_own_rates_with_none():
     model = hub.apply_stochastic_depth(_mit(), final_survival_probability=None)
     # MiT's rates are linspace(0, 0.2, 3) per block, both adds of a block alike.
     np.testing.assert_allclose(_survival(model), [1.0, 1.0, 0.9, 0.9, 0.8, 0.8], rtol=1e-6)
+
+
+def test_dino_keeps_its_own_rates_with_none():
+    # DINOv2: one rate for every block; DINOv3: linspace(0, rate, L).
+    np.testing.assert_allclose(
+        _survival(hub.apply_stochastic_depth(_dinov2(), final_survival_probability=None)), [0.8] * 4, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        _survival(hub.apply_stochastic_depth(_dinov3(), final_survival_probability=None)),
+        [1.0, 1.0, 0.8, 0.8],
+        rtol=1e-6,
+    )
+
+
+def test_depth_anything_takes_a_dinov2_with_stochastic_depth():
+    config = dict(
+        reassemble_factors=[2, 1],
+        neck_hidden_dims=[4, 8],
+        fusion_hidden_dim=8,
+        head_hidden_dim=4,
+        head_in_index=-1,
+        feature_keys=["stage1", "stage2"],
+    )
+    original = _dinov2()
+    model = hub.apply_stochastic_depth(original, seed=0)
+    depth = keras_hub.models.DepthAnythingBackbone(image_encoder=model, **config)
+    assert depth.image_encoder is model
+    plain = keras_hub.models.DepthAnythingBackbone(image_encoder=original, **config)
+    for one, other in zip(depth.weights, plain.weights):
+        one.assign(keras.ops.convert_to_numpy(other))
+    images = {"images": _images()}
+    np.testing.assert_allclose(_infer(depth, images), _infer(plain, images), rtol=0, atol=1e-6)
 
 
 def test_none_is_refused_without_private_rates():
@@ -259,7 +329,9 @@ def _all_kept_fraction(original, model, batch):
     return float(np.mean(kept))
 
 
-@pytest.mark.parametrize("name", ["resnet_v1", "xception", "vit", "deit", pytest.param("mit", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name", ["resnet_v1", "xception", "vit", "deit", "dinov2", "dinov3", pytest.param("mit", marks=pytest.mark.slow)]
+)
 def test_gates_drop_in_training(name):
     build, _, num_gates = BACKBONES[name]
     original = build()
