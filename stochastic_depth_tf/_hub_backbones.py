@@ -7,7 +7,7 @@ A handler turns a freshly built, plain backbone into the inputs, outputs and
 pyramid outputs of the same network with stochastic depth, and lists the
 `StochasticDepth` layers it put in, in block order:
 
-- `_GraphHandler` (ResNet, Xception): the residual adds are `keras.layers.Add` layers of
+- `_GraphHandler` (ResNet, Xception, CSPNet): the residual adds are `keras.layers.Add` layers of
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
@@ -362,6 +362,7 @@ def _dino_rates(blocks: Sequence[Any]) -> List[float]:
 HANDLERS: Dict[type, Any] = {
     keras_hub.models.ResNetBackbone: _GraphHandler(),
     keras_hub.models.XceptionBackbone: _GraphHandler(),
+    keras_hub.models.CSPNetBackbone: _GraphHandler(),
     keras_hub.models.ViTBackbone: _EncoderBlockHandler(_encoder_blocks(ViTEncoder, "encoder_layers")),
     keras_hub.models.DeiTBackbone: _EncoderBlockHandler(_encoder_blocks(DeiTEncoder, "encoder_layers")),
     keras_hub.models.DINOV2Backbone: _EncoderBlockHandler(

@@ -47,6 +47,24 @@ def _xception():
     )
 
 
+def _cspnet(block_type="dark_block", stage_type="csp"):
+    # CSPDarkNet-53's ratios, which the csp and cs3 stages need to add up.
+    return keras_hub.models.CSPNetBackbone(
+        stem_filters=8,
+        stem_kernel_size=3,
+        stem_strides=1,
+        stackwise_depth=[1, 2],
+        stackwise_strides=[1, 2],
+        stackwise_num_filters=[8, 16],
+        block_type=block_type,
+        stage_type=stage_type,
+        bottle_ratio=[0.5],
+        block_ratio=[1.0],
+        expand_ratio=[2.0],
+        image_shape=(16, 16, 3),
+    )
+
+
 def _vit():
     return keras_hub.models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
@@ -113,6 +131,7 @@ BACKBONES = {
     "resnet_v1": (_resnet, keras_hub.models.ResNetImageClassifier, 4),
     "resnet_v2": (_resnet_v2, keras_hub.models.ResNetImageClassifier, 4),
     "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
+    "cspnet": (_cspnet, keras_hub.models.CSPNetImageClassifier, 3),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
     "deit": (_deit, keras_hub.models.DeiTImageClassifier, 4),
     "dinov2": (_dinov2, _class_token_classifier, 4),
@@ -220,6 +239,15 @@ def test_depth_anything_takes_a_dinov2_with_stochastic_depth():
         one.assign(keras.ops.convert_to_numpy(other))
     images = {"images": _images()}
     np.testing.assert_allclose(_infer(depth, images), _infer(plain, images), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("block_type", ["bottleneck_block", "edge_block"])
+def test_cspnet_block_types(block_type):
+    original = _cspnet(block_type, stage_type="cs3")
+    model = hub.apply_stochastic_depth(original, final_survival_probability=0.5, seed=0)
+    assert len(model.stochastic_depth_layers) == 3  # one per block: 1 + 2
+    images = _images()
+    np.testing.assert_allclose(_infer(model, images), _infer(original, images), rtol=0, atol=1e-6)
 
 
 def test_none_is_refused_without_private_rates():
@@ -330,7 +358,8 @@ def _all_kept_fraction(original, model, batch):
 
 
 @pytest.mark.parametrize(
-    "name", ["resnet_v1", "xception", "vit", "deit", "dinov2", "dinov3", pytest.param("mit", marks=pytest.mark.slow)]
+    "name",
+    ["resnet_v1", "xception", "cspnet", "vit", "deit", "dinov2", "dinov3", pytest.param("mit", marks=pytest.mark.slow)],
 )
 def test_gates_drop_in_training(name):
     build, _, num_gates = BACKBONES[name]
