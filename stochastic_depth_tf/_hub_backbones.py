@@ -11,7 +11,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
-- `_EncoderBlockHandler` (ViT, DeiT, DINOv2, DINOv3, MiT): the residual adds are `x + y` inside an
+- `_EncoderBlockHandler` (MobileNet, ViT, DeiT, DINOv2, DINOv3, MiT): the residual adds are `x + y` inside an
   encoder block's `call`, out of reach of graph surgery. Each block of the
   (throwaway) backbone is given an adapter class: a subclass of its own class
   whose `call` is the original's with the residual adds routed through
@@ -33,6 +33,7 @@ from keras_hub.src.models.deit.deit_layers import DeiTEncoder, DeiTEncoderBlock
 from keras_hub.src.models.dinov2.dinov2_layers import DINOV2Encoder, DINOV2Layer
 from keras_hub.src.models.dinov3.dinov3_layers import DINOV3Encoder, DINOV3Layer
 from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
+from keras_hub.src.models.mobilenet.mobilenet_backbone import DepthwiseConvBlock, InvertedResidualBlock
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
 
 from stochastic_depth_tf import surgery
@@ -183,10 +184,52 @@ class _DINOV3LayerAdapter(_GatedBlock, DINOV3Layer):
         return self._residual_add(1, residual, hidden_states)
 
 
+class _InvertedResidualBlockAdapter(_GatedBlock, InvertedResidualBlock):
+    """MobileNet's `InvertedResidualBlock` with its residual add gated.
+
+    Only for a block that has one (stride 1, as many filters out as in).
+    """
+
+    residual_adds = 1
+
+    def call(self, inputs: Any) -> Any:
+        x = self.conv1(inputs)
+        x = self.batch_normalization1(x)
+        x = self.activation1(x)
+        x = self.pad(x)
+        x = self.conv2(x)
+        x = self.batch_normalization2(x)
+        x = self.activation2(x)
+        if self.squeeze_excite:
+            x = self.squeeze_excite(x)
+        x = self.conv3(x)
+        x = self.batch_normalization3(x)
+        return self._residual_add(0, inputs, x)
+
+
+class _DepthwiseConvBlockAdapter(_GatedBlock, DepthwiseConvBlock):
+    """MobileNet's first block, `DepthwiseConvBlock`, with its residual add gated (`residual=True` only)."""
+
+    residual_adds = 1
+
+    def call(self, inputs: Any) -> Any:
+        x = self.pad(inputs)
+        x = self.conv1(x)
+        x = self.batch_normalization1(x)
+        x = self.activation1(x)
+        if self.squeeze_excite_ratio:
+            x = self.se_layer(x)
+        x = self.conv2(x)
+        x = self.batch_normalization2(x)
+        return self._residual_add(0, inputs, x)
+
+
 _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     ViTEncoderBlock: _ViTEncoderBlockAdapter,
     DeiTEncoderBlock: _DeiTEncoderBlockAdapter,
     DINOV2Layer: _DINOV2LayerAdapter,
+    InvertedResidualBlock: _InvertedResidualBlockAdapter,
+    DepthwiseConvBlock: _DepthwiseConvBlockAdapter,
     DINOV3Layer: _DINOV3LayerAdapter,
     HierarchicalTransformerEncoder: _HierarchicalTransformerEncoderAdapter,
 }
@@ -351,6 +394,16 @@ def _graph_blocks(block_class: type) -> Callable[[Any], Sequence[Any]]:
     return blocks
 
 
+def _mobilenet_blocks(backbone: Any) -> Sequence[Any]:
+    """MobileNet's blocks that have a residual add, in graph order."""
+    return [
+        layer
+        for layer in backbone.layers
+        if (isinstance(layer, DepthwiseConvBlock) and layer.residual)
+        or (isinstance(layer, InvertedResidualBlock) and layer.stride == 1 and layer.infilters == layer.filters)
+    ]
+
+
 def _mit_rates(blocks: Sequence[Any]) -> List[float]:
     return [float(block.drop_path.rate) for block in blocks]
 
@@ -363,6 +416,7 @@ HANDLERS: Dict[type, Any] = {
     keras_hub.models.ResNetBackbone: _GraphHandler(),
     keras_hub.models.XceptionBackbone: _GraphHandler(),
     keras_hub.models.CSPNetBackbone: _GraphHandler(),
+    keras_hub.models.MobileNetBackbone: _EncoderBlockHandler(_mobilenet_blocks),
     keras_hub.models.ViTBackbone: _EncoderBlockHandler(_encoder_blocks(ViTEncoder, "encoder_layers")),
     keras_hub.models.DeiTBackbone: _EncoderBlockHandler(_encoder_blocks(DeiTEncoder, "encoder_layers")),
     keras_hub.models.DINOV2Backbone: _EncoderBlockHandler(

@@ -37,6 +37,7 @@ and independent draws):
 | `ResNetBackbone` (v1, v2, basic, bottleneck, vd) | `keras.layers.Add` in the graph | none | graph surgery, one gate per block |
 | `XceptionBackbone` | `keras.layers.Add` in the graph (middle blocks) | none | graph surgery, one gate per block |
 | `CSPNetBackbone` (dark, bottleneck and edge blocks; csp, cs3 and dark stages) | `keras.layers.add` in the graph, one per block inside a stage | none | graph surgery, one gate per block |
+| `MobileNetBackbone` (v3) | `x + y` in `InvertedResidualBlock.call` (stride 1, filters in = out) and `DepthwiseConvBlock.call` (`depthwise_residual=True`) | none | adapter, one gate per block with a residual add |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
 | `DeiTBackbone` | `x + y` in `DeiTEncoderBlock.call` (attention) and in `DeiTOutput.call` (MLP) | none | adapter, two gates per block |
 | `DINOV2Backbone` | `ops.add` in `DINOV2Layer.call`, after a layer scale | `DINOV2DropPath(drop_path_rate)`, the same rate in every block | adapter, two gates per block; its drop path is no longer called |
@@ -94,6 +95,7 @@ SUPPORTED_BACKBONES = (
     "ResNetBackbone",
     "XceptionBackbone",
     "CSPNetBackbone",
+    "MobileNetBackbone",
     "ViTBackbone",
     "DeiTBackbone",
     "DINOV2Backbone",
@@ -102,7 +104,6 @@ SUPPORTED_BACKBONES = (
 )
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
-    "MobileNetBackbone": "not yet adapted: inverted-residual adds, untested here",
     "EfficientNetBackbone": "not yet adapted: its drop connect is a Dropout with a noise shape to be replaced",
     "SwinTransformerBackbone": "not yet adapted: its blocks hold a private DropPath in a windowed attention block",
     "ViTDetBackbone": "not yet adapted: its windowed encoder blocks need their own adapter",
