@@ -423,6 +423,10 @@ def _subclass(base: Type[Any]) -> Type[Any]:
     def get_config(self: Any) -> Dict[str, Any]:
         return {**base.get_config(self), SETTINGS_KEY: dict(self.stochastic_depth_settings)}
 
+    def _stochastic_depth_strip(self: Any) -> Any:
+        # Called by the top-level `stochastic_depth_tf.strip_stochastic_depth`.
+        return strip_stochastic_depth(self)
+
     def stochastic_depth_layers(self: Any) -> Tuple[Any, ...]:
         """The `StochasticDepth` layers, one per residual add, in block order."""
         return tuple(self._stochastic_depth_gates)
@@ -434,6 +438,7 @@ def _subclass(base: Type[Any]) -> Type[Any]:
         {
             "__init__": __init__,
             "get_config": get_config,
+            "_stochastic_depth_strip": _stochastic_depth_strip,
             "stochastic_depth_layers": property(stochastic_depth_layers),
             "stochastic_depth_base_class": base,
             "__module__": __name__,

@@ -354,6 +354,18 @@ def test_strip_gives_the_original_class_and_function(case):
     assert plain.get_config() == original.get_config()
 
 
+@pytest.mark.parametrize("name", ["resnet_v1", "vit"])
+def test_top_level_strip_gives_the_original_class(name):
+    import stochastic_depth_tf as sdt
+
+    original = BACKBONES[name][0]()
+    model = hub.apply_stochastic_depth(original, final_survival_probability=0.5, seed=0)
+    plain = sdt.strip_stochastic_depth(model)
+    assert type(plain) is type(original)
+    images = _images()
+    np.testing.assert_allclose(_infer(plain, images), _infer(original, images), rtol=0, atol=1e-6)
+
+
 def test_strip_refuses_paper_scaling_below_one():
     model = hub.apply_stochastic_depth(_vit(), final_survival_probability=0.5, inverted=False)
     with pytest.raises(ValueError, match="Invalid value received for argument `backbone`"):
