@@ -7,11 +7,11 @@ A handler turns a freshly built, plain backbone into the inputs, outputs and
 pyramid outputs of the same network with stochastic depth, and lists the
 `StochasticDepth` layers it put in, in block order:
 
-- `_GraphHandler` (ResNet, Xception, CSPNet): the residual adds are `keras.layers.Add` layers of
+- `_GraphHandler` (ResNet, Xception, CSPNet, EfficientNet v1): the residual adds are `keras.layers.Add` layers of
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
-- `_EncoderBlockHandler` (MobileNet, ViT, DeiT, DINOv2, DINOv3, MiT): the residual adds are `x + y` inside an
+- `_EncoderBlockHandler` (MobileNet, EfficientNet v2, ViT, DeiT, DINOv2, DINOv3, MiT): the residual adds are `x + y` inside an
   encoder block's `call`, out of reach of graph surgery. Each block of the
   (throwaway) backbone is given an adapter class: a subclass of its own class
   whose `call` is the original's with the residual adds routed through
@@ -32,12 +32,15 @@ import numpy as np
 from keras_hub.src.models.deit.deit_layers import DeiTEncoder, DeiTEncoderBlock
 from keras_hub.src.models.dinov2.dinov2_layers import DINOV2Encoder, DINOV2Layer
 from keras_hub.src.models.dinov3.dinov3_layers import DINOV3Encoder, DINOV3Layer
+from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
+from keras_hub.src.models.efficientnet.mbconv import BN_AXIS, MBConvBlock
 from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
 from keras_hub.src.models.mobilenet.mobilenet_backbone import DepthwiseConvBlock, InvertedResidualBlock
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
 
-from stochastic_depth_tf import surgery
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
+from stochastic_depth_tf.schedules import survival_probabilities
+from stochastic_depth_tf.surgery.apply import _apply_with_probabilities, _drop_connect_rate
 
 # The largest difference allowed between an adapter with its gates bypassed and
 # the block's original `call`, relative to the output's scale (float32 maths).
@@ -224,11 +227,59 @@ class _DepthwiseConvBlockAdapter(_GatedBlock, DepthwiseConvBlock):
         return self._residual_add(0, inputs, x)
 
 
+def _squeeze_excite(block: Any, x: Any) -> Any:
+    """The squeeze-and-excite of KerasHub's `MBConvBlock` and `FusedMBConvBlock`, as their `call` makes it."""
+    se = keras.layers.GlobalAveragePooling2D(name=block.name + "se_squeeze", data_format=block.data_format)(x)
+    se_shape = (block.filters, 1, 1) if BN_AXIS == 1 else (1, 1, block.filters)
+    se = keras.layers.Reshape(se_shape, name=block.name + "se_reshape")(se)
+    se = block.se_conv1(se)
+    se = block.se_conv2(se)
+    return keras.layers.multiply([x, se], name=block.name + "se_excite")
+
+
+class _MBConvBlockAdapter(_GatedBlock, MBConvBlock):
+    """EfficientNet v2's `MBConvBlock` with its residual add gated; its drop-connect `Dropout` is no longer called.
+
+    Only for a block that has a residual add (stride 1, as many filters out
+    as in, `nores=False`).
+    """
+
+    residual_adds = 1
+
+    def call(self, inputs: Any) -> Any:
+        if self.expand_ratio != 1:
+            x = self.act(self.bn1(self.conv1(inputs)))
+        else:
+            x = inputs
+        x = self.act(self.bn2(self.depthwise(x)))
+        if 0 < self.se_ratio <= 1:
+            x = _squeeze_excite(self, x)
+        x = self.bn3(self.output_conv(self.output_conv_pad(x)))
+        return self._residual_add(0, inputs, x)
+
+
+class _FusedMBConvBlockAdapter(_GatedBlock, FusedMBConvBlock):
+    """EfficientNet v2's `FusedMBConvBlock` with its residual add gated; its drop-connect `Dropout` is no longer called."""
+
+    residual_adds = 1
+
+    def call(self, inputs: Any) -> Any:
+        x = self.act(self.bn1(self.conv1(self.conv1_pad(inputs))))
+        if 0 < self.se_ratio <= 1:
+            x = _squeeze_excite(self, x)
+        x = self.bn2(self.output_conv(self.output_conv_pad(x)))
+        if self.expand_ratio == 1 and self.projection_activation:
+            x = self.projection_act(x)
+        return self._residual_add(0, inputs, x)
+
+
 _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     ViTEncoderBlock: _ViTEncoderBlockAdapter,
     DeiTEncoderBlock: _DeiTEncoderBlockAdapter,
     DINOV2Layer: _DINOV2LayerAdapter,
     InvertedResidualBlock: _InvertedResidualBlockAdapter,
+    MBConvBlock: _MBConvBlockAdapter,
+    FusedMBConvBlock: _FusedMBConvBlockAdapter,
     DepthwiseConvBlock: _DepthwiseConvBlockAdapter,
     DINOV3Layer: _DINOV3LayerAdapter,
     HierarchicalTransformerEncoder: _HierarchicalTransformerEncoderAdapter,
@@ -236,25 +287,81 @@ _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
 
 
 class _GraphHandler:
-    """Backbones whose residual adds are `Add` layers of the functional graph."""
+    """Backbones whose residual adds are `Add` layers of the functional graph.
 
-    private_rates = None
+    Args:
+        drop_connect: the backbone puts a drop-connect `Dropout` (noise shape 1
+            but for the batch) on its residual branches, as KerasHub's
+            EfficientNet v1 blocks do: surgery removes it, and
+            `final_survival_probability=None` keeps its rates as `p = 1 - rate`.
+    """
+
     # The new graph holds copies of the backbone's layers, not the layers.
     keeps_layers = False
+
+    def __init__(self, drop_connect: bool = False) -> None:
+        self.drop_connect = drop_connect
 
     def transform(self, backbone: Any, settings: Dict[str, Any]) -> Tuple[Any, Any, Any, List[Any]]:
         pyramid = dict(getattr(backbone, "pyramid_outputs", None) or {})
         outputs = [backbone.output, *pyramid.values()]
         # Surgery finds the pyramid tensors in the new graph only if they are outputs.
         probe = keras.Model(backbone.inputs, outputs, name=backbone.name)
-        settings = dict(settings)
-        if settings["final_survival_probability"] is None:
+        final = settings["final_survival_probability"]
+        if final is not None:
+
+            def probabilities_of(adds: List[Any]) -> List[float]:
+                return survival_probabilities(len(adds), final, settings["distribution"])
+
+        elif self.drop_connect:
+
+            def probabilities_of(adds: List[Any]) -> List[float]:
+                return [1.0 - _drop_connect_rate(add) for add in adds]
+
+        else:
             raise _no_private_rates(backbone)
-        new = surgery.apply_stochastic_depth(probe, **settings)
+        new = _apply_with_probabilities(
+            probe,
+            probabilities_of,
+            mode=settings["mode"],
+            inverted=settings["inverted"],
+            seed=settings["seed"],
+            replace_drop_connect=True,
+        )
         new_outputs = list(new.outputs)
         new_pyramid = dict(zip(pyramid.keys(), new_outputs[1:]))
         gates = [layer for layer in new.layers if isinstance(layer, StochasticDepth)]
         return new.inputs[0], new_outputs[0], new_pyramid, gates
+
+
+class _EfficientNetHandler:
+    """KerasHub's EfficientNet: v1 blocks are graph adds, v2 blocks (`"unfused"`, `"fused"`) layers.
+
+    Its `stackwise_block_types` says which, per stack: `"v1"` blocks are
+    built in the graph (a drop-connect `Dropout` and an `Add`), the v2
+    blocks `MBConvBlock` and `FusedMBConvBlock` make their `Dropout` and
+    `Add` inside `call`. Every KerasHub preset uses one kind throughout; a
+    mix of the two is refused.
+    """
+
+    def __init__(self) -> None:
+        self.graph = _GraphHandler(drop_connect=True)
+        self.layers = _EncoderBlockHandler(_efficientnet_v2_blocks, private_rates=_efficientnet_v2_rates)
+        self.keeps_layers = False
+
+    def transform(self, backbone: Any, settings: Dict[str, Any]) -> Tuple[Any, Any, Any, List[Any]]:
+        kinds = set(backbone.stackwise_block_types) & {"v1", "unfused", "fused"}
+        if kinds <= {"v1"}:
+            return self.graph.transform(backbone, settings)
+        if "v1" in kinds:
+            raise ValueError(
+                "Invalid value received for argument `backbone`. Expected an "
+                "EfficientNetBackbone whose stackwise_block_types are all 'v1' "
+                "or all 'unfused' / 'fused' (v1 blocks are graph adds, v2 blocks "
+                "layers; the one schedule over both is not supported). Received: "
+                f"stackwise_block_types={list(backbone.stackwise_block_types)}"
+            )
+        return self.layers.transform(backbone, settings)
 
 
 class _EncoderBlockHandler:
@@ -318,8 +425,6 @@ def block_survival_probabilities(
     handler: Any, backbone: Any, blocks: Sequence[Any], settings: Dict[str, Any]
 ) -> List[float]:
     """One survival probability per block: our schedule, or the model's own rates."""
-    from stochastic_depth_tf.schedules import survival_probabilities
-
     if settings["final_survival_probability"] is not None:
         return survival_probabilities(len(blocks), settings["final_survival_probability"], settings["distribution"])
     if handler.private_rates is None:
@@ -404,6 +509,22 @@ def _mobilenet_blocks(backbone: Any) -> Sequence[Any]:
     ]
 
 
+def _efficientnet_v2_blocks(backbone: Any) -> Sequence[Any]:
+    """EfficientNet v2's blocks that have a residual add, in graph order."""
+    return [
+        layer
+        for layer in backbone.layers
+        if isinstance(layer, (MBConvBlock, FusedMBConvBlock))
+        and layer.strides == 1
+        and layer.input_filters == layer.output_filters
+        and not layer.nores
+    ]
+
+
+def _efficientnet_v2_rates(blocks: Sequence[Any]) -> List[float]:
+    return [float(block.dropout) for block in blocks]
+
+
 def _mit_rates(blocks: Sequence[Any]) -> List[float]:
     return [float(block.drop_path.rate) for block in blocks]
 
@@ -417,6 +538,7 @@ HANDLERS: Dict[type, Any] = {
     keras_hub.models.XceptionBackbone: _GraphHandler(),
     keras_hub.models.CSPNetBackbone: _GraphHandler(),
     keras_hub.models.MobileNetBackbone: _EncoderBlockHandler(_mobilenet_blocks),
+    keras_hub.models.EfficientNetBackbone: _EfficientNetHandler(),
     keras_hub.models.ViTBackbone: _EncoderBlockHandler(_encoder_blocks(ViTEncoder, "encoder_layers")),
     keras_hub.models.DeiTBackbone: _EncoderBlockHandler(_encoder_blocks(DeiTEncoder, "encoder_layers")),
     keras_hub.models.DINOV2Backbone: _EncoderBlockHandler(

@@ -38,6 +38,8 @@ and independent draws):
 | `XceptionBackbone` | `keras.layers.Add` in the graph (middle blocks) | none | graph surgery, one gate per block |
 | `CSPNetBackbone` (dark, bottleneck and edge blocks; csp, cs3 and dark stages) | `keras.layers.add` in the graph, one per block inside a stage | none | graph surgery, one gate per block |
 | `MobileNetBackbone` (v3) | `x + y` in `InvertedResidualBlock.call` (stride 1, filters in = out) and `DepthwiseConvBlock.call` (`depthwise_residual=True`) | none | adapter, one gate per block with a residual add |
+| `EfficientNetBackbone` (v1 blocks) | `keras.layers.Add` in the graph | drop connect: `Dropout(rate_b, noise_shape=(None, 1, 1, 1))` before the add, `rate_b = dropout * b / B` (`b` counts every block from 0, `B` all blocks) | graph surgery, one gate per residual block; the `Dropout` removed |
+| `EfficientNetBackbone` (v2: `"unfused"`, `"fused"` blocks) | `keras.layers.Add` made inside `MBConvBlock.call` / `FusedMBConvBlock.call` | the same drop connect, made inside the block | adapter, one gate per residual block; its `Dropout` no longer called |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
 | `DeiTBackbone` | `x + y` in `DeiTEncoderBlock.call` (attention) and in `DeiTOutput.call` (MLP) | none | adapter, two gates per block |
 | `DINOV2Backbone` | `ops.add` in `DINOV2Layer.call`, after a layer scale | `DINOV2DropPath(drop_path_rate)`, the same rate in every block | adapter, two gates per block; its drop path is no longer called |
@@ -48,7 +50,9 @@ Rate mapping for MiT: its `DropPath(rate)` is inverted per-example stochastic
 depth with survival probability `1 - rate`; `final_survival_probability=None`
 keeps exactly the backbone's own per-block rates (`p_l = 1 - rate_l`, so block
 1 gets `p = 1` and the last `1 - max_drop_path_rate`), a float applies our
-schedule instead. The same for DINOv2 (`p_l = 1 - drop_path_rate` in every
+schedule instead. The same for EfficientNet's drop connect (`p_b = 1 -
+rate_b`: a drop-connect `Dropout` is inverted per-example stochastic depth;
+an EfficientNet mixing v1 and v2 block types is refused), for DINOv2 (`p_l = 1 - drop_path_rate` in every
 block) and DINOv3 (`p_l = 1 - rate_l`, linear from 1 to `1 - drop_path_rate`),
 whose own drop path was meant as the same thing but is not: it multiplies the
 branch by `(u + 1 - rate) / (1 - rate)` with `u ~ U[0, 1)` drawn unseeded, a
@@ -96,6 +100,7 @@ SUPPORTED_BACKBONES = (
     "XceptionBackbone",
     "CSPNetBackbone",
     "MobileNetBackbone",
+    "EfficientNetBackbone",
     "ViTBackbone",
     "DeiTBackbone",
     "DINOV2Backbone",
@@ -104,7 +109,6 @@ SUPPORTED_BACKBONES = (
 )
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
-    "EfficientNetBackbone": "not yet adapted: its drop connect is a Dropout with a noise shape to be replaced",
     "SwinTransformerBackbone": "not yet adapted: its blocks hold a private DropPath in a windowed attention block",
     "ViTDetBackbone": "not yet adapted: its windowed encoder blocks need their own adapter",
     "SAMBackbone": "not yet adapted: its image encoder is a ViTDet backbone",
@@ -142,7 +146,8 @@ def apply_stochastic_depth(
         backbone: a KerasHub backbone whose class is in `SUPPORTED_BACKBONES`.
         final_survival_probability: `p_L` in `[0, 1]` (greater than 0 with
             `inverted=True`), or None to keep the backbone's own drop path
-            rates (only for a backbone that has them: MiT, DINOv2, DINOv3).
+            rates (only for a backbone that has them: EfficientNet, MiT,
+            DINOv2, DINOv3).
         distribution: `"linear"` or `"uniform"`.
         mode: `"sample"`, `"batch"` or `"subset"` (see `stochastic_depth_tf.ops.MODES`).
         inverted: True (timm's drop path: the inference function is the
@@ -368,8 +373,10 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
     ):
         raise RuntimeError(
             f"The weights of '{source.name}' and of its copy differ in number or "
-            "shape; the installed KerasHub builds this backbone differently from "
-            "the tested versions."
+            "shape: the backbone's get_config does not describe it (KerasHub's "
+            "EfficientNetBackbone leaves out num_features and "
+            "stackwise_nores_option, so it rebuilds with their defaults), or the "
+            "installed KerasHub builds it differently from the tested versions."
         )
     for source_weight, target_weight in pairs:
         # Through a NumPy copy: JAX would otherwise share the buffer, which a

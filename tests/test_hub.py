@@ -88,6 +88,30 @@ def _mobilenet():
     )
 
 
+def _efficientnet(block_types=("v1", "v1", "v1")):
+    # Residual blocks 1a, 2b, 3a, 3b (stride 1, filters in = out) of five; its
+    # drop-connect rates are 0.2 * b / 5 for block b = 0 .. 4. KerasHub's
+    # get_config leaves num_features out, so it keeps its default.
+    return keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0] * 3,
+        stackwise_depth_coefficients=[1.0] * 3,
+        stackwise_kernel_sizes=[3, 3, 3],
+        stackwise_num_repeats=[1, 2, 2],
+        stackwise_input_filters=[8, 8, 16],
+        stackwise_output_filters=[8, 16, 16],
+        stackwise_expansion_ratios=[1, 4, 4],
+        stackwise_squeeze_and_excite_ratios=[0.25] * 3,
+        stackwise_strides=[1, 2, 1],
+        stackwise_block_types=list(block_types),
+        dropout=0.2,
+        input_shape=(16, 16, 3),
+    )
+
+
+def _efficientnet_v2():
+    return _efficientnet(("fused", "fused", "unfused"))
+
+
 def _vit():
     return keras_hub.models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
@@ -156,6 +180,8 @@ BACKBONES = {
     "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
     "cspnet": (_cspnet, keras_hub.models.CSPNetImageClassifier, 3),
     "mobilenet": (_mobilenet, keras_hub.models.MobileNetImageClassifier, 3),
+    "efficientnet": (_efficientnet, keras_hub.models.EfficientNetImageClassifier, 4),
+    "efficientnet_v2": (_efficientnet_v2, keras_hub.models.EfficientNetImageClassifier, 4),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
     "deit": (_deit, keras_hub.models.DeiTImageClassifier, 4),
     "dinov2": (_dinov2, _class_token_classifier, 4),
@@ -180,7 +206,10 @@ def _survival(model):
 
 # MiT is the slowest to build (about 15 s per test here) and ResNet v2 trains
 # like v1: both run with the slow tests, one MiT test runs always.
-SLOW = ("mit", "resnet_v2")
+# EfficientNet's depthwise convolutions and 1280-filter top (its get_config
+# forgets num_features, so the default stays) make it 2-10 s a test: its
+# drop-connect rates and the v1/v2 mix run always.
+SLOW = ("mit", "resnet_v2", "efficientnet", "efficientnet_v2")
 # MobileNet's first training step compiles its depthwise convolutions (about 7 s).
 SLOW_TRAINING = SLOW + ("mobilenet",)
 
@@ -280,6 +309,24 @@ def test_cspnet_block_types(block_type):
     assert len(model.stochastic_depth_layers) == 3  # one per block: 1 + 2
     images = _images()
     np.testing.assert_allclose(_infer(model, images), _infer(original, images), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["efficientnet", "efficientnet_v2"])
+def test_efficientnet_keeps_its_drop_connect_rates_with_none(name):
+    model = hub.apply_stochastic_depth(BACKBONES[name][0](), final_survival_probability=None)
+    # Residual blocks 0, 2, 3, 4 of five: p = 1 - 0.2 * b / 5.
+    np.testing.assert_allclose(_survival(model), [1.0, 0.92, 0.88, 0.84], rtol=1e-6)
+
+
+def test_efficientnet_mixing_v1_and_v2_blocks_is_refused():
+    with pytest.raises(ValueError, match="Invalid value received for argument `backbone`.*stackwise_block_types"):
+        hub.apply_stochastic_depth(_efficientnet(("v1", "fused", "unfused")))
+
+
+def test_backbone_its_config_does_not_describe_is_refused():
+    backbone = keras_hub.models.EfficientNetBackbone(**{**_efficientnet().get_config(), "num_features": 32})
+    with pytest.raises(RuntimeError, match="differ in number or shape: the backbone's get_config does not describe"):
+        hub.apply_stochastic_depth(backbone)
 
 
 def test_none_is_refused_without_private_rates():
@@ -414,6 +461,8 @@ def _all_kept_fraction(original, model, batch):
         "deit",
         "dinov2",
         "dinov3",
+        pytest.param("efficientnet", marks=pytest.mark.slow),
+        pytest.param("efficientnet_v2", marks=pytest.mark.slow),
         pytest.param("mit", marks=pytest.mark.slow),
     ],
 )
