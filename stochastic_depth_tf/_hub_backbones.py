@@ -11,7 +11,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
-- `_EncoderBlockHandler` (MobileNet, EfficientNet v2, ViT, DeiT, DINOv2, DINOv3, MiT): the residual adds are `x + y` inside an
+- `_EncoderBlockHandler` (MobileNet, EfficientNet v2, ViT, DeiT, DINOv2, DINOv3, Swin, ViTDet, MiT): the residual adds are `x + y` inside an
   encoder block's `call`, out of reach of graph surgery. Each block of the
   (throwaway) backbone is given an adapter class: a subclass of its own class
   whose `call` is the original's with the residual adds routed through
@@ -36,7 +36,14 @@ from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
 from keras_hub.src.models.efficientnet.mbconv import BN_AXIS, MBConvBlock
 from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
 from keras_hub.src.models.mobilenet.mobilenet_backbone import DepthwiseConvBlock, InvertedResidualBlock
+from keras_hub.src.models.swin_transformer.swin_transformer_layers import (
+    SwinTransformerBlock,
+    SwinTransformerStage,
+    window_partition,
+    window_reverse,
+)
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
+from keras_hub.src.models.vit_det.vit_layers import WindowedTransformerEncoder
 
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.schedules import survival_probabilities
@@ -227,6 +234,92 @@ class _DepthwiseConvBlockAdapter(_GatedBlock, DepthwiseConvBlock):
         return self._residual_add(0, inputs, x)
 
 
+class _WindowedTransformerEncoderAdapter(_GatedBlock, WindowedTransformerEncoder):
+    """ViTDet's (and so SAM's image encoder's) block with its two residual adds gated."""
+
+    residual_adds = 2
+
+    def call(self, x: Any) -> Any:
+        shortcut = x
+        x = self.layer_norm1(x)
+        if self.window_size > 0:
+            height, width = keras.ops.shape(x)[1], keras.ops.shape(x)[2]
+            x, height_width_padded = self.window_partitioning.partition(x)
+        x = self.attention(x)
+        if self.window_size > 0:
+            x = self.window_partitioning.unpartition(
+                x, height_width_padded=height_width_padded, height_width=(height, width)
+            )
+        x = self._residual_add(0, shortcut, x)
+        return self._residual_add(1, x, self.mlp_block(self.layer_norm2(x)))
+
+
+class _SwinTransformerBlockAdapter(_GatedBlock, SwinTransformerBlock):
+    """Swin's block with its two residual adds gated; its private `DropPath` is no longer called.
+
+    Its `call` is one piece, the shifted-window attention written out in it:
+    the attention branch below is that code as KerasHub 0.32 writes it
+    (`_check_adapter` compares the whole block with the original).
+    """
+
+    residual_adds = 2
+
+    @classmethod
+    def example_call(cls, block: Any, backbone: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        height, width = block.input_resolution
+        return (_random((2, height * width, block.dim)),), {}
+
+    def call(self, x: Any) -> Any:
+        x = self._residual_add(0, x, self._attention_branch(x))
+        return self._residual_add(1, x, self.mlp(self.norm2(x)))
+
+    def _attention_branch(self, x: Any) -> Any:
+        ops = keras.ops
+        H, W = self.input_resolution
+        B, L, C = ops.shape(x)
+        x = self.norm1(x)
+        x = ops.reshape(x, (B, H, W, C))
+        attn_mask = None
+        if self.shift_size > 0:
+            shifted_x = ops.roll(x, shift=(-self.shift_size, -self.shift_size), axis=(1, 2))
+            img_mask = ops.zeros((1, H, W, 1), dtype="int32")
+            cnt = 0
+            h_slices = [
+                (0, H - self.window_size),
+                (H - self.window_size, H - self.shift_size),
+                (H - self.shift_size, H),
+            ]
+            w_slices = [
+                (0, W - self.window_size),
+                (W - self.window_size, W - self.shift_size),
+                (W - self.shift_size, W),
+            ]
+            for h_start, h_end in h_slices:
+                for w_start, w_end in w_slices:
+                    mask_slice = ops.ones((1, int(h_end - h_start), int(w_end - w_start), 1), dtype="int32") * cnt
+                    img_mask = ops.slice_update(img_mask, [0, h_start, w_start, 0], mask_slice)
+                    cnt += 1
+            mask_windows = window_partition(img_mask, self.window_size)[0]
+            mask_windows = ops.reshape(mask_windows, (-1, self.window_size * self.window_size))
+            attn_mask = (
+                ops.cast(ops.expand_dims(mask_windows, 1) != ops.expand_dims(mask_windows, 2), dtype="float32") * -100.0
+            )
+        else:
+            shifted_x = x
+        x_windows, (H_pad, W_pad) = window_partition(x=shifted_x, window_size=self.window_size)
+        x_windows = ops.reshape(x_windows, (-1, self.window_size * self.window_size, C))
+        attn_windows = self.attn(x_windows, mask=attn_mask)
+        attn_windows = ops.reshape(attn_windows, (-1, self.window_size, self.window_size, C))
+        shifted_x = window_reverse(attn_windows, self.window_size, H_pad, W_pad, C)
+        if self.shift_size > 0:
+            x = ops.roll(shifted_x, shift=(self.shift_size, self.shift_size), axis=(1, 2))
+        else:
+            x = shifted_x
+        if H_pad > H or W_pad > W:
+            x = x[:, :H, :W, :]
+        return ops.reshape(x, (B, H * W, C))
+
+
 def _squeeze_excite(block: Any, x: Any) -> Any:
     """The squeeze-and-excite of KerasHub's `MBConvBlock` and `FusedMBConvBlock`, as their `call` makes it."""
     se = keras.layers.GlobalAveragePooling2D(name=block.name + "se_squeeze", data_format=block.data_format)(x)
@@ -277,6 +370,8 @@ _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     ViTEncoderBlock: _ViTEncoderBlockAdapter,
     DeiTEncoderBlock: _DeiTEncoderBlockAdapter,
     DINOV2Layer: _DINOV2LayerAdapter,
+    SwinTransformerBlock: _SwinTransformerBlockAdapter,
+    WindowedTransformerEncoder: _WindowedTransformerEncoderAdapter,
     InvertedResidualBlock: _InvertedResidualBlockAdapter,
     MBConvBlock: _MBConvBlockAdapter,
     FusedMBConvBlock: _FusedMBConvBlockAdapter,
@@ -525,6 +620,17 @@ def _efficientnet_v2_rates(blocks: Sequence[Any]) -> List[float]:
     return [float(block.dropout) for block in blocks]
 
 
+def _swin_blocks(backbone: Any) -> Sequence[Any]:
+    """Swin's blocks, stage by stage."""
+    stages = [layer for layer in backbone.layers if isinstance(layer, SwinTransformerStage)]
+    return [block for stage in stages for block in stage.blocks]
+
+
+def _swin_rates(blocks: Sequence[Any]) -> List[float]:
+    # A block built with rate 0 holds an Identity instead of a DropPath.
+    return [float(getattr(block.drop_path, "drop_prob", 0.0)) for block in blocks]
+
+
 def _mit_rates(blocks: Sequence[Any]) -> List[float]:
     return [float(block.drop_path.rate) for block in blocks]
 
@@ -547,6 +653,8 @@ HANDLERS: Dict[type, Any] = {
     keras_hub.models.DINOV3Backbone: _EncoderBlockHandler(
         _encoder_blocks(DINOV3Encoder, "layers"), private_rates=_dino_rates
     ),
+    keras_hub.models.SwinTransformerBackbone: _EncoderBlockHandler(_swin_blocks, private_rates=_swin_rates),
+    keras_hub.models.ViTDetBackbone: _EncoderBlockHandler(_graph_blocks(WindowedTransformerEncoder)),
     keras_hub.models.MiTBackbone: _EncoderBlockHandler(
         _graph_blocks(HierarchicalTransformerEncoder), private_rates=_mit_rates
     ),

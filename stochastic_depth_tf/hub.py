@@ -44,13 +44,15 @@ and independent draws):
 | `DeiTBackbone` | `x + y` in `DeiTEncoderBlock.call` (attention) and in `DeiTOutput.call` (MLP) | none | adapter, two gates per block |
 | `DINOV2Backbone` | `ops.add` in `DINOV2Layer.call`, after a layer scale | `DINOV2DropPath(drop_path_rate)`, the same rate in every block | adapter, two gates per block; its drop path is no longer called |
 | `DINOV3Backbone` | `+` in `DINOV3Layer.call`, after a layer scale | `DINOV3DropPath(rate_l)`, `rate_l = linspace(0, drop_path_rate, L)` | adapter, two gates per block; its drop path is no longer called |
+| `SwinTransformerBackbone` | `x + y` in `SwinTransformerBlock.call` | `DropPath(rate_l)`, `rate_l = linspace(0, drop_path, L)` over all blocks (seeded, timm's mask) | adapter, two gates per block; its `DropPath` is no longer called |
+| `ViTDetBackbone` (SAM's image encoder) | `x + y` in `WindowedTransformerEncoder.call` | none | adapter, two gates per block |
 | `MiTBackbone` (SegFormer's encoder) | `x + y` in `HierarchicalTransformerEncoder.call` | `DropPath(rate)` per block, `rate = linspace(0, max_drop_path_rate, L)` | adapter, two gates per block; its `DropPath` is no longer called |
 
 Rate mapping for MiT: its `DropPath(rate)` is inverted per-example stochastic
 depth with survival probability `1 - rate`; `final_survival_probability=None`
 keeps exactly the backbone's own per-block rates (`p_l = 1 - rate_l`, so block
 1 gets `p = 1` and the last `1 - max_drop_path_rate`), a float applies our
-schedule instead. The same for EfficientNet's drop connect (`p_b = 1 -
+schedule instead. The same for Swin (`p_l = 1 - rate_l`), for EfficientNet's drop connect (`p_b = 1 -
 rate_b`: a drop-connect `Dropout` is inverted per-example stochastic depth;
 an EfficientNet mixing v1 and v2 block types is refused), for DINOv2 (`p_l = 1 - drop_path_rate` in every
 block) and DINOv3 (`p_l = 1 - rate_l`, linear from 1 to `1 - drop_path_rate`),
@@ -105,13 +107,17 @@ SUPPORTED_BACKBONES = (
     "DeiTBackbone",
     "DINOV2Backbone",
     "DINOV3Backbone",
+    "SwinTransformerBackbone",
+    "ViTDetBackbone",
     "MiTBackbone",
 )
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
-    "SwinTransformerBackbone": "not yet adapted: its blocks hold a private DropPath in a windowed attention block",
-    "ViTDetBackbone": "not yet adapted: its windowed encoder blocks need their own adapter",
-    "SAMBackbone": "not yet adapted: its image encoder is a ViTDet backbone",
+    "SAMBackbone": (
+        "it joins an image encoder, a prompt encoder and a mask decoder: give its "
+        "image_encoder (a ViTDetBackbone) stochastic depth with "
+        "stochastic_depth_tf.hub.apply_stochastic_depth and build the SAMBackbone on it"
+    ),
     "MobileNetV5Backbone": "not yet adapted: its blocks hold an unseeded private DropPath",
     "VGGBackbone": "it has no residual connections",
     "DenseNetBackbone": "it has no residual adds (dense blocks concatenate)",
@@ -147,7 +153,7 @@ def apply_stochastic_depth(
         final_survival_probability: `p_L` in `[0, 1]` (greater than 0 with
             `inverted=True`), or None to keep the backbone's own drop path
             rates (only for a backbone that has them: EfficientNet, MiT,
-            DINOv2, DINOv3).
+            Swin, DINOv2, DINOv3).
         distribution: `"linear"` or `"uniform"`.
         mode: `"sample"`, `"batch"` or `"subset"` (see `stochastic_depth_tf.ops.MODES`).
         inverted: True (timm's drop path: the inference function is the
@@ -384,6 +390,13 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
         target_weight.assign(np.array(keras.ops.convert_to_numpy(source_weight)))
 
 
+def _holds_state(value: Any) -> bool:
+    """A layer or variable, or a list or tuple of them (Swin keeps its stages in a list)."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_state(item) for item in value)
+    return isinstance(value, (keras.layers.Layer, keras.Variable))
+
+
 @functools.cache
 def _subclass(base: Type[Any]) -> Type[Any]:
     """Makes (once) and registers the stochastic-depth subclass of `base`."""
@@ -398,7 +411,7 @@ def _subclass(base: Type[Any]) -> Type[Any]:
         plain = base(**config)
         inputs, output, pyramid, gates = handler.transform(plain, settings)
         public = {key: value for key, value in vars(plain).items() if not key.startswith("_")}
-        held = {key: value for key, value in public.items() if isinstance(value, (keras.layers.Layer, keras.Variable))}
+        held = {key: value for key, value in public.items() if _holds_state(value)}
         if held and not handler.keeps_layers:
             raise RuntimeError(
                 f"{base.__name__} holds a layer or variable in attribute "

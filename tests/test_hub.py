@@ -152,11 +152,44 @@ def _dinov3():
     )
 
 
-def _class_token_classifier(backbone, num_classes):
-    """A classifier on the class token, for backbones KerasHub has no image classifier for."""
+def _swin():
+    # One stage: a windowed and a shifted-window block on 4 x 4 patches
+    # (window 2). Its own drop path rates are linspace(0, 0.2, 2).
+    return keras_hub.models.SwinTransformerBackbone(
+        image_shape=(16, 16, 3),
+        embed_dim=8,
+        depths=[2],
+        num_heads=[2],
+        window_size=2,
+        mlp_ratio=2.0,
+        drop_path=0.2,
+    )
+
+
+def _vitdet():
+    # Block 1 windowed (2 x 2 windows of the 4 x 4 patches), block 2 global.
+    return keras_hub.models.ViTDetBackbone(
+        hidden_size=8,
+        num_layers=2,
+        intermediate_dim=16,
+        num_heads=2,
+        global_attention_layer_indices=[1],
+        image_shape=(16, 16, 3),
+        patch_size=4,
+        num_output_channels=8,
+        window_size=2,
+    )
+
+
+def _classifier(backbone, num_classes):
+    """A classifier on the class token or pooled features, for backbones KerasHub has no image classifier for."""
     images = keras.Input(backbone.image_shape)
     features = backbone(images)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(features[:, 0])
+    if len(features.shape) == 3:
+        features = features[:, 0]
+    else:
+        features = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(features)
     return keras.Model(images, outputs)
 
 
@@ -184,8 +217,10 @@ BACKBONES = {
     "efficientnet_v2": (_efficientnet_v2, keras_hub.models.EfficientNetImageClassifier, 4),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
     "deit": (_deit, keras_hub.models.DeiTImageClassifier, 4),
-    "dinov2": (_dinov2, _class_token_classifier, 4),
-    "dinov3": (_dinov3, _class_token_classifier, 4),
+    "dinov2": (_dinov2, _classifier, 4),
+    "dinov3": (_dinov3, _classifier, 4),
+    "vitdet": (_vitdet, _classifier, 4),
+    "swin": (_swin, keras_hub.models.SwinTransformerImageClassifier, 4),
     "mit": (_mit, keras_hub.models.MiTImageClassifier, 6),
 }
 
@@ -210,8 +245,9 @@ def _survival(model):
 # forgets num_features, so the default stays) make it 2-10 s a test: its
 # drop-connect rates and the v1/v2 mix run always.
 SLOW = ("mit", "resnet_v2", "efficientnet", "efficientnet_v2")
-# MobileNet's first training step compiles its depthwise convolutions (about 7 s).
-SLOW_TRAINING = SLOW + ("mobilenet",)
+# MobileNet's first training step compiles its depthwise convolutions (about 7 s);
+# Swin's takes 4-5 s.
+SLOW_TRAINING = SLOW + ("mobilenet", "swin")
 
 
 def _cases(slow):
@@ -267,7 +303,7 @@ def test_linear_schedule_per_block():
 def test_mit_keeps_its_own_rates_with_none():
     model = hub.apply_stochastic_depth(_mit(), final_survival_probability=None)
     # MiT's rates are linspace(0, 0.2, 3) per block, both adds of a block alike.
-    np.testing.assert_allclose(_survival(model), [1.0, 1.0, 0.9, 0.9, 0.8, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(_survival(model), [1.0, 1.0, 0.8, 0.8], rtol=1e-6)
 
 
 def test_dino_keeps_its_own_rates_with_none():
@@ -327,6 +363,56 @@ def test_backbone_its_config_does_not_describe_is_refused():
     backbone = keras_hub.models.EfficientNetBackbone(**{**_efficientnet().get_config(), "num_features": 32})
     with pytest.raises(RuntimeError, match="differ in number or shape: the backbone's get_config does not describe"):
         hub.apply_stochastic_depth(backbone)
+
+
+def _sam(image_encoder):
+    prompt_encoder = keras_hub.layers.SAMPromptEncoder(
+        hidden_size=8, image_embedding_size=(4, 4), input_image_size=(16, 16), mask_in_channels=4
+    )
+    mask_decoder = keras_hub.layers.SAMMaskDecoder(
+        num_layers=1,
+        hidden_size=8,
+        intermediate_dim=16,
+        num_heads=2,
+        embedding_dim=8,
+        num_multimask_outputs=3,
+        iou_head_depth=2,
+        iou_head_hidden_dim=8,
+    )
+    return keras_hub.models.SAMBackbone(
+        image_encoder=image_encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder
+    )
+
+
+def test_sam_takes_a_vitdet_with_stochastic_depth():
+    original = _vitdet()
+    model = hub.apply_stochastic_depth(original, seed=0)
+    with_gates, plain = _sam(model), _sam(original)
+    assert with_gates.image_encoder is model
+    for one, other in zip(with_gates.weights, plain.weights):
+        one.assign(keras.ops.convert_to_numpy(other))
+    inputs = {
+        "images": _images(2),
+        "points": np.ones((2, 1, 2), dtype="float32"),
+        "labels": np.ones((2, 1), dtype="float32"),
+        "boxes": np.ones((2, 1, 2, 2), dtype="float32"),
+        "masks": np.zeros((2, 0, 16, 16, 1), dtype="float32"),
+    }
+    expected, received = plain(inputs, training=False), with_gates(inputs, training=False)
+    for key in expected:
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(received[key]), keras.ops.convert_to_numpy(expected[key]), rtol=0, atol=1e-6
+        )
+
+
+def test_sam_backbone_is_refused_with_its_reason():
+    with pytest.raises(ValueError, match="SAMBackbone.*image_encoder"):
+        hub.apply_stochastic_depth(_sam(_vitdet()))
+
+
+def test_swin_keeps_its_own_rates_with_none():
+    model = hub.apply_stochastic_depth(_swin(), final_survival_probability=None)
+    np.testing.assert_allclose(_survival(model), [1.0, 1.0, 0.8, 0.8], rtol=1e-6)
 
 
 def test_none_is_refused_without_private_rates():
@@ -461,6 +547,8 @@ def _all_kept_fraction(original, model, batch):
         "deit",
         "dinov2",
         "dinov3",
+        "vitdet",
+        "swin",
         pytest.param("efficientnet", marks=pytest.mark.slow),
         pytest.param("efficientnet_v2", marks=pytest.mark.slow),
         pytest.param("mit", marks=pytest.mark.slow),
