@@ -11,7 +11,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
   the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
   the work, on a model whose outputs are the backbone's output and its
   pyramid outputs (so those tensors can be found in the new graph).
-- `_EncoderBlockHandler` (MobileNet, EfficientNet v2, ViT, DeiT, DINOv2, DINOv3, Swin, ViTDet, MiT): the residual adds are `x + y` inside an
+- `_EncoderBlockHandler` (MobileNet, MobileNetV5, EfficientNet v2, ViT, DeiT, DINOv2, DINOv3, Swin, ViTDet, MiT): the residual adds are `x + y` inside an
   encoder block's `call`, out of reach of graph surgery. Each block of the
   (throwaway) backbone is given an adapter class: a subclass of its own class
   whose `call` is the original's with the residual adds routed through
@@ -36,6 +36,8 @@ from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
 from keras_hub.src.models.efficientnet.mbconv import BN_AXIS, MBConvBlock
 from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
 from keras_hub.src.models.mobilenet.mobilenet_backbone import DepthwiseConvBlock, InvertedResidualBlock
+from keras_hub.src.models.mobilenetv5.mobilenetv5_attention import MobileAttention
+from keras_hub.src.models.mobilenetv5.mobilenetv5_blocks import EdgeResidual, UniversalInvertedResidual
 from keras_hub.src.models.swin_transformer.swin_transformer_layers import (
     SwinTransformerBlock,
     SwinTransformerStage,
@@ -320,6 +322,55 @@ class _SwinTransformerBlockAdapter(_GatedBlock, SwinTransformerBlock):
         return ops.reshape(x, (B, H * W, C))
 
 
+class _EdgeResidualAdapter(_GatedBlock, EdgeResidual):
+    """MobileNetV5's `EdgeResidual` with its residual add gated; its private `DropPath` is no longer called."""
+
+    residual_adds = 1
+
+    def call(self, x: Any, training: Any = False) -> Any:
+        shortcut = x
+        x = self.conv_exp(x, training=training)
+        x = self.se(x, training=training)
+        x = self.conv_pwl(x, training=training)
+        return self._residual_add(0, shortcut, x)
+
+
+class _UniversalInvertedResidualAdapter(_GatedBlock, UniversalInvertedResidual):
+    """MobileNetV5's `UniversalInvertedResidual` with its residual add gated; its `DropPath` is no longer called."""
+
+    residual_adds = 1
+
+    def call(self, x: Any, training: Any = False) -> Any:
+        shortcut = x
+        x = self.dw_start(x, training=training)
+        x = self.pw_exp(x, training=training)
+        x = self.dw_mid(x, training=training)
+        x = self.se(x, training=training)
+        x = self.pw_proj(x, training=training)
+        x = self.dw_end(x, training=training)
+        x = self.layer_scale(x)
+        return self._residual_add(0, shortcut, x)
+
+
+class _MobileAttentionAdapter(_GatedBlock, MobileAttention):
+    """MobileNetV5's `MobileAttention` with its residual add gated; its `DropPath` is no longer called.
+
+    Its optional conditional position encoding (`x + conv_cpe_dw(x)`) is part
+    of the block's input, not a branch: it stays a plain add.
+    """
+
+    residual_adds = 1
+
+    def call(self, x: Any, training: Any = False) -> Any:
+        if self.conv_cpe_dw is not None:
+            x = x + self.conv_cpe_dw(x)
+        shortcut = x
+        x = self.norm(x, training=training)
+        x = self.attn(x, training=training)
+        x = self.layer_scale(x)
+        return self._residual_add(0, shortcut, x)
+
+
 def _squeeze_excite(block: Any, x: Any) -> Any:
     """The squeeze-and-excite of KerasHub's `MBConvBlock` and `FusedMBConvBlock`, as their `call` makes it."""
     se = keras.layers.GlobalAveragePooling2D(name=block.name + "se_squeeze", data_format=block.data_format)(x)
@@ -373,6 +424,9 @@ _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     SwinTransformerBlock: _SwinTransformerBlockAdapter,
     WindowedTransformerEncoder: _WindowedTransformerEncoderAdapter,
     InvertedResidualBlock: _InvertedResidualBlockAdapter,
+    EdgeResidual: _EdgeResidualAdapter,
+    UniversalInvertedResidual: _UniversalInvertedResidualAdapter,
+    MobileAttention: _MobileAttentionAdapter,
     MBConvBlock: _MBConvBlockAdapter,
     FusedMBConvBlock: _FusedMBConvBlockAdapter,
     DepthwiseConvBlock: _DepthwiseConvBlockAdapter,
@@ -604,6 +658,18 @@ def _mobilenet_blocks(backbone: Any) -> Sequence[Any]:
     ]
 
 
+def _mobilenet_v5_blocks(backbone: Any) -> Sequence[Any]:
+    """MobileNetV5's blocks that have a residual add, in graph order (MobileNet's blocks among them too)."""
+    return [
+        layer for layer in backbone.layers if getattr(layer, "has_skip", False) or layer in _mobilenet_blocks(backbone)
+    ]
+
+
+def _mobilenet_v5_rates(blocks: Sequence[Any]) -> List[float]:
+    # MobileNet's blocks (its "ir" and "ds" types) have no drop path.
+    return [float(getattr(block, "drop_path_rate", 0.0)) for block in blocks]
+
+
 def _efficientnet_v2_blocks(backbone: Any) -> Sequence[Any]:
     """EfficientNet v2's blocks that have a residual add, in graph order."""
     return [
@@ -645,6 +711,7 @@ HANDLERS: Dict[type, Any] = {
     keras_hub.models.CSPNetBackbone: _GraphHandler(),
     keras_hub.models.MobileNetBackbone: _EncoderBlockHandler(_mobilenet_blocks),
     keras_hub.models.EfficientNetBackbone: _EfficientNetHandler(),
+    keras_hub.models.MobileNetV5Backbone: _EncoderBlockHandler(_mobilenet_v5_blocks, private_rates=_mobilenet_v5_rates),
     keras_hub.models.ViTBackbone: _EncoderBlockHandler(_encoder_blocks(ViTEncoder, "encoder_layers")),
     keras_hub.models.DeiTBackbone: _EncoderBlockHandler(_encoder_blocks(DeiTEncoder, "encoder_layers")),
     keras_hub.models.DINOV2Backbone: _EncoderBlockHandler(

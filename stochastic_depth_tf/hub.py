@@ -38,6 +38,7 @@ and independent draws):
 | `XceptionBackbone` | `keras.layers.Add` in the graph (middle blocks) | none | graph surgery, one gate per block |
 | `CSPNetBackbone` (dark, bottleneck and edge blocks; csp, cs3 and dark stages) | `keras.layers.add` in the graph, one per block inside a stage | none | graph surgery, one gate per block |
 | `MobileNetBackbone` (v3) | `x + y` in `InvertedResidualBlock.call` (stride 1, filters in = out) and `DepthwiseConvBlock.call` (`depthwise_residual=True`) | none | adapter, one gate per block with a residual add |
+| `MobileNetV5Backbone` | `+` in `EdgeResidual.call`, `UniversalInvertedResidual.call`, `MobileAttention.call` (and MobileNet's blocks for its `"ir"` / `"ds"` types) | `DropPath(rate_b)`, `rate_b = drop_path_rate * b / B`, unseeded | adapter, one gate per block with a skip; its `DropPath` is no longer called |
 | `EfficientNetBackbone` (v1 blocks) | `keras.layers.Add` in the graph | drop connect: `Dropout(rate_b, noise_shape=(None, 1, 1, 1))` before the add, `rate_b = dropout * b / B` (`b` counts every block from 0, `B` all blocks) | graph surgery, one gate per residual block; the `Dropout` removed |
 | `EfficientNetBackbone` (v2: `"unfused"`, `"fused"` blocks) | `keras.layers.Add` made inside `MBConvBlock.call` / `FusedMBConvBlock.call` | the same drop connect, made inside the block | adapter, one gate per residual block; its `Dropout` no longer called |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
@@ -48,18 +49,25 @@ and independent draws):
 | `ViTDetBackbone` (SAM's image encoder) | `x + y` in `WindowedTransformerEncoder.call` | none | adapter, two gates per block |
 | `MiTBackbone` (SegFormer's encoder) | `x + y` in `HierarchicalTransformerEncoder.call` | `DropPath(rate)` per block, `rate = linspace(0, max_drop_path_rate, L)` | adapter, two gates per block; its `DropPath` is no longer called |
 
-Rate mapping for MiT: its `DropPath(rate)` is inverted per-example stochastic
-depth with survival probability `1 - rate`; `final_survival_probability=None`
-keeps exactly the backbone's own per-block rates (`p_l = 1 - rate_l`, so block
-1 gets `p = 1` and the last `1 - max_drop_path_rate`), a float applies our
-schedule instead. The same for Swin (`p_l = 1 - rate_l`), for EfficientNet's drop connect (`p_b = 1 -
-rate_b`: a drop-connect `Dropout` is inverted per-example stochastic depth;
-an EfficientNet mixing v1 and v2 block types is refused), for DINOv2 (`p_l = 1 - drop_path_rate` in every
-block) and DINOv3 (`p_l = 1 - rate_l`, linear from 1 to `1 - drop_path_rate`),
-whose own drop path was meant as the same thing but is not: it multiplies the
-branch by `(u + 1 - rate) / (1 - rate)` with `u ~ U[0, 1)` drawn unseeded, a
-random factor that never drops the branch (timm floors `u + 1 - rate` to 0
-or 1). Ours drops it with probability `1 - p_l`, seeded. Every other KerasHub backbone is refused with its reason
+Rate mapping: a private drop path of rate `r` is inverted per-example
+stochastic depth with survival probability `1 - r`, and
+`final_survival_probability=None` keeps exactly the backbone's own per-block
+rates as `p_l = 1 - rate_l` (a float applies our schedule instead):
+
+- MiT: `rate_l = linspace(0, max_drop_path_rate, L)`, so block 1 gets `p = 1`
+  and the last `1 - max_drop_path_rate`; Swin alike with `drop_path`.
+- MobileNetV5 and EfficientNet (drop connect, a `Dropout` with noise shape
+  `(None, 1, 1, 1)`): `rate_b = rate * b / B`, `b` counting every block from
+  0 and `B` all blocks, residual or not. An EfficientNet mixing v1 and v2
+  block types is refused.
+- DINOv2: `p_l = 1 - drop_path_rate` in every block; DINOv3: `rate_l =
+  linspace(0, drop_path_rate, L)`. Their own drop path was meant as the same
+  thing but is not: it multiplies the branch by `(u + 1 - rate) / (1 - rate)`
+  with `u ~ U[0, 1)` drawn unseeded, a random factor that never drops the
+  branch (timm floors `u + 1 - rate` to 0 or 1). Ours drops it with
+  probability `1 - p_l`, seeded.
+
+Every other KerasHub backbone is refused with its reason
 (`UNSUPPORTED_BACKBONES`).
 
 Defaults follow the KerasHub and timm convention of fine-tuning (drop path):
@@ -102,6 +110,7 @@ SUPPORTED_BACKBONES = (
     "XceptionBackbone",
     "CSPNetBackbone",
     "MobileNetBackbone",
+    "MobileNetV5Backbone",
     "EfficientNetBackbone",
     "ViTBackbone",
     "DeiTBackbone",
@@ -118,7 +127,6 @@ UNSUPPORTED_BACKBONES: Dict[str, str] = {
         "image_encoder (a ViTDetBackbone) stochastic depth with "
         "stochastic_depth_tf.hub.apply_stochastic_depth and build the SAMBackbone on it"
     ),
-    "MobileNetV5Backbone": "not yet adapted: its blocks hold an unseeded private DropPath",
     "VGGBackbone": "it has no residual connections",
     "DenseNetBackbone": "it has no residual adds (dense blocks concatenate)",
 }
@@ -152,8 +160,8 @@ def apply_stochastic_depth(
         backbone: a KerasHub backbone whose class is in `SUPPORTED_BACKBONES`.
         final_survival_probability: `p_L` in `[0, 1]` (greater than 0 with
             `inverted=True`), or None to keep the backbone's own drop path
-            rates (only for a backbone that has them: EfficientNet, MiT,
-            Swin, DINOv2, DINOv3).
+            rates (only for a backbone that has them: EfficientNet,
+            MobileNetV5, MiT, Swin, DINOv2, DINOv3).
         distribution: `"linear"` or `"uniform"`.
         mode: `"sample"`, `"batch"` or `"subset"` (see `stochastic_depth_tf.ops.MODES`).
         inverted: True (timm's drop path: the inference function is the
@@ -199,7 +207,8 @@ def apply_stochastic_depth(
         inverted=inverted,
         seed=seed,
     )
-    config = base.get_config(backbone)
+    # MobileNetV5Backbone's get_config leaves the name out; keep it anyway.
+    config = {"name": backbone.name, **base.get_config(backbone)}
     new = stochastic_depth_class(base).from_config({**config, SETTINGS_KEY: settings})
     _copy_weights(backbone, new)
     return new
@@ -252,7 +261,7 @@ def strip_stochastic_depth(backbone: keras.Model) -> keras.Model:
                     f"Received: gate '{gate.name}' with inverted=False and "
                     f"survival probability {probability}"
                 )
-    plain = base.from_config(base.get_config(backbone))
+    plain = base.from_config({"name": backbone.name, **base.get_config(backbone)})
     _copy_weights(backbone, plain)
     return plain
 

@@ -112,6 +112,36 @@ def _efficientnet_v2():
     return _efficientnet(("fused", "fused", "unfused"))
 
 
+def _mobilenet_v5():
+    # Residual blocks: the second EdgeResidual, the second
+    # UniversalInvertedResidual and the MobileAttention (stride 1, filters
+    # in = out), with drop path rates 0.2 * b / 5 for block b = 0 .. 4.
+    return keras_hub.models.MobileNetV5Backbone(
+        stackwise_block_types=[["er", "er"], ["uir", "uir", "mqa"]],
+        stackwise_num_blocks=[2, 3],
+        stackwise_num_filters=[[8, 8], [16, 16, 16]],
+        stackwise_strides=[[2, 1], [2, 1, 1]],
+        stackwise_act_layers=[["relu", "relu"], ["relu", "relu", "relu"]],
+        stackwise_exp_ratios=[[2.0, 2.0], [2.0, 2.0, 0.0]],
+        stackwise_se_ratios=[[0.0, 0.0], [0.0, 0.0, 0.0]],
+        stackwise_dw_kernel_sizes=[[0, 0], [3, 3, 0]],
+        stackwise_dw_start_kernel_sizes=[[0, 0], [0, 3, 0]],
+        stackwise_dw_end_kernel_sizes=[[0, 0], [0, 0, 0]],
+        stackwise_exp_kernel_sizes=[[3, 3], [0, 0, 0]],
+        stackwise_pw_kernel_sizes=[[1, 1], [0, 0, 0]],
+        stackwise_num_heads=[[0, 0], [0, 0, 2]],
+        stackwise_key_dims=[[0, 0], [0, 0, 8]],
+        stackwise_value_dims=[[0, 0], [0, 0, 8]],
+        stackwise_kv_strides=[[0, 0], [0, 0, 1]],
+        stackwise_use_cpe=[[False, False], [False, False, False]],
+        use_msfa=False,
+        stem_size=8,
+        num_features=16,
+        drop_path_rate=0.2,
+        image_shape=(16, 16, 3),
+    )
+
+
 def _vit():
     return keras_hub.models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
@@ -213,6 +243,7 @@ BACKBONES = {
     "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
     "cspnet": (_cspnet, keras_hub.models.CSPNetImageClassifier, 3),
     "mobilenet": (_mobilenet, keras_hub.models.MobileNetImageClassifier, 3),
+    "mobilenet_v5": (_mobilenet_v5, keras_hub.models.MobileNetV5ImageClassifier, 3),
     "efficientnet": (_efficientnet, keras_hub.models.EfficientNetImageClassifier, 4),
     "efficientnet_v2": (_efficientnet_v2, keras_hub.models.EfficientNetImageClassifier, 4),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
@@ -415,6 +446,11 @@ def test_swin_keeps_its_own_rates_with_none():
     np.testing.assert_allclose(_survival(model), [1.0, 1.0, 0.8, 0.8], rtol=1e-6)
 
 
+def test_mobilenet_v5_keeps_its_own_rates_with_none():
+    model = hub.apply_stochastic_depth(_mobilenet_v5(), final_survival_probability=None)
+    np.testing.assert_allclose(_survival(model), [0.96, 0.88, 0.84], rtol=1e-6)
+
+
 def test_none_is_refused_without_private_rates():
     with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
         hub.apply_stochastic_depth(_resnet(), final_survival_probability=None)
@@ -549,6 +585,7 @@ def _all_kept_fraction(original, model, batch):
         "dinov3",
         "vitdet",
         "swin",
+        "mobilenet_v5",
         pytest.param("efficientnet", marks=pytest.mark.slow),
         pytest.param("efficientnet_v2", marks=pytest.mark.slow),
         pytest.param("mit", marks=pytest.mark.slow),
