@@ -7,19 +7,22 @@ A handler turns a freshly built, plain backbone into the inputs, outputs and
 pyramid outputs of the same network with stochastic depth, and lists the
 `StochasticDepth` layers it put in, in block order:
 
-- `_GraphHandler` (ResNet, Xception, CSPNet, EfficientNet v1): the residual adds are `keras.layers.Add` layers of
-  the functional graph, so `stochastic_depth_tf.apply_stochastic_depth` does
-  the work, on a model whose outputs are the backbone's output and its
-  pyramid outputs (so those tensors can be found in the new graph).
-- `_EncoderBlockHandler` (MobileNet, MobileNetV5, EfficientNet v2, ViT, DeiT, DINOv2, DINOv3, Swin, ViTDet, MiT): the residual adds are `x + y` inside an
-  encoder block's `call`, out of reach of graph surgery. Each block of the
-  (throwaway) backbone is given an adapter class: a subclass of its own class
-  whose `call` is the original's with the residual adds routed through
-  `StochasticDepth` layers. Only that instance's class changes, never
-  KerasHub's classes. Every adapted block is checked once against its
-  original class's `call` on a random input, with the gates bypassed: a
-  KerasHub version whose block computes something else fails loudly here
-  instead of training a different network silently.
+- `_GraphHandler` (ResNet, Xception, CSPNet, EfficientNet v1): the residual
+  adds are `keras.layers.Add` layers of the functional graph, so surgery
+  (`stochastic_depth_tf.surgery`) does the work, on a model whose outputs are
+  the backbone's output and its pyramid outputs (so those tensors can be
+  found in the new graph).
+- `_EncoderBlockHandler` (MobileNet, MobileNetV5, EfficientNet v2, ViT, DeiT,
+  DINOv2, DINOv3, Swin, ViTDet, MiT): the residual adds are `x + y` (or an
+  `Add` made on the fly) inside a block's `call`, out of reach of graph
+  surgery. Each block of the (throwaway) backbone is given an adapter class:
+  a subclass of its own class whose `call` is the original's with the
+  residual adds routed through `StochasticDepth` layers. Only that
+  instance's class changes, never KerasHub's classes. Every adapted block is
+  checked once against its original class's `call` on a random input, with
+  the gates bypassed: a KerasHub version whose block computes something else
+  fails loudly here instead of training a different network silently.
+- `_EfficientNetHandler` picks one of the two by EfficientNet's block types.
 """
 
 from __future__ import annotations

@@ -127,6 +127,26 @@ UNSUPPORTED_BACKBONES: Dict[str, str] = {
         "image_encoder (a ViTDetBackbone) stochastic depth with "
         "stochastic_depth_tf.hub.apply_stochastic_depth and build the SAMBackbone on it"
     ),
+    "SegFormerBackbone": (
+        "it wraps an image_encoder (a MiTBackbone) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the SegFormerBackbone on it"
+    ),
+    "DepthAnythingBackbone": (
+        "it wraps an image_encoder (a DINOV2Backbone) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the DepthAnythingBackbone on it"
+    ),
+    "RetinaNetBackbone": (
+        "it wraps an image_encoder (a ResNetBackbone, say) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the RetinaNetBackbone on it"
+    ),
+    "DeepLabV3Backbone": (
+        "it wraps an image_encoder (a ResNetBackbone, say) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the DeepLabV3Backbone on it"
+    ),
     "VGGBackbone": "it has no residual connections",
     "DenseNetBackbone": "it has no residual adds (dense blocks concatenate)",
 }

@@ -436,6 +436,26 @@ def test_sam_takes_a_vitdet_with_stochastic_depth():
         )
 
 
+def test_retinanet_takes_a_resnet_with_stochastic_depth():
+    # The pyramid outputs of a graph-surgery backbone are its new graph's.
+    def retinanet(image_encoder):
+        return keras_hub.models.RetinaNetBackbone(
+            image_encoder=image_encoder, min_level=2, max_level=3, use_p5=False, image_shape=(16, 16, 3)
+        )
+
+    original = _resnet()
+    model = hub.apply_stochastic_depth(original, seed=0)
+    with_gates, plain = retinanet(model), retinanet(original)
+    for one, other in zip(with_gates.weights, plain.weights):
+        one.assign(keras.ops.convert_to_numpy(other))
+    images = _images()
+    expected, received = plain(images, training=False), with_gates(images, training=False)
+    for key in expected:
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(received[key]), keras.ops.convert_to_numpy(expected[key]), rtol=0, atol=1e-6
+        )
+
+
 def test_sam_backbone_is_refused_with_its_reason():
     with pytest.raises(ValueError, match="SAMBackbone.*image_encoder"):
         hub.apply_stochastic_depth(_sam(_vitdet()))
