@@ -12,7 +12,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
   (`stochastic_depth_tf.surgery`) does the work, on a model whose outputs are
   the backbone's output and its pyramid outputs (so those tensors can be
   found in the new graph).
-- `_EncoderBlockHandler` (MobileNet, MobileNetV5, EfficientNet v2, ViT, DeiT,
+- `_EncoderBlockHandler` (MobileNet, MobileNetV5, EfficientNet v2, HGNetV2, ViT, DeiT,
   DINOv2, DINOv3, Swin, ViTDet, MiT): the residual adds are `x + y` (or an
   `Add` made on the fly) inside a block's `call`, out of reach of graph
   surgery. Each block of the (throwaway) backbone is given an adapter class:
@@ -37,6 +37,8 @@ from keras_hub.src.models.dinov2.dinov2_layers import DINOV2Encoder, DINOV2Layer
 from keras_hub.src.models.dinov3.dinov3_layers import DINOV3Encoder, DINOV3Layer
 from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
 from keras_hub.src.models.efficientnet.mbconv import BN_AXIS, MBConvBlock
+from keras_hub.src.models.hgnetv2.hgnetv2_encoder import HGNetV2Encoder
+from keras_hub.src.models.hgnetv2.hgnetv2_layers import HGNetV2BasicLayer
 from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
 from keras_hub.src.models.mobilenet.mobilenet_backbone import DepthwiseConvBlock, InvertedResidualBlock
 from keras_hub.src.models.mobilenetv5.mobilenetv5_attention import MobileAttention
@@ -374,6 +376,34 @@ class _MobileAttentionAdapter(_GatedBlock, MobileAttention):
         return self._residual_add(0, shortcut, x)
 
 
+class _HGNetV2BasicLayerAdapter(_GatedBlock, HGNetV2BasicLayer):
+    """HGNetV2's block with its residual add gated; its drop-path `Dropout` (rate 0 in the backbone) no longer called.
+
+    Only for a block built with `residual=True` (every block of a stage but
+    the first).
+    """
+
+    residual_adds = 1
+
+    @classmethod
+    def example_call(cls, block: Any, backbone: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        # Called inside its stage's `call`: no graph node to read a shape from.
+        channels = block.in_channels_arg
+        shape = (2, 4, 4, channels) if block.data_format == "channels_last" else (2, channels, 4, 4)
+        return (_random(shape),), {}
+
+    def call(self, hidden_state: Any, training: Any = None) -> Any:
+        output_tensors = [hidden_state]
+        current_feature_map = hidden_state
+        for layer_block in self.layer_list:
+            current_feature_map = layer_block(current_feature_map, training=training)
+            output_tensors.append(current_feature_map)
+        aggregated = self.concatenate_layer(output_tensors)
+        aggregated = self.aggregation_squeeze_conv(aggregated, training=training)
+        aggregated = self.aggregation_excitation_conv(aggregated, training=training)
+        return self._residual_add(0, hidden_state, aggregated)
+
+
 def _squeeze_excite(block: Any, x: Any) -> Any:
     """The squeeze-and-excite of KerasHub's `MBConvBlock` and `FusedMBConvBlock`, as their `call` makes it."""
     se = keras.layers.GlobalAveragePooling2D(name=block.name + "se_squeeze", data_format=block.data_format)(x)
@@ -427,6 +457,7 @@ _ADAPTERS: Dict[type, Type[_GatedBlock]] = {
     SwinTransformerBlock: _SwinTransformerBlockAdapter,
     WindowedTransformerEncoder: _WindowedTransformerEncoderAdapter,
     InvertedResidualBlock: _InvertedResidualBlockAdapter,
+    HGNetV2BasicLayer: _HGNetV2BasicLayerAdapter,
     EdgeResidual: _EdgeResidualAdapter,
     UniversalInvertedResidual: _UniversalInvertedResidualAdapter,
     MobileAttention: _MobileAttentionAdapter,
@@ -673,6 +704,14 @@ def _mobilenet_v5_rates(blocks: Sequence[Any]) -> List[float]:
     return [float(getattr(block, "drop_path_rate", 0.0)) for block in blocks]
 
 
+def _hgnetv2_blocks(backbone: Any) -> Sequence[Any]:
+    """HGNetV2's blocks with a residual add, stage by stage."""
+    encoders = [layer for layer in backbone.layers if isinstance(layer, HGNetV2Encoder)]
+    return [
+        block for encoder in encoders for stage in encoder.stages_list for block in stage.blocks_list if block.residual
+    ]
+
+
 def _efficientnet_v2_blocks(backbone: Any) -> Sequence[Any]:
     """EfficientNet v2's blocks that have a residual add, in graph order."""
     return [
@@ -714,6 +753,7 @@ HANDLERS: Dict[type, Any] = {
     keras_hub.models.CSPNetBackbone: _GraphHandler(),
     keras_hub.models.MobileNetBackbone: _EncoderBlockHandler(_mobilenet_blocks),
     keras_hub.models.EfficientNetBackbone: _EfficientNetHandler(),
+    keras_hub.models.HGNetV2Backbone: _EncoderBlockHandler(_hgnetv2_blocks),
     keras_hub.models.MobileNetV5Backbone: _EncoderBlockHandler(_mobilenet_v5_blocks, private_rates=_mobilenet_v5_rates),
     keras_hub.models.ViTBackbone: _EncoderBlockHandler(_encoder_blocks(ViTEncoder, "encoder_layers")),
     keras_hub.models.DeiTBackbone: _EncoderBlockHandler(_encoder_blocks(DeiTEncoder, "encoder_layers")),

@@ -41,6 +41,7 @@ and independent draws):
 | `MobileNetV5Backbone` | `+` in `EdgeResidual.call`, `UniversalInvertedResidual.call`, `MobileAttention.call` (and MobileNet's blocks for its `"ir"` / `"ds"` types) | `DropPath(rate_b)`, `rate_b = drop_path_rate * b / B`, unseeded | adapter, one gate per block with a skip; its `DropPath` is no longer called |
 | `EfficientNetBackbone` (v1 blocks) | `keras.layers.Add` in the graph | drop connect: `Dropout(rate_b, noise_shape=(None, 1, 1, 1))` before the add, `rate_b = dropout * b / B` (`b` counts every block from 0, `B` all blocks) | graph surgery, one gate per residual block; the `Dropout` removed |
 | `EfficientNetBackbone` (v2: `"unfused"`, `"fused"` blocks) | `keras.layers.Add` made inside `MBConvBlock.call` / `FusedMBConvBlock.call` | the same drop connect, made inside the block | adapter, one gate per residual block; its `Dropout` no longer called |
+| `HGNetV2Backbone` | `keras.layers.Add` called inside `HGNetV2BasicLayer.call` (`residual=True`: every block of a stage but the first) | a drop-path `Dropout`, built with rate 0 by the backbone | adapter, one gate per residual block |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
 | `DeiTBackbone` | `x + y` in `DeiTEncoderBlock.call` (attention) and in `DeiTOutput.call` (MLP) | none | adapter, two gates per block |
 | `DINOV2Backbone` | `ops.add` in `DINOV2Layer.call`, after a layer scale | `DINOV2DropPath(drop_path_rate)`, the same rate in every block | adapter, two gates per block; its drop path is no longer called |
@@ -112,6 +113,7 @@ SUPPORTED_BACKBONES = (
     "MobileNetBackbone",
     "MobileNetV5Backbone",
     "EfficientNetBackbone",
+    "HGNetV2Backbone",
     "ViTBackbone",
     "DeiTBackbone",
     "DINOV2Backbone",

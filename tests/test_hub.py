@@ -142,6 +142,31 @@ def _mobilenet_v5():
     )
 
 
+def _hgnetv2():
+    # The second block of each stage is residual.
+    return keras_hub.models.HGNetV2Backbone(
+        depths=[1, 2],
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        stem_channels=[3, 8, 8],
+        hidden_act="relu",
+        use_learnable_affine_block=False,
+        stackwise_stage_filters=[(8, 8, 8, 2, 1, 3), (8, 8, 16, 2, 1, 3)],
+        apply_downsample=[False, True],
+        use_lightweight_conv_block=[False, False],
+        image_shape=(16, 16, 3),
+    )
+
+
+def _hgnetv2_classifier(backbone, num_classes):
+    # Its classifier requires a preprocessor; one without an image converter passes images through.
+    return keras_hub.models.HGNetV2ImageClassifier(
+        backbone=backbone,
+        preprocessor=keras_hub.models.HGNetV2ImageClassifierPreprocessor(),
+        num_classes=num_classes,
+    )
+
+
 def _vit():
     return keras_hub.models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
@@ -244,6 +269,7 @@ BACKBONES = {
     "cspnet": (_cspnet, keras_hub.models.CSPNetImageClassifier, 3),
     "mobilenet": (_mobilenet, keras_hub.models.MobileNetImageClassifier, 3),
     "mobilenet_v5": (_mobilenet_v5, keras_hub.models.MobileNetV5ImageClassifier, 3),
+    "hgnetv2": (_hgnetv2, _hgnetv2_classifier, 2),
     "efficientnet": (_efficientnet, keras_hub.models.EfficientNetImageClassifier, 4),
     "efficientnet_v2": (_efficientnet_v2, keras_hub.models.EfficientNetImageClassifier, 4),
     "vit": (_vit, keras_hub.models.ViTImageClassifier, 4),
@@ -260,8 +286,16 @@ def _images(batch=4, seed=0):
     return np.random.default_rng(seed).uniform(0.0, 1.0, size=(batch, 16, 16, 3)).astype("float32")
 
 
+def _array(outputs):
+    """A model's output as one array; a dict of feature maps (HGNetV2's) flattened per example."""
+    if isinstance(outputs, dict):
+        parts = [keras.ops.convert_to_numpy(outputs[key]) for key in sorted(outputs)]
+        return np.concatenate([part.reshape(part.shape[0], -1) for part in parts], axis=1)
+    return keras.ops.convert_to_numpy(outputs)
+
+
 def _infer(model, images):
-    return keras.ops.convert_to_numpy(model(images, training=False))
+    return _array(model(images, training=False))
 
 
 def _survival(model):
@@ -277,8 +311,8 @@ def _survival(model):
 # drop-connect rates and the v1/v2 mix run always.
 SLOW = ("mit", "resnet_v2", "efficientnet", "efficientnet_v2")
 # MobileNet's first training step compiles its depthwise convolutions (about 7 s);
-# Swin's takes 4-5 s.
-SLOW_TRAINING = SLOW + ("mobilenet", "swin")
+# Swin's and HGNetV2's take 4-6 s.
+SLOW_TRAINING = SLOW + ("mobilenet", "swin", "hgnetv2")
 
 
 def _cases(slow):
@@ -584,7 +618,7 @@ def _all_kept_fraction(original, model, batch):
         # MiT's attention has a Dropout(0.1) of its own: off, to see only our gates.
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
-    trained = keras.ops.convert_to_numpy(model(images, training=True))
+    trained = _array(model(images, training=True))
     axes = tuple(range(1, trained.ndim))
     # Relative to the output's scale: MobileNet's is about 1e-3, and a dropped
     # branch changes it by less than an absolute 1e-4.
@@ -606,6 +640,7 @@ def _all_kept_fraction(original, model, batch):
         "vitdet",
         "swin",
         "mobilenet_v5",
+        "hgnetv2",
         pytest.param("efficientnet", marks=pytest.mark.slow),
         pytest.param("efficientnet_v2", marks=pytest.mark.slow),
         pytest.param("mit", marks=pytest.mark.slow),
