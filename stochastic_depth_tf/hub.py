@@ -36,14 +36,39 @@ and independent draws):
 |---|---|---|---|
 | `ResNetBackbone` (v1, v2, basic, bottleneck, vd) | `keras.layers.Add` in the graph | none | graph surgery, one gate per block |
 | `XceptionBackbone` | `keras.layers.Add` in the graph (middle blocks) | none | graph surgery, one gate per block |
+| `CSPNetBackbone` (dark, bottleneck and edge blocks; csp, cs3 and dark stages) | `keras.layers.add` in the graph, one per block inside a stage | none | graph surgery, one gate per block |
+| `MobileNetBackbone` (v3) | `x + y` in `InvertedResidualBlock.call` (stride 1, filters in = out) and `DepthwiseConvBlock.call` (`depthwise_residual=True`) | none | adapter, one gate per block with a residual add |
+| `MobileNetV5Backbone` | `+` in `EdgeResidual.call`, `UniversalInvertedResidual.call`, `MobileAttention.call` (and MobileNet's blocks for its `"ir"` / `"ds"` types) | `DropPath(rate_b)`, `rate_b = drop_path_rate * b / B`, unseeded | adapter, one gate per block with a skip; its `DropPath` is no longer called |
+| `EfficientNetBackbone` (v1 blocks) | `keras.layers.Add` in the graph | drop connect: `Dropout(rate_b, noise_shape=(None, 1, 1, 1))` before the add, `rate_b = dropout * b / B` (`b` counts every block from 0, `B` all blocks) | graph surgery, one gate per residual block; the `Dropout` removed |
+| `EfficientNetBackbone` (v2: `"unfused"`, `"fused"` blocks) | `keras.layers.Add` made inside `MBConvBlock.call` / `FusedMBConvBlock.call` | the same drop connect, made inside the block | adapter, one gate per residual block; its `Dropout` no longer called |
+| `HGNetV2Backbone` | `keras.layers.Add` called inside `HGNetV2BasicLayer.call` (`residual=True`: every block of a stage but the first) | a drop-path `Dropout`, built with rate 0 by the backbone | adapter, one gate per residual block |
 | `ViTBackbone` | `x + y` in `ViTEncoderBlock.call` | none | adapter, two gates per block |
+| `DeiTBackbone` | `x + y` in `DeiTEncoderBlock.call` (attention) and in `DeiTOutput.call` (MLP) | none | adapter, two gates per block |
+| `DINOV2Backbone` | `ops.add` in `DINOV2Layer.call`, after a layer scale | `DINOV2DropPath(drop_path_rate)`, the same rate in every block | adapter, two gates per block; its drop path is no longer called |
+| `DINOV3Backbone` | `+` in `DINOV3Layer.call`, after a layer scale | `DINOV3DropPath(rate_l)`, `rate_l = linspace(0, drop_path_rate, L)` | adapter, two gates per block; its drop path is no longer called |
+| `SwinTransformerBackbone` | `x + y` in `SwinTransformerBlock.call` | `DropPath(rate_l)`, `rate_l = linspace(0, drop_path, L)` over all blocks (seeded, timm's mask) | adapter, two gates per block; its `DropPath` is no longer called |
+| `ViTDetBackbone` (SAM's image encoder) | `x + y` in `WindowedTransformerEncoder.call` | none | adapter, two gates per block |
 | `MiTBackbone` (SegFormer's encoder) | `x + y` in `HierarchicalTransformerEncoder.call` | `DropPath(rate)` per block, `rate = linspace(0, max_drop_path_rate, L)` | adapter, two gates per block; its `DropPath` is no longer called |
 
-Rate mapping for MiT: its `DropPath(rate)` is inverted per-example stochastic
-depth with survival probability `1 - rate`; `final_survival_probability=None`
-keeps exactly the backbone's own per-block rates (`p_l = 1 - rate_l`, so block
-1 gets `p = 1` and the last `1 - max_drop_path_rate`), a float applies our
-schedule instead. Every other KerasHub backbone is refused with its reason
+Rate mapping: a private drop path of rate `r` is inverted per-example
+stochastic depth with survival probability `1 - r`, and
+`final_survival_probability=None` keeps exactly the backbone's own per-block
+rates as `p_l = 1 - rate_l` (a float applies our schedule instead):
+
+- MiT: `rate_l = linspace(0, max_drop_path_rate, L)`, so block 1 gets `p = 1`
+  and the last `1 - max_drop_path_rate`; Swin alike with `drop_path`.
+- MobileNetV5 and EfficientNet (drop connect, a `Dropout` with noise shape
+  `(None, 1, 1, 1)`): `rate_b = rate * b / B`, `b` counting every block from
+  0 and `B` all blocks, residual or not. An EfficientNet mixing v1 and v2
+  block types is refused.
+- DINOv2: `p_l = 1 - drop_path_rate` in every block; DINOv3: `rate_l =
+  linspace(0, drop_path_rate, L)`. Their own drop path was meant as the same
+  thing but is not: it multiplies the branch by `(u + 1 - rate) / (1 - rate)`
+  with `u ~ U[0, 1)` drawn unseeded, a random factor that never drops the
+  branch (timm floors `u + 1 - rate` to 0 or 1). Ours drops it with
+  probability `1 - p_l`, seeded.
+
+Every other KerasHub backbone is refused with its reason
 (`UNSUPPORTED_BACKBONES`).
 
 Defaults follow the KerasHub and timm convention of fine-tuning (drop path):
@@ -81,19 +106,49 @@ INSTALL = 'pip install "stochastic_depth_tf[hub]" && pip install --no-deps "kera
 
 SETTINGS_KEY = "stochastic_depth"
 
-SUPPORTED_BACKBONES = ("ResNetBackbone", "XceptionBackbone", "ViTBackbone", "MiTBackbone")
+SUPPORTED_BACKBONES = (
+    "ResNetBackbone",
+    "XceptionBackbone",
+    "CSPNetBackbone",
+    "MobileNetBackbone",
+    "MobileNetV5Backbone",
+    "EfficientNetBackbone",
+    "HGNetV2Backbone",
+    "ViTBackbone",
+    "DeiTBackbone",
+    "DINOV2Backbone",
+    "DINOV3Backbone",
+    "SwinTransformerBackbone",
+    "ViTDetBackbone",
+    "MiTBackbone",
+)
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
-    "CSPNetBackbone": "not yet adapted: its residual adds are graph adds of a cross-stage block, untested here",
-    "MobileNetBackbone": "not yet adapted: inverted-residual adds, untested here",
-    "EfficientNetBackbone": "not yet adapted: its drop connect is a Dropout with a noise shape to be replaced",
-    "DeiTBackbone": "not yet adapted: its encoder blocks need their own adapter",
-    "SwinTransformerBackbone": "not yet adapted: its blocks hold a private DropPath in a windowed attention block",
-    "DINOV2Backbone": "not yet adapted: its DINOV2Layer holds a private DropPath and layer scale",
-    "DINOV3Backbone": "not yet adapted: its layers hold a private DropPath and layer scale",
-    "ViTDetBackbone": "not yet adapted: its windowed encoder blocks need their own adapter",
-    "SAMBackbone": "not yet adapted: its image encoder is a ViTDet backbone",
-    "MobileNetV5Backbone": "not yet adapted: its blocks hold an unseeded private DropPath",
+    "SAMBackbone": (
+        "it joins an image encoder, a prompt encoder and a mask decoder: give its "
+        "image_encoder (a ViTDetBackbone) stochastic depth with "
+        "stochastic_depth_tf.hub.apply_stochastic_depth and build the SAMBackbone on it"
+    ),
+    "SegFormerBackbone": (
+        "it wraps an image_encoder (a MiTBackbone) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the SegFormerBackbone on it"
+    ),
+    "DepthAnythingBackbone": (
+        "it wraps an image_encoder (a DINOV2Backbone) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the DepthAnythingBackbone on it"
+    ),
+    "RetinaNetBackbone": (
+        "it wraps an image_encoder (a ResNetBackbone, say) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the RetinaNetBackbone on it"
+    ),
+    "DeepLabV3Backbone": (
+        "it wraps an image_encoder (a ResNetBackbone, say) in a head of its own: give the "
+        "image_encoder stochastic depth with stochastic_depth_tf.hub.apply_stochastic_depth "
+        "and build the DeepLabV3Backbone on it"
+    ),
     "VGGBackbone": "it has no residual connections",
     "DenseNetBackbone": "it has no residual adds (dense blocks concatenate)",
 }
@@ -127,7 +182,8 @@ def apply_stochastic_depth(
         backbone: a KerasHub backbone whose class is in `SUPPORTED_BACKBONES`.
         final_survival_probability: `p_L` in `[0, 1]` (greater than 0 with
             `inverted=True`), or None to keep the backbone's own drop path
-            rates (only for a backbone that has them, MiT).
+            rates (only for a backbone that has them: EfficientNet,
+            MobileNetV5, MiT, Swin, DINOv2, DINOv3).
         distribution: `"linear"` or `"uniform"`.
         mode: `"sample"`, `"batch"` or `"subset"` (see `stochastic_depth_tf.ops.MODES`).
         inverted: True (timm's drop path: the inference function is the
@@ -173,7 +229,8 @@ def apply_stochastic_depth(
         inverted=inverted,
         seed=seed,
     )
-    config = base.get_config(backbone)
+    # MobileNetV5Backbone's get_config leaves the name out; keep it anyway.
+    config = {"name": backbone.name, **base.get_config(backbone)}
     new = stochastic_depth_class(base).from_config({**config, SETTINGS_KEY: settings})
     _copy_weights(backbone, new)
     return new
@@ -226,7 +283,7 @@ def strip_stochastic_depth(backbone: keras.Model) -> keras.Model:
                     f"Received: gate '{gate.name}' with inverted=False and "
                     f"survival probability {probability}"
                 )
-    plain = base.from_config(base.get_config(backbone))
+    plain = base.from_config({"name": backbone.name, **base.get_config(backbone)})
     _copy_weights(backbone, plain)
     return plain
 
@@ -353,13 +410,22 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
     ):
         raise RuntimeError(
             f"The weights of '{source.name}' and of its copy differ in number or "
-            "shape; the installed KerasHub builds this backbone differently from "
-            "the tested versions."
+            "shape: the backbone's get_config does not describe it (KerasHub's "
+            "EfficientNetBackbone leaves out num_features and "
+            "stackwise_nores_option, so it rebuilds with their defaults), or the "
+            "installed KerasHub builds it differently from the tested versions."
         )
     for source_weight, target_weight in pairs:
         # Through a NumPy copy: JAX would otherwise share the buffer, which a
         # compiled step of one model donates (deletes) under the other.
         target_weight.assign(np.array(keras.ops.convert_to_numpy(source_weight)))
+
+
+def _holds_state(value: Any) -> bool:
+    """A layer or variable, or a list or tuple of them (Swin keeps its stages in a list)."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_state(item) for item in value)
+    return isinstance(value, (keras.layers.Layer, keras.Variable))
 
 
 @functools.cache
@@ -375,21 +441,27 @@ def _subclass(base: Type[Any]) -> Type[Any]:
         settings = validate_settings(**stochastic_depth)
         plain = base(**config)
         inputs, output, pyramid, gates = handler.transform(plain, settings)
+        public = {key: value for key, value in vars(plain).items() if not key.startswith("_")}
+        held = {key: value for key, value in public.items() if _holds_state(value)}
+        if held and not handler.keeps_layers:
+            raise RuntimeError(
+                f"{base.__name__} holds a layer or variable in attribute "
+                f"`{next(iter(held))}`, which stochastic_depth_tf.hub does not "
+                "know how to carry over."
+            )
+        # Layers the base class keeps as attributes (DINOv2's `embeddings`),
+        # set before the graph is built, as the base class does: the new graph
+        # is the plain backbone's own, so they are its layers.
+        for key, value in held.items():
+            setattr(self, key, value)
         keras_hub.models.Backbone.__init__(
             self, inputs=inputs, outputs=output, name=plain.name, dtype=plain.dtype_policy
         )
         # The attributes the base class's __init__ sets after building its
         # graph (its config, `pyramid_outputs`), read by get_config and tasks.
-        for key, value in vars(plain).items():
-            if key.startswith("_") or key in vars(self):
-                continue
-            if isinstance(value, (keras.layers.Layer, keras.Variable)):
-                raise RuntimeError(
-                    f"{base.__name__} holds a layer or variable in attribute "
-                    f"`{key}`, which stochastic_depth_tf.hub does not know how "
-                    "to carry over."
-                )
-            setattr(self, key, value)
+        for key, value in public.items():
+            if key not in vars(self):
+                setattr(self, key, value)
         if isinstance(getattr(base, "pyramid_outputs", None), property):
             # FeaturePyramidBackbone keeps them privately, behind a property.
             self.pyramid_outputs = pyramid
@@ -402,6 +474,10 @@ def _subclass(base: Type[Any]) -> Type[Any]:
     def get_config(self: Any) -> Dict[str, Any]:
         return {**base.get_config(self), SETTINGS_KEY: dict(self.stochastic_depth_settings)}
 
+    def _stochastic_depth_strip(self: Any) -> Any:
+        # Called by the top-level `stochastic_depth_tf.strip_stochastic_depth`.
+        return strip_stochastic_depth(self)
+
     def stochastic_depth_layers(self: Any) -> Tuple[Any, ...]:
         """The `StochasticDepth` layers, one per residual add, in block order."""
         return tuple(self._stochastic_depth_gates)
@@ -413,6 +489,7 @@ def _subclass(base: Type[Any]) -> Type[Any]:
         {
             "__init__": __init__,
             "get_config": get_config,
+            "_stochastic_depth_strip": _stochastic_depth_strip,
             "stochastic_depth_layers": property(stochastic_depth_layers),
             "stochastic_depth_base_class": base,
             "__module__": __name__,

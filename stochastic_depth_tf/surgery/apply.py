@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras
 
@@ -137,6 +137,31 @@ def apply_stochastic_depth(
     seed = validate_seed(seed)
     replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
 
+    return _apply_with_probabilities(
+        model,
+        lambda adds: survival_probabilities(len(adds), final_survival_probability, distribution),
+        mode=mode,
+        inverted=inverted,
+        seed=seed,
+        replace_drop_connect=replace_drop_connect,
+    )
+
+
+def _apply_with_probabilities(
+    model: keras.Model,
+    probabilities_of: Callable[[List[ResidualMerge]], Sequence[float]],
+    *,
+    mode: str,
+    inverted: bool,
+    seed: Optional[int],
+    replace_drop_connect: bool,
+) -> keras.Model:
+    """`apply_stochastic_depth` with validated settings and one survival probability per add.
+
+    `probabilities_of` gets the residual adds in block order and returns their
+    survival probabilities (`stochastic_depth_tf.hub` keeps a KerasHub
+    EfficientNet's own drop-connect rates with it).
+    """
     adds = [merge for merge in residual_merges(model) if merge.is_add]
     if not adds:
         raise ValueError(
@@ -146,7 +171,7 @@ def apply_stochastic_depth(
             "a branch computed from it). Received: model "
             f"'{model.name}' has none"
         )
-    probabilities = survival_probabilities(len(adds), final_survival_probability, distribution)
+    probabilities = list(probabilities_of(adds))
     replaced = {id(add.node.operation) for add in adds}
     names: Dict[int, _NameScope] = {}
     replacements = {}
@@ -186,13 +211,26 @@ def _stochastic_depth(node: Any, state: Rebuild, *, add: ResidualMerge, residual
 def _before_drop_connect(residual: keras.KerasTensor) -> keras.KerasTensor:
     """The input of the EfficientNet-style drop-connect `Dropout` producing `residual`, if one does."""
     node = producer_node(residual)
-    layer = node.operation
-    if type(layer) is not keras.layers.Dropout or layer.noise_shape is None:
-        return residual
-    noise_shape = tuple(layer.noise_shape)
-    if len(noise_shape) != len(residual.shape) or any(size != 1 for size in noise_shape[1:]):
+    if _drop_connect(residual) is None:
         return residual
     return node.input_tensors[0]
+
+
+def _drop_connect(residual: keras.KerasTensor) -> Optional[keras.layers.Dropout]:
+    """The EfficientNet-style drop-connect `Dropout` producing `residual`, or None."""
+    layer = producer_node(residual).operation
+    if type(layer) is not keras.layers.Dropout or layer.noise_shape is None:
+        return None
+    noise_shape = tuple(layer.noise_shape)
+    if len(noise_shape) != len(residual.shape) or any(size != 1 for size in noise_shape[1:]):
+        return None
+    return layer
+
+
+def _drop_connect_rate(add: ResidualMerge) -> float:
+    """The rate of the drop-connect `Dropout` on a residual add's branch, 0 if it has none."""
+    layer = _drop_connect(add.residual) if add.residual is not None else None
+    return 0.0 if layer is None else float(layer.rate)
 
 
 class _NameScope:

@@ -45,9 +45,16 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
         model: a functional `keras.Model` with at least one `StochasticDepth`,
             `StochasticDepthBlock` or `ShakeDrop` layer.
 
+    A KerasHub backbone made by `stochastic_depth_tf.hub.apply_stochastic_depth`
+    is handed to `stochastic_depth_tf.hub.strip_stochastic_depth`, which
+    returns a backbone of its original KerasHub class (say `ResNetBackbone`)
+    and, as that class has no place for a scale, refuses `inverted=False`
+    with a survival probability below 1.
+
     Returns:
         A new functional `keras.Model`, with the name of `model` (and its
-        class, as `apply_stochastic_depth`).
+        class, as `apply_stochastic_depth`; a KerasHub backbone's original
+        class).
 
     Raises:
         TypeError: `model` is not a `keras.Model`.
@@ -66,6 +73,13 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     export = sdt.strip_stochastic_depth(model)  # Add + Rescaling, same inference
     ```
     """
+    # A KerasHub backbone from `stochastic_depth_tf.hub` strips back to its own
+    # class: its class provides the hook, so neither `hub` nor `keras_hub` is
+    # imported here (surgery sits below hub, and KerasHub is optional).
+    strip_to_base_class = getattr(model, "_stochastic_depth_strip", None)
+    if strip_to_base_class is not None:
+        stripped: keras.Model = strip_to_base_class()
+        return stripped
     check_functional(model)
     layers = stochastic_depth_layers(model)
     if not layers:
