@@ -147,16 +147,12 @@ def load_model(filepath: PathLike, **kwargs: Any) -> keras.Model:
         _register_hub_backbones_if_named(path)
         return keras.saving.load_model(filepath, **kwargs)
     except Exception as error:
-        damage = _damage(path)
-        if damage is not None:
-            raise DamagedFileError(_damaged_message(path, damage), path) from error
-        if isinstance(error, ValueError) and _MISMATCH.match(str(error)):
-            raise WeightsMismatchError(
-                f"Weights that do not fit the model received in the file {path!r}. Expected the weights of "
-                f"the model its config describes (the same layers, with variables of the same shapes). "
-                f"Keras reports: {error}",
-                path,
-            ) from error
+        _raise_naming_the_file(
+            error,
+            path,
+            f"Weights that do not fit the model received in the file {path!r}. Expected the weights of "
+            f"the model its config describes (the same layers, with variables of the same shapes).",
+        )
         raise
 
 
@@ -206,17 +202,23 @@ def load_weights(model: keras.Model, filepath: PathLike, **kwargs: Any) -> None:
     try:
         model.load_weights(filepath, **kwargs)
     except Exception as error:
-        damage = _damage(path)
-        if damage is not None:
-            raise DamagedFileError(_damaged_message(path, damage), path) from error
-        if isinstance(error, ValueError) and _MISMATCH.match(str(error)):
-            raise WeightsMismatchError(
-                f"Weights of another architecture received in the file {path!r}. Expected weights that fit "
-                f"`model` ({model.name!r}: the same layers, with variables of the same shapes). "
-                f"Keras reports: {error}",
-                path,
-            ) from error
+        _raise_naming_the_file(
+            error,
+            path,
+            f"Weights of another architecture received in the file {path!r}. Expected weights that fit "
+            f"`model` ({model.name!r}: the same layers, with variables of the same shapes).",
+        )
         raise
+
+
+def _raise_naming_the_file(error: Exception, path: str, mismatch: str) -> None:
+    """Raises `DamagedFileError` if the file is damaged, `WeightsMismatchError` (`mismatch`, then
+    Keras' words) if Keras reported a mismatch; returns, for the caller to re-raise `error`, otherwise."""
+    damage = _damage(path)
+    if damage is not None:
+        raise DamagedFileError(_damaged_message(path, damage), path) from error
+    if isinstance(error, ValueError) and _MISMATCH.match(str(error)):
+        raise WeightsMismatchError(f"{mismatch} Keras reports: {error}", path) from error
 
 
 def _checked_path(filepath: Any) -> str:
