@@ -1,6 +1,6 @@
 """Stochastic depth for Keras 3 / TensorFlow residual networks."""
 
-from stochastic_depth_tf import callbacks, datasets, hub, layers, models, ops, recipes, saving, schedules
+from stochastic_depth_tf import callbacks, datasets, hub, layers, models, ops, pruning, recipes, saving, schedules
 from stochastic_depth_tf.layers import ShakeDrop, StochasticDepth, StochasticDepthBlock
 from stochastic_depth_tf.pruning import prune_blocks
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
@@ -19,6 +19,7 @@ __all__ = [
     "layers",
     "models",
     "ops",
+    "pruning",
     "recipes",
     "saving",
     "schedules",

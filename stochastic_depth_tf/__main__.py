@@ -20,14 +20,17 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+# TensorFlow reads its log level when it is first imported, so it is set before
+# the imports below (keras, and the package, import TensorFlow). Ruff allows
+# imports after an `os.environ` assignment: no E402 exception is needed.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import stochastic_depth_tf as sdt  # noqa: E402
-from stochastic_depth_tf import backend, datasets, recipes  # noqa: E402
-from stochastic_depth_tf._requirements import import_tensorflow  # noqa: E402
+import stochastic_depth_tf as sdt
+from stochastic_depth_tf import backend, datasets, recipes
+from stochastic_depth_tf._requirements import import_tensorflow
 
 MODELS = ("plain", "stochastic depth")
 DEFAULT_RECIPE = {"digits": "digits", "cifar10": "paper"}

@@ -312,7 +312,7 @@ def _hdf5_damage(file: BinaryIO) -> Optional[str]:
             hdf5.visititems(read)
     # A damaged structure surfaces from h5py as OSError, RuntimeError,
     # KeyError, ValueError or TypeError, depending on which bytes were hit.
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         first_line = str(error).splitlines()[0] if str(error) else ""
         return f"Its HDF5 content cannot be read ({type(error).__name__}: {first_line})"
     return None
