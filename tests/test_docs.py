@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import re
@@ -102,6 +103,37 @@ def test_readme_links_into_the_docs():
     for target in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (ROOT / target).exists(), target
     assert len(re.findall(r"\]\(docs/", readme)) >= 5
+
+
+def site_home(readme: str) -> str:
+    """The README as the site's home page (docs/index.md): the same text with its links made relative to docs/.
+
+    `](docs/page.md)` becomes `](page.md)`; a link to a file outside docs/, which the site
+    does not hold (`[Changelog](CHANGELOG.md)`), becomes its text and the path in code.
+    """
+    text = readme.replace("](docs/", "](")
+    return re.sub(r"\[([^\]]+)\]\((?!https?://|#)([^)]+)\)", outside_docs_link, text)
+
+
+def outside_docs_link(match: re.Match[str]) -> str:
+    text, target = match.group(1), match.group(2)
+    if (DOCS / target.split("#")[0]).exists():
+        return match.group(0)
+    return f"{text}: `{target}`"
+
+
+def test_home_page_follows_the_readme():
+    # The home page is the README with its links rewritten, so the two cannot drift:
+    # edit README.md, then write `site_home(README)` to docs/index.md.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    home = (DOCS / "index.md").read_text(encoding="utf-8")
+    expected = site_home(readme)
+    difference = "".join(
+        difflib.unified_diff(
+            expected.splitlines(keepends=True), home.splitlines(keepends=True), "site_home(README.md)", "docs/index.md"
+        )
+    )
+    assert home == expected, "docs/index.md differs from the README (links aside):\n" + difference
 
 
 def test_version_is_the_package_version():
