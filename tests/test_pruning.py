@@ -38,14 +38,14 @@ def moved_statistics(model, seed=1):
     return model
 
 
-def with_blocks_zeroed(model, indices):
+def with_blocks_zeroed(model, indices, images=IMAGES):
     """The original model's output with the given blocks' survival probability at 0 (a dropped branch)."""
     layers = stochastic_depth_layers(model)
     saved = [float(keras.ops.convert_to_numpy(layers[i].survival_probability_variable.value)) for i in indices]
     for i in indices:
         layers[i].survival_probability_variable.assign(0.0)
     try:
-        return predict(model)
+        return predict(model, images)
     finally:
         for i, value in zip(indices, saved):
             layers[i].survival_probability_variable.assign(value)
@@ -143,13 +143,23 @@ def test_shake_drop_pyramidnet_block_removed_is_its_zero_padded_shortcut():
 
 
 def test_efficientnet_residual_blocks_are_pruned_lowest_survival_first():
-    model = sdt.models.EfficientNetB0(input_shape=(32, 32, 3), weights=None)
+    # The paper's scaling (inverted=False), so that a survival probability of 0 drops a branch
+    # at inference too: the model with those blocks at 0 is what the pruned one must compute
+    # (compared on logits, which differ between the full and the pruned model by far more than 1e-5).
+    model = moved_statistics(
+        sdt.models.EfficientNetB0(
+            input_shape=(32, 32, 3), classes=10, classifier_activation=None, weights=None, inverted=False
+        )
+    )
     order = pruning.removal_order(model)
     assert len(order) == 9  # the blocks with a residual add; the others hold none of our layers
     pruned = sdt.prune_blocks(model, keep=5)
     assert names(pruned) == [name for index, name in enumerate(names(model)) if index not in order[:4]]
     assert pruned.output_shape == model.output_shape
     assert pruned.count_params() < model.count_params()
+    images = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype("float32")
+    expected = with_blocks_zeroed(model, order[:4], images)
+    np.testing.assert_allclose(predict(pruned, images), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_surgery_result_of_a_plain_network_keeps_its_outputs_and_prunes_deepest_first():
