@@ -53,10 +53,18 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
     Example:
 
     ```python
+    import keras
+    import numpy as np
     import stochastic_depth_tf as sdt
 
-    scheduler = sdt.callbacks.SurvivalProbabilityScheduler(duration=10)
-    model.fit(x, y, epochs=30, callbacks=[scheduler])
+    inputs = keras.Input((8,))
+    outputs = sdt.StochasticDepth(0.5)([inputs, keras.layers.Dense(8)(inputs)])
+    model = keras.Model(inputs, keras.layers.Dense(1)(outputs))
+    model.compile("sgd", "mse")
+    x, y = np.ones((32, 8), "float32"), np.zeros((32, 1), "float32")
+
+    scheduler = sdt.callbacks.SurvivalProbabilityScheduler(duration=2)  # 1.0, 0.75, then 0.5
+    model.fit(x, y, epochs=3, callbacks=[scheduler], verbose=0)
     ```
     """
 

@@ -259,6 +259,8 @@ def stochastic_depth(
     import keras
     import stochastic_depth_tf as sdt
 
+    x = keras.random.normal((8, 16), seed=1)
+    branch = keras.layers.Dense(16)
     generator = keras.random.SeedGenerator(0)
     y = sdt.ops.stochastic_depth(
         x, branch(x), 0.8, training=True, mode="sample", seed=generator
@@ -460,6 +462,8 @@ def shake_drop(
     import keras
     import stochastic_depth_tf as sdt
 
+    x = keras.random.normal((8, 16), seed=1)
+    branch = keras.layers.Dense(16)
     generator = keras.random.SeedGenerator(0)
     y = sdt.ops.shake_drop(x, branch(x), 0.5, training=True, seed=generator)
     ```

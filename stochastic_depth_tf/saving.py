@@ -44,7 +44,17 @@ the same layers load into a shallower one without an error.
 Example:
 
 ```python
+import os
+
+import keras
 import stochastic_depth_tf as sdt
+
+inputs = keras.Input((4,))
+model = keras.Model(inputs, sdt.StochasticDepth(0.8)([inputs, keras.layers.Dense(4)(inputs)]))
+os.makedirs("checkpoints", exist_ok=True)
+model.save("checkpoints/previous.keras")
+with open("checkpoints/latest.keras", "wb") as file:
+    file.write(b"cut short by a crash")  # a damaged file
 
 try:
     model = sdt.saving.load_model("checkpoints/latest.keras")
