@@ -40,19 +40,27 @@ SeedLike = Union[None, int, keras.random.SeedGenerator]
 Shape = Tuple[Optional[int], ...]
 
 
-def validate_choice(value: Any, choices: Sequence[_Choice], *, name: str) -> _Choice:
+def validate_choice(value: Any, choices: Sequence[_Choice], *, name: str, expected: Optional[str] = None) -> _Choice:
     """Checks that `value` is one of `choices` and returns it.
 
     A string matches a string choice by equality, anything else (None) only
     by identity, so `1 == True` cannot sneak a bool in.
 
+    Args:
+        value: the argument received.
+        choices: the accepted values.
+        name: the argument's name in error messages.
+        expected: what the error says was expected, when a sentence says
+            more than the default `one of (...)`.
+
     Raises:
         ValueError: `value` is not one of `choices`.
     """
     if not any(value is choice or (isinstance(value, str) and value == choice) for choice in choices):
+        if expected is None:
+            expected = f"one of {tuple(choices)}"
         raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected one of "
-            f"{tuple(choices)}. Received: {name}={value!r}"
+            f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
         )
     # Checked above: `value` is one of `choices`.
     chosen: _Choice = value
@@ -71,6 +79,29 @@ def validate_bool(value: Any, *, name: str) -> bool:
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
     return bool(value)
+
+
+def validate_positive_int(value: Any, *, name: str, expected: str = "a positive int") -> int:
+    """Checks a count, a positive int (a NumPy int too, never a bool), and returns it as a Python int.
+
+    Every caller has always raised a ValueError for a value of the wrong
+    type too (`2.0`, `"3"`), so this one does (`schedules` keeps its own
+    TypeError/ValueError split).
+
+    Args:
+        value: the argument received.
+        name: the argument's name in error messages.
+        expected: what the error says was expected, when a sentence says
+            more than the default.
+
+    Raises:
+        ValueError: `value` is not an int, is a bool, or is below 1.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
+        )
+    return int(value)
 
 
 def validate_survival_probability(value: Any, *, inverted: bool = False, name: str = "survival_probability") -> float:

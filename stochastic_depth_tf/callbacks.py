@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, Dict, List, Optional
 
 import keras
 import numpy as np
 
-from stochastic_depth_tf._validation import validate_choice, validate_survival_probability
+from stochastic_depth_tf._validation import validate_choice, validate_positive_int, validate_survival_probability
 from stochastic_depth_tf.layers import stochastic_depth_layers
 
 UNITS = ("epoch", "step")
@@ -77,13 +76,11 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
                 f"Received: schedule={schedule!r}"
             )
         if schedule is None:
-            if isinstance(duration, (bool, np.bool_)) or not isinstance(duration, numbers.Integral) or duration < 1:
-                raise ValueError(
-                    "Invalid value received for argument `duration`. Expected "
-                    "a positive int (epochs or steps of the linear ramp) when "
-                    f"no `schedule` is given. Received: duration={duration!r}"
-                )
-            duration = int(duration)
+            duration = validate_positive_int(
+                duration,
+                name="duration",
+                expected="a positive int (epochs or steps of the linear ramp) when no `schedule` is given",
+            )
         self.duration = duration
         self.unit = unit
         self.schedule = schedule

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # the pipeline needs TensorFlow; the recipe itself does not
 from stochastic_depth_tf import layers as layers_module
 from stochastic_depth_tf import models
 from stochastic_depth_tf._requirements import import_tensorflow
-from stochastic_depth_tf._validation import validate_choice
+from stochastic_depth_tf._validation import validate_choice, validate_positive_int
 
 Split = Tuple[np.ndarray, np.ndarray]
 DECAYS = ("cosine", "step")
@@ -115,12 +116,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         for argument in ("epochs", "batch_size"):
-            value = getattr(self, argument)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value received for argument `{argument}`. Expected a "
-                    f"positive int. Received: {argument}={value!r}"
-                )
+            # A frozen dataclass: the checked Python int is stored past `__setattr__`.
+            object.__setattr__(self, argument, validate_positive_int(getattr(self, argument), name=argument))
         validate_choice(self.decay, DECAYS, name="decay")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
@@ -134,11 +131,10 @@ class Recipe:
 
     def with_epochs(self, epochs: int) -> Recipe:
         """A copy trained for `epochs`, its warm-up cut to a quarter of them if it was longer."""
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(
-                f"Invalid value received for argument `epochs`. Expected a positive int. Received: epochs={epochs!r}"
-            )
-        return self.replace(epochs=epochs, warmup_epochs=min(self.warmup_epochs, epochs / 4))
+        # `replace` runs `__post_init__`, which checks `epochs` (first); only
+        # the warm-up's arithmetic needs a number before that.
+        warmup_epochs = min(self.warmup_epochs, epochs / 4) if isinstance(epochs, numbers.Real) else self.warmup_epochs
+        return self.replace(epochs=epochs, warmup_epochs=warmup_epochs)
 
     def with_steps(self, steps: int, num_examples: int) -> Recipe:
         """A copy trained for at least `steps` steps on `num_examples` examples (whole epochs).
@@ -146,12 +142,8 @@ class Recipe:
         The schedule is stretched with the run: the warm-up keeps its epochs
         (cut as in `with_epochs`) and the decay reaches zero at the last step.
         """
-        for argument, value in (("steps", steps), ("num_examples", num_examples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value received for argument `{argument}`. Expected a positive int. "
-                    f"Received: {argument}={value!r}"
-                )
+        steps = validate_positive_int(steps, name="steps")
+        num_examples = validate_positive_int(num_examples, name="num_examples")
         return self.with_epochs(math.ceil(steps / math.ceil(num_examples / self.batch_size)))
 
 
@@ -396,10 +388,7 @@ class Timer(keras.callbacks.Callback):
     """
 
     def __init__(self, per: str = "epoch") -> None:
-        if per not in ("epoch", "step"):
-            raise ValueError(
-                f"Invalid value received for argument `per`. Expected 'epoch' or 'step'. Received: per={per!r}"
-            )
+        validate_choice(per, ("epoch", "step"), name="per", expected="'epoch' or 'step'")
         super().__init__()
         self.per = per
         self.seconds: List[float] = []

@@ -28,6 +28,7 @@ from stochastic_depth_tf._validation import (
     validate_choice,
     validate_inverted,
     validate_mode,
+    validate_positive_int,
     validate_seed,
 )
 from stochastic_depth_tf.models import _residual
@@ -239,10 +240,7 @@ def efficientnet(
     include_top = validate_bool(include_top, name="include_top")
     skip_compute = validate_bool(skip_compute, name="skip_compute")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
-    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
-        raise ValueError(
-            f"Invalid value received for argument `classes`. Expected a positive int. Received: classes={classes!r}"
-        )
+    classes = validate_positive_int(classes, name="classes")
     seed = validate_seed(seed)
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(

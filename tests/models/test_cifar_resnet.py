@@ -88,6 +88,15 @@ def test_bad_depth_is_refused(depth):
         sdt.models.cifar_resnet(depth=depth)
 
 
+@pytest.mark.parametrize("num_classes", [0, 2.0, True])
+def test_bad_num_classes_is_refused(num_classes):
+    with pytest.raises(
+        ValueError,
+        match=rf"argument `num_classes`. Expected a positive int. Received: num_classes={num_classes!r}",
+    ):
+        sdt.models.cifar_resnet(depth=20, num_classes=num_classes)
+
+
 def test_bad_shortcut_is_refused():
     with pytest.raises(
         ValueError,
