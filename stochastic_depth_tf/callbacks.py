@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, cast
 
 import keras
 import numpy as np
@@ -96,7 +96,8 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         if self.schedule is not None:
             value = self.schedule(t, target)
             return validate_survival_probability(value, name="schedule(t, target)")
-        fraction = min(max(t, 0) / self.duration, 1.0)
+        # Without a schedule, `__init__` checked `duration`: a positive int.
+        fraction = min(max(t, 0) / cast(int, self.duration), 1.0)
         return self.initial_survival_probability + fraction * (target - self.initial_survival_probability)
 
     def current_values(self) -> Dict[str, float]:
