@@ -15,7 +15,12 @@ The seed policy follows `keras.random.draw_seed`, in two tiers:
 - A layer, a model builder or model surgery takes None or an int: it makes
   its own `SeedGenerator` from the int (one per layer, `seed + index` in a
   model), and `get_config` records the int. A generator would be shared
-  state that no config can record. `validate_seed(seed)`.
+  state that no config can record. `validate_seed(seed)`, then
+  `block_seed(seed, index)` for each block.
+
+`block_seed` lives here, below both the model builders and model surgery,
+so that the builders, `apply_stochastic_depth` and the KerasHub backbones
+count block seeds the one way.
 """
 
 from __future__ import annotations
@@ -240,6 +245,17 @@ def validate_seed(seed: Any, *, generator: bool = False) -> SeedLike:
             f"Invalid value received for argument `seed`. Expected a non-negative int. Received: seed={seed!r}"
         )
     return int(seed)
+
+
+def block_seed(seed: Optional[int], index: int) -> Optional[int]:
+    """The seed of block `index` of a model seeded with `seed` (checked by `validate_seed`).
+
+    Block `l`, counted from 0 in the order the blocks are applied, gets
+    `seed + l`: the builders and `apply_stochastic_depth` count alike, so a
+    built model and the same model made by surgery draw the same gates.
+    None stays None (Keras' global generator).
+    """
+    return None if seed is None else seed + index
 
 
 def validate_range(value: Any, *, name: str) -> Tuple[float, float]:

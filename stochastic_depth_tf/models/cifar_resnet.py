@@ -9,6 +9,7 @@ import keras
 
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
+    block_seed,
     validate_bool,
     validate_choice,
     validate_inverted,
@@ -139,7 +140,7 @@ def cifar_resnet(
                 skip_compute=skip_compute,
                 mode=mode,
                 inverted=inverted,
-                seed=_residual.block_seed(seed, index),
+                seed=block_seed(seed, index),
             )
             x = keras.layers.ReLU(name=prefix + "out")(x)
             index += 1

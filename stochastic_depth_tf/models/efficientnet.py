@@ -14,6 +14,7 @@ package's own builders say `num_classes`, as KerasHub does.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -24,6 +25,7 @@ import numpy as np
 
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
+    block_seed,
     validate_bool,
     validate_choice,
     validate_inverted,
@@ -286,13 +288,13 @@ def efficientnet(
         add = block.prefix + "add"
         x = _residual.residual_block(
             x,
-            lambda tensor, block=block: _mbconv_branch(tensor, block, zero_init_residual),
+            functools.partial(_mbconv_branch, block=block, zero_init_residual=zero_init_residual),
             names=_residual.BlockNames.from_prefix(block.prefix)._replace(add=add, merge=add, block=add),
             survival_probability=None if plain else probabilities[residual_index],
             skip_compute=skip_compute,
             mode=mode,
             inverted=inverted,
-            seed=_residual.block_seed(seed, residual_index),
+            seed=block_seed(seed, residual_index),
         )
         residual_index += 1
 

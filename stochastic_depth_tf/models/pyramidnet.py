@@ -10,6 +10,7 @@ import keras
 
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
+    block_seed,
     validate_bool,
     validate_choice,
     validate_inverted,
@@ -174,7 +175,7 @@ def pyramidnet(
             skip_compute=skip_compute,
             mode=mode,
             inverted=inverted,
-            seed=_residual.block_seed(seed, index),
+            seed=block_seed(seed, index),
             shake_drop=shake_drop,
         )
         channels = filters
