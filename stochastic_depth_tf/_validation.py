@@ -15,7 +15,12 @@ The seed policy follows `keras.random.draw_seed`, in two tiers:
 - A layer, a model builder or model surgery takes None or an int: it makes
   its own `SeedGenerator` from the int (one per layer, `seed + index` in a
   model), and `get_config` records the int. A generator would be shared
-  state that no config can record. `validate_seed(seed)`.
+  state that no config can record. `validate_seed(seed)`, then
+  `block_seed(seed, index)` for each block.
+
+`block_seed` lives here, below both the model builders and model surgery,
+so that the builders, `apply_stochastic_depth` and the KerasHub backbones
+count block seeds the one way.
 """
 
 from __future__ import annotations
@@ -40,19 +45,27 @@ SeedLike = Union[None, int, keras.random.SeedGenerator]
 Shape = Tuple[Optional[int], ...]
 
 
-def validate_choice(value: Any, choices: Sequence[_Choice], *, name: str) -> _Choice:
+def validate_choice(value: Any, choices: Sequence[_Choice], *, name: str, expected: Optional[str] = None) -> _Choice:
     """Checks that `value` is one of `choices` and returns it.
 
     A string matches a string choice by equality, anything else (None) only
     by identity, so `1 == True` cannot sneak a bool in.
 
+    Args:
+        value: the argument received.
+        choices: the accepted values.
+        name: the argument's name in error messages.
+        expected: what the error says was expected, when a sentence says
+            more than the default `one of (...)`.
+
     Raises:
         ValueError: `value` is not one of `choices`.
     """
     if not any(value is choice or (isinstance(value, str) and value == choice) for choice in choices):
+        if expected is None:
+            expected = f"one of {tuple(choices)}"
         raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected one of "
-            f"{tuple(choices)}. Received: {name}={value!r}"
+            f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
         )
     # Checked above: `value` is one of `choices`.
     chosen: _Choice = value
@@ -71,6 +84,29 @@ def validate_bool(value: Any, *, name: str) -> bool:
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
     return bool(value)
+
+
+def validate_positive_int(value: Any, *, name: str, expected: str = "a positive int") -> int:
+    """Checks a count, a positive int (a NumPy int too, never a bool), and returns it as a Python int.
+
+    Every caller has always raised a ValueError for a value of the wrong
+    type too (`2.0`, `"3"`), so this one does (`schedules` keeps its own
+    TypeError/ValueError split).
+
+    Args:
+        value: the argument received.
+        name: the argument's name in error messages.
+        expected: what the error says was expected, when a sentence says
+            more than the default.
+
+    Raises:
+        ValueError: `value` is not an int, is a bool, or is below 1.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
+        )
+    return int(value)
 
 
 def validate_survival_probability(value: Any, *, inverted: bool = False, name: str = "survival_probability") -> float:
@@ -209,6 +245,17 @@ def validate_seed(seed: Any, *, generator: bool = False) -> SeedLike:
             f"Invalid value received for argument `seed`. Expected a non-negative int. Received: seed={seed!r}"
         )
     return int(seed)
+
+
+def block_seed(seed: Optional[int], index: int) -> Optional[int]:
+    """The seed of block `index` of a model seeded with `seed` (checked by `validate_seed`).
+
+    Block `l`, counted from 0 in the order the blocks are applied, gets
+    `seed + l`: the builders and `apply_stochastic_depth` count alike, so a
+    built model and the same model made by surgery draw the same gates.
+    None stays None (Keras' global generator).
+    """
+    return None if seed is None else seed + index
 
 
 def validate_range(value: Any, *, name: str) -> Tuple[float, float]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, cast
 
 import keras
 import numpy as np
 
-from stochastic_depth_tf._validation import validate_choice, validate_survival_probability
+from stochastic_depth_tf._validation import validate_choice, validate_positive_int, validate_survival_probability
 from stochastic_depth_tf.layers import stochastic_depth_layers
 
 UNITS = ("epoch", "step")
@@ -85,13 +84,11 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
                 f"Received: schedule={schedule!r}"
             )
         if schedule is None:
-            if isinstance(duration, (bool, np.bool_)) or not isinstance(duration, numbers.Integral) or duration < 1:
-                raise ValueError(
-                    "Invalid value received for argument `duration`. Expected "
-                    "a positive int (epochs or steps of the linear ramp) when "
-                    f"no `schedule` is given. Received: duration={duration!r}"
-                )
-            duration = int(duration)
+            duration = validate_positive_int(
+                duration,
+                name="duration",
+                expected="a positive int (epochs or steps of the linear ramp) when no `schedule` is given",
+            )
         self.duration = duration
         self.unit = unit
         self.schedule = schedule
@@ -107,7 +104,8 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         if self.schedule is not None:
             value = self.schedule(t, target)
             return validate_survival_probability(value, name="schedule(t, target)")
-        fraction = min(max(t, 0) / self.duration, 1.0)
+        # Without a schedule, `__init__` checked `duration`: a positive int.
+        fraction = min(max(t, 0) / cast(int, self.duration), 1.0)
         return self.initial_survival_probability + fraction * (target - self.initial_survival_probability)
 
     def current_values(self) -> Dict[str, float]:

@@ -20,6 +20,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from stochastic_depth_tf._validation import validate_positive_int
+
 Split = Tuple[np.ndarray, np.ndarray]
 
 
@@ -131,13 +133,8 @@ def load_mnist1d(
             "Invalid value received for argument `validation_fraction`. Expected a "
             f"float strictly between 0 and 1. Received: validation_fraction={validation_fraction!r}"
         )
-    if train_samples is not None and (
-        isinstance(train_samples, bool) or not isinstance(train_samples, int) or train_samples < 1
-    ):
-        raise ValueError(
-            "Invalid value received for argument `train_samples`. Expected None or a positive int. "
-            f"Received: train_samples={train_samples!r}"
-        )
+    if train_samples is not None:
+        train_samples = validate_positive_int(train_samples, name="train_samples", expected="None or a positive int")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(
             f"Invalid value received for argument `seed`. Expected a non-negative int. Received: seed={seed!r}"

@@ -5,7 +5,9 @@ else in the package computes a gate or a scale. The public functional forms,
 `stochastic_depth` and `shake_drop`, check their arguments
 (`stochastic_depth_tf._validation`) and call `gated_add` and
 `shake_drop_add`, which the layers call directly on the configuration they
-checked once; the helpers below them trust their arguments.
+checked once; the helpers below them trust their arguments, except the mode
+of the two that take only some of the modes (`bernoulli_gate`, `kept_rows`),
+which refuse the others through `_validation.validate_choice`.
 
 For a residual block `H = shortcut + f(x)` with survival probability `p` and a
 gate `b ~ Bernoulli(p)`:
@@ -36,6 +38,7 @@ from stochastic_depth_tf._validation import (  # noqa: F401
     SeedLike,
     check_pair,
     static_survival_probability,
+    validate_choice,
     validate_inverted,
     validate_mode,
     validate_range,
@@ -77,12 +80,12 @@ def bernoulli_gate(
     Returns:
         A float32 tensor of zeros and ones, shape `()` or `[batch, 1, ..., 1]`.
     """
-    if mode not in ("batch", "sample"):
-        raise ValueError(
-            "Invalid value received for argument `mode`. Expected 'batch' or "
-            "'sample' (a Bernoulli gate; `subset_gate` draws the 'subset' gate). "
-            f"Received: mode={mode!r}"
-        )
+    validate_choice(
+        mode,
+        ("batch", "sample"),
+        name="mode",
+        expected="'batch' or 'sample' (a Bernoulli gate; `subset_gate` draws the 'subset' gate)",
+    )
     if mode == "batch":
         uniform = keras.random.uniform((), dtype="float32", seed=seed)
     else:
@@ -173,15 +176,11 @@ def kept_rows(
         `(indices, keep_probability)`: int32 row indices, and the float32
         probability that an example is kept (`p`, or `k / batch`).
     """
+    validate_choice(mode, ("sample", "subset"), name="mode", expected="a per-example mode, 'sample' or 'subset'")
     if mode == "sample":
         gate = bernoulli_gate(inputs, survival_probability, mode="sample", seed=seed)
         indices = keras.ops.nonzero(keras.ops.reshape(gate, (-1,)))[0]
         return keras.ops.cast(indices, "int32"), keras.ops.cast(survival_probability, "float32")
-    if mode != "subset":
-        raise ValueError(
-            "Invalid value received for argument `mode`. Expected a per-example "
-            f"mode, 'sample' or 'subset'. Received: mode={mode!r}"
-        )
     batch = keras.ops.shape(inputs)[0]
     if count is None:
         count = kept_count(batch, survival_probability)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Un
 import keras
 import numpy as np
 
-from stochastic_depth_tf._validation import Shape
+from stochastic_depth_tf._validation import Shape, validate_choice
 from stochastic_depth_tf.layers import StochasticDepthBlock, stochastic_depth_layers
 
 RULES = ("lowest_survival", "every_k", "greedy")
@@ -145,7 +145,7 @@ def prune_blocks(
             "`blocks` (which to remove) and `keep` (how many stay). "
             f"Received: blocks={blocks!r}, keep={keep!r}"
         )
-    rule = _validate_rule(rule)
+    rule = validate_choice(rule, RULES, name="rule")
     if blocks is not None:
         if rule != "lowest_survival" or validation_data is not None:
             raise ValueError(
@@ -201,12 +201,10 @@ def removal_order(
     """
     _check_functional(model)
     found = _find_blocks(model)
-    rule = _validate_rule(rule)
-    if rule not in ORDERED_RULES:
-        raise ValueError(
-            "Invalid value received for argument `rule`. Expected one of "
-            f"{ORDERED_RULES} (the rules whose removals are nested). Received: rule={rule!r}"
-        )
+    rule = validate_choice(rule, RULES, name="rule")
+    validate_choice(
+        rule, ORDERED_RULES, name="rule", expected=f"one of {ORDERED_RULES} (the rules whose removals are nested)"
+    )
     removable = _removable(found, warn=True)
     return _order(model, found, removable, rule, validation_data, stop_after=len(removable))
 
@@ -314,14 +312,6 @@ def _removable(found: List[_Block], *, warn: bool) -> List[_Block]:
             stacklevel=3,
         )
     return removable
-
-
-def _validate_rule(rule: Any) -> str:
-    if not isinstance(rule, str) or rule not in RULES:
-        raise ValueError(
-            f"Invalid value received for argument `rule`. Expected one of {RULES}. Received: rule={rule!r}"
-        )
-    return rule
 
 
 def _validate_blocks(blocks: Any, found: List[_Block]) -> List[_Block]:

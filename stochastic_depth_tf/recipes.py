@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -42,7 +43,8 @@ if TYPE_CHECKING:  # the pipeline needs TensorFlow; the recipe itself does not
 from stochastic_depth_tf import layers as layers_module
 from stochastic_depth_tf import models
 from stochastic_depth_tf._requirements import import_tensorflow
-from stochastic_depth_tf._validation import validate_choice
+from stochastic_depth_tf._validation import validate_choice, validate_positive_int
+from stochastic_depth_tf.surgery.graph import is_functional, producer_node, residual_merges
 
 Split = Tuple[np.ndarray, np.ndarray]
 DECAYS = ("cosine", "step")
@@ -115,12 +117,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         for argument in ("epochs", "batch_size"):
-            value = getattr(self, argument)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value received for argument `{argument}`. Expected a "
-                    f"positive int. Received: {argument}={value!r}"
-                )
+            # A frozen dataclass: the checked Python int is stored past `__setattr__`.
+            object.__setattr__(self, argument, validate_positive_int(getattr(self, argument), name=argument))
         validate_choice(self.decay, DECAYS, name="decay")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
@@ -134,11 +132,10 @@ class Recipe:
 
     def with_epochs(self, epochs: int) -> Recipe:
         """A copy trained for `epochs`, its warm-up cut to a quarter of them if it was longer."""
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(
-                f"Invalid value received for argument `epochs`. Expected a positive int. Received: epochs={epochs!r}"
-            )
-        return self.replace(epochs=epochs, warmup_epochs=min(self.warmup_epochs, epochs / 4))
+        # `replace` runs `__post_init__`, which checks `epochs` (first); only
+        # the warm-up's arithmetic needs a number before that.
+        warmup_epochs = min(self.warmup_epochs, epochs / 4) if isinstance(epochs, numbers.Real) else self.warmup_epochs
+        return self.replace(epochs=epochs, warmup_epochs=warmup_epochs)
 
     def with_steps(self, steps: int, num_examples: int) -> Recipe:
         """A copy trained for at least `steps` steps on `num_examples` examples (whole epochs).
@@ -146,12 +143,8 @@ class Recipe:
         The schedule is stretched with the run: the warm-up keeps its epochs
         (cut as in `with_epochs`) and the decay reaches zero at the last step.
         """
-        for argument, value in (("steps", steps), ("num_examples", num_examples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value received for argument `{argument}`. Expected a positive int. "
-                    f"Received: {argument}={value!r}"
-                )
+        steps = validate_positive_int(steps, name="steps")
+        num_examples = validate_positive_int(num_examples, name="num_examples")
         return self.with_epochs(math.ceil(steps / math.ceil(num_examples / self.batch_size)))
 
 
@@ -327,53 +320,38 @@ def set_batch_norm_momentum(model: keras.Model, momentum: float) -> int:
     return len(norms)
 
 
-# Layers merging `[shortcut, residual]`.
-MERGES = (layers_module.StochasticDepth, layers_module.ShakeDrop, keras.layers.Add)
-
-
 def zero_init_residual_branches(model: keras.Model) -> int:
     """Sets to 0 the gamma of the last BatchNormalization of every residual branch of `model`.
 
     The builders do this themselves with `zero_init_residual=True` (what
     `Trainer` uses); this is for a model built without it. The branches are
-    read from the model's graph, not from layer names: the branch of every
-    `StochasticDepthBlock`, and the second input of every two-input merge
-    (`StochasticDepth`, `ShakeDrop`, `keras.layers.Add`), ordered `[shortcut,
-    residual]` as the merge layers and the package's builders order them.
-    A branch that does not end in a BatchNormalization is left alone.
+    read from the model's graph, not from layer names, as model surgery reads
+    them (`surgery.graph.residual_merges`): the branch of every
+    `StochasticDepthBlock`, and the residual input of every `StochasticDepth`,
+    `ShakeDrop`, two-input `keras.layers.Add` or `x + y` merge, the input with
+    the longer path back to the block input. Functional models nested in the
+    model, or in a block's branch, are searched too. A branch that does not
+    end in a BatchNormalization is left alone.
 
     Returns the number of branches changed (`3n` for a `cifar_resnet` of
     depth `6n + 2`).
     """
     norms: Dict[int, keras.layers.BatchNormalization] = {}
     for container in _layers(model):
-        if not isinstance(container, keras.Model):
+        if not is_functional(container):
             continue
-        producers = _producers(container)
-        for layer in container.layers:
-            if isinstance(layer, layers_module.StochasticDepthBlock):
-                branch = layer.branch
-                end = _producers(branch).get(id(branch.outputs[0])) if isinstance(branch, keras.Model) else branch
-            elif isinstance(layer, MERGES) and isinstance(layer.input, (list, tuple)) and len(layer.input) == 2:
-                end = producers.get(id(layer.input[1]))
+        for merge in residual_merges(container):
+            operation = merge.node.operation
+            if isinstance(operation, layers_module.StochasticDepthBlock):
+                branch = operation.branch
+                end = producer_node(branch.outputs[0]).operation if isinstance(branch, keras.Model) else branch
             else:
-                continue
+                end = producer_node(merge.residual).operation
             if isinstance(end, keras.layers.BatchNormalization):
                 norms[id(end)] = end
     for norm in norms.values():
         norm.gamma.assign(keras.ops.zeros(norm.gamma.shape, norm.gamma.dtype))
     return len(norms)
-
-
-def _producers(model: keras.Model) -> Dict[int, keras.layers.Layer]:
-    """The layer producing each tensor of a functional model, by the tensor's id (layers called once)."""
-    producers = {}
-    for layer in model.layers:
-        try:
-            producers[id(layer.output)] = layer
-        except (AttributeError, ValueError):  # a shared layer has no single output
-            continue
-    return producers
 
 
 class Timer(keras.callbacks.Callback):
@@ -396,10 +374,7 @@ class Timer(keras.callbacks.Callback):
     """
 
     def __init__(self, per: str = "epoch") -> None:
-        if per not in ("epoch", "step"):
-            raise ValueError(
-                f"Invalid value received for argument `per`. Expected 'epoch' or 'step'. Received: per={per!r}"
-            )
+        validate_choice(per, ("epoch", "step"), name="per", expected="'epoch' or 'step'")
         super().__init__()
         self.per = per
         self.seconds: List[float] = []

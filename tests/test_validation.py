@@ -45,6 +45,26 @@ def test_bool_refuses_non_bools_naming_the_argument(value):
         validation.validate_bool(value, name="skip_compute")
 
 
+def test_positive_int_returns_a_python_int():
+    assert validation.validate_positive_int(np.int64(3), name="epochs") == 3
+    assert type(validation.validate_positive_int(np.int64(3), name="epochs")) is int
+
+
+@pytest.mark.parametrize("value", [0, -2, 2.0, "3", True, np.bool_(True), None])
+def test_positive_int_refuses_anything_else_naming_the_argument(value):
+    with pytest.raises(
+        ValueError, match=r"Invalid value received for argument `epochs`. Expected a positive int. Received: epochs="
+    ):
+        validation.validate_positive_int(value, name="epochs")
+
+
+def test_positive_int_and_choice_say_what_was_expected_when_told():
+    with pytest.raises(ValueError, match=r"argument `train_samples`. Expected None or a positive int. Received: "):
+        validation.validate_positive_int(0, name="train_samples", expected="None or a positive int")
+    with pytest.raises(ValueError, match=r"argument `per`. Expected 'epoch' or 'step'. Received: per='day'"):
+        validation.validate_choice("day", ("epoch", "step"), name="per", expected="'epoch' or 'step'")
+
+
 @pytest.mark.parametrize("value", [(0.0, 1.0), [-1, 1]])
 def test_range_returns_a_tuple_of_floats(value):
     assert validation.validate_range(value, name="alpha_range") == (float(value[0]), float(value[1]))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Dict
 
 import keras
 
-from stochastic_depth_tf._validation import Shape
+from stochastic_depth_tf._validation import Shape, validate_positive_int
 
 
 @keras.saving.register_keras_serializable(package="stochastic_depth_tf")
@@ -38,13 +37,8 @@ class ZeroPadShortcut(keras.layers.Layer):
 
     def __init__(self, filters: int, strides: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        for name, value in (("filters", filters), ("strides", strides)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(
-                    f"Invalid value received for argument `{name}`. Expected a positive int. Received: {name}={value!r}"
-                )
-        self.filters = int(filters)
-        self.strides = int(strides)
+        self.filters = validate_positive_int(filters, name="filters")
+        self.strides = validate_positive_int(strides, name="strides")
 
     def build(self, input_shape: Any) -> None:
         if len(input_shape) < 3 or input_shape[-1] is None or input_shape[-1] > self.filters:

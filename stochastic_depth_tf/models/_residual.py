@@ -75,7 +75,7 @@ def residual_block(
         skip_compute: with stochastic depth, True builds a
             `StochasticDepthBlock`, False a `StochasticDepth` merge layer.
         mode, inverted, seed: the stochastic-depth layer's arguments (`seed`
-            as `block_seed` gives it).
+            as `_validation.block_seed` gives it).
         shake_drop: None for stochastic depth; the keyword arguments of a
             `ShakeDrop` merge layer (`alpha_range`, ...) for ShakeDrop.
 
@@ -103,11 +103,6 @@ def residual_block(
     else:
         merge = StochasticDepth(survival_probability, mode=mode, inverted=inverted, seed=seed, name=names.merge)
     return merge([identity, residual])
-
-
-def block_seed(seed: Optional[int], index: int) -> Optional[int]:
-    """The seed of block `index`: block `l`, counted from 0, gets `seed + l` (as `apply_stochastic_depth`)."""
-    return None if seed is None else seed + index
 
 
 def last_gamma_initializer(zero_init_residual: bool) -> str:

@@ -9,10 +9,12 @@ import keras
 
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
+    block_seed,
     validate_bool,
     validate_choice,
     validate_inverted,
     validate_mode,
+    validate_positive_int,
     validate_seed,
 )
 from stochastic_depth_tf.layers import ZeroPadShortcut
@@ -109,6 +111,7 @@ def cifar_resnet(
     seed = validate_seed(seed)
     skip_compute = validate_bool(skip_compute, name="skip_compute")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
+    num_classes = validate_positive_int(num_classes, name="num_classes")
     conv, pooling = _layers_for(input_shape)
     validate_choice(shortcut, SHORTCUTS, name="shortcut")
     num_blocks = 3 * blocks_per_stage
@@ -137,7 +140,7 @@ def cifar_resnet(
                 skip_compute=skip_compute,
                 mode=mode,
                 inverted=inverted,
-                seed=_residual.block_seed(seed, index),
+                seed=block_seed(seed, index),
             )
             x = keras.layers.ReLU(name=prefix + "out")(x)
             index += 1

@@ -14,6 +14,7 @@ package's own builders say `num_classes`, as KerasHub does.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -24,10 +25,12 @@ import numpy as np
 
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
+    block_seed,
     validate_bool,
     validate_choice,
     validate_inverted,
     validate_mode,
+    validate_positive_int,
     validate_seed,
 )
 from stochastic_depth_tf.models import _residual
@@ -239,10 +242,7 @@ def efficientnet(
     include_top = validate_bool(include_top, name="include_top")
     skip_compute = validate_bool(skip_compute, name="skip_compute")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
-    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
-        raise ValueError(
-            f"Invalid value received for argument `classes`. Expected a positive int. Received: classes={classes!r}"
-        )
+    classes = validate_positive_int(classes, name="classes")
     seed = validate_seed(seed)
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
@@ -288,13 +288,13 @@ def efficientnet(
         add = block.prefix + "add"
         x = _residual.residual_block(
             x,
-            lambda tensor, block=block: _mbconv_branch(tensor, block, zero_init_residual),
+            functools.partial(_mbconv_branch, block=block, zero_init_residual=zero_init_residual),
             names=_residual.BlockNames.from_prefix(block.prefix)._replace(add=add, merge=add, block=add),
             survival_probability=None if plain else probabilities[residual_index],
             skip_compute=skip_compute,
             mode=mode,
             inverted=inverted,
-            seed=_residual.block_seed(seed, residual_index),
+            seed=block_seed(seed, residual_index),
         )
         residual_index += 1
 

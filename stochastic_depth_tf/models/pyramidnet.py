@@ -10,10 +10,12 @@ import keras
 
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
+    block_seed,
     validate_bool,
     validate_choice,
     validate_inverted,
     validate_mode,
+    validate_positive_int,
     validate_range,
     validate_seed,
     validate_shake_drop_mode,
@@ -123,15 +125,13 @@ def pyramidnet(
     small = sdt.models.pyramidnet(depth=20, alpha=48, block="basic", input_shape=(16, 16, 3))
     ```
     """
-    if not isinstance(block, str) or block not in BLOCKS:
-        raise ValueError(
-            f"Invalid value received for argument `block`. Expected one of {BLOCKS}. Received: block={block!r}"
-        )
+    validate_choice(block, BLOCKS, name="block")
     blocks_per_stage = _validate_depth(depth, block)
     alpha = _validate_alpha(alpha)
     validate_choice(regularization, REGULARIZATIONS, name="regularization")
     skip_compute = validate_bool(skip_compute, name="skip_compute")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
+    num_classes = validate_positive_int(num_classes, name="num_classes")
     inverted = validate_inverted(inverted)
     shake_drop = None
     if regularization == "shake_drop":
@@ -175,7 +175,7 @@ def pyramidnet(
             skip_compute=skip_compute,
             mode=mode,
             inverted=inverted,
-            seed=_residual.block_seed(seed, index),
+            seed=block_seed(seed, index),
             shake_drop=shake_drop,
         )
         channels = filters
@@ -204,10 +204,7 @@ def pyramidnet_widths(depth: int, alpha: float, block: str = "bottleneck") -> Li
     sdt.models.pyramidnet_widths(110, 48, "basic")[-1]  # 64, the paper's output feature dimension
     ```
     """
-    if not isinstance(block, str) or block not in BLOCKS:
-        raise ValueError(
-            f"Invalid value received for argument `block`. Expected one of {BLOCKS}. Received: block={block!r}"
-        )
+    validate_choice(block, BLOCKS, name="block")
     num_blocks = 3 * _validate_depth(depth, block)
     step = _validate_alpha(alpha) / num_blocks
     widths, running = [], float(STEM_FILTERS)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import keras
 
 from stochastic_depth_tf._validation import (
+    block_seed,
     validate_bool,
     validate_choice,
     validate_inverted,
@@ -190,7 +191,7 @@ def _apply_with_probabilities(
             survival_probability=probability,
             mode=mode,
             inverted=inverted,
-            seed=None if seed is None else seed + index,
+            seed=block_seed(seed, index),
             name=names[id(add.model)].unique(operation.name),
             # Keep the Add's dtype policy (mixed precision); an op node has
             # none, so compute in the dtype it added in.

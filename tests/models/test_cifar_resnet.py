@@ -88,6 +88,15 @@ def test_bad_depth_is_refused(depth):
         sdt.models.cifar_resnet(depth=depth)
 
 
+@pytest.mark.parametrize("num_classes", [0, 2.0, True])
+def test_bad_num_classes_is_refused(num_classes):
+    with pytest.raises(
+        ValueError,
+        match=rf"argument `num_classes`. Expected a positive int. Received: num_classes={num_classes!r}",
+    ):
+        sdt.models.cifar_resnet(depth=20, num_classes=num_classes)
+
+
 def test_bad_shortcut_is_refused():
     with pytest.raises(
         ValueError,
@@ -258,7 +267,7 @@ def test_1d_dropped_blocks_skip_their_branch(jit_compile):
     """A stride-1 Conv1D branch is skipped when dropped: its BN statistics move on kept steps only.
 
     Under XLA on the CPU this relies on the Conv2D gradient rewrite
-    (stochastic_depth_tf/_xla.py): Keras' Conv1D is TensorFlow's conv1d, a
+    (stochastic_depth_tf/backend/tensorflow_xla.py): Keras' Conv1D is TensorFlow's conv1d, a
     Conv2D op on an expanded axis, which the rewrite handles.
     """
     model = sdt.models.cifar_resnet(
@@ -278,8 +287,10 @@ def test_1d_dropped_blocks_skip_their_branch(jit_compile):
     assert 0 < changes < steps
 
 
-@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/_xla.py)
+@pytest.mark.tensorflow_only  # the XLA-on-CPU gradient rewrite (stochastic_depth_tf/backend/tensorflow_xla.py)
 def test_1d_stride_one_branches_run_in_the_xla_conditional_with_exact_gradients():
+    import tensorflow as tf
+
     model = sdt.models.cifar_resnet(depth=8, final_survival_probability=0.5, input_shape=SEQUENCE_SHAPE)
     block = model.get_layer("stage1_block1_stochastic_depth_block")
     block.survival_probability = 1.0
@@ -302,3 +313,17 @@ def test_1d_stride_one_branches_run_in_the_xla_conditional_with_exact_gradients(
     reference = gradients(lambda inputs: keras.ops.add(inputs, branch(inputs, training=True)))
     for got, expected in zip(block_gradients, reference):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    # The conditional's gradient holds forward convolutions only (Keras' Conv1D
+    # is a Conv2D op on an expanded axis), which XLA runs fast.
+    @tf.function(jit_compile=True)
+    def traced_gradients(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(tf.square(block(inputs, training=True)))
+        return tape.gradient(loss, [inputs] + branch.trainable_variables)
+
+    graph_def = traced_gradients.get_concrete_function(tf.constant(x)).graph.as_graph_def()
+    op_types = {node.op for function in graph_def.library.function for node in function.node_def}
+    assert "Conv2D" in op_types
+    assert not op_types & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}

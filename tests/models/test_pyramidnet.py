@@ -230,6 +230,15 @@ def test_depth_of_the_wrong_form_for_the_block_is_refused():
         sdt.models.pyramidnet(21, 48, block="basic")
 
 
+@pytest.mark.parametrize("num_classes", [0, 2.0, True])
+def test_bad_num_classes_is_refused(num_classes):
+    with pytest.raises(
+        ValueError,
+        match=rf"argument `num_classes`. Expected a positive int. Received: num_classes={num_classes!r}",
+    ):
+        sdt.models.pyramidnet(20, 48, block="basic", num_classes=num_classes)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(
         ValueError, match=r"Invalid value received for argument `alpha`. Expected a non-negative number"
