@@ -23,13 +23,13 @@ a machine with a GPU, TensorFlow, JAX and PyTorch place the work on it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
 from typing import Dict, List, NamedTuple, Optional
+
+from benchmarks._machine import date_and_machine, load_average
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -105,9 +105,8 @@ def report(tables: List[tuple], command: str, started: float, load_at_start: str
     header = [
         "# Every benchmark table",
         "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}; {(time.perf_counter() - started) / 60:.0f} min in all",
-        f"- load average (1, 5, 15 min): {load_at_start} at the start, {_load_average()} at the end "
+        f"- {date_and_machine()}; {(time.perf_counter() - started) / 60:.0f} min in all",
+        f"- load average (1, 5, 15 min): {load_at_start} at the start, {load_average()} at the end "
         f"(above {os.cpu_count()}, other jobs shared the cores: expect noise)",
         f"- command: `{command}`",
         *dict.fromkeys(environments),
@@ -116,10 +115,6 @@ def report(tables: List[tuple], command: str, started: float, load_at_start: str
         "",
     ]
     return "\n".join(header) + "\n" + "\n".join(sections)
-
-
-def _load_average() -> str:
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -143,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
-    started, load_at_start = time.perf_counter(), _load_average()
+    started, load_at_start = time.perf_counter(), load_average()
     done = []
     for name, table_command, output in plan:
         print(f"===== {name}: {' '.join(table_command[1:])} =====", flush=True)

@@ -44,7 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.harness import load_average  # noqa: E402
+from benchmarks._machine import load_average  # noqa: E402
 from stochastic_depth_tf import recipes  # noqa: E402
 
 # CIFAR-10: 50,000 training images, of which the demo holds out 5,000 for validation as the paper does.
@@ -162,9 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     columns = [
         ("model", "contender", ""),
         ("compilation", "compilation", ""),
-        ("min s / step", "min", ".3f"),
-        ("median s / step", "median", ".3f"),
-        ("mean s / step", "mean", ".3f"),
+        *harness.timing_columns(("min", "median", "mean"), per=" / step", spec=".3f"),
         ("pass start s", "pass_start", ".1f"),
         ("validation s", "validation", ".1f"),
         ("epoch, 50,000 images, s", "epoch_50k", ".0f"),

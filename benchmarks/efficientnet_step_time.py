@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -101,14 +101,6 @@ def expected_dropped_blocks(setting: str) -> float:
     return sum(1.0 - p for p in sdt.models.efficientnet_survival_probabilities("b0", rate, distribution))
 
 
-def batch_of(size: int, batch: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Random images with pixel values in [0, 255] (the preprocessing is in the model) and labels."""
-    rng = np.random.default_rng(0)
-    return rng.uniform(0.0, 255.0, size=(batch, size, size, 3)).astype("float32"), rng.integers(
-        0, CLASSES, size=(batch,)
-    )
-
-
 def time_training(
     setting: str, jit_compile: bool, x: np.ndarray, y: np.ndarray, rounds: int, steps: int, warmup: int
 ) -> List[dict]:
@@ -122,10 +114,7 @@ COLUMNS = [
     ("setting", "setting", ""),
     ("compilation", "compilation", ""),
     ("contender", "contender", ""),
-    ("min s", "min", ".4f"),
-    ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"),
-    ("ratio (paired)", "ratio_paired", ".2f"),
+    *harness.TIMING_COLUMNS,
 ]
 
 
@@ -141,9 +130,8 @@ def markdown(table_rows: List[dict], command: str, settings: str) -> str:
                 "dropped per step in expectation"
                 for name, (rate, rule) in SETTINGS.items()
             ),
-            f"ratio: contender / `{BASELINE}` (keras.applications EfficientNetB0) of the same setting and "
-            "compilation, below 1 is faster; `ratio (min)` of the minima, `ratio (paired)` the median "
-            "of the per-round ratios (rounds timed next to each other)",
+            f"`{BASELINE}`: keras.applications EfficientNetB0",
+            harness.ratio_note(BASELINE, "setting and compilation"),
         ],
         # `add` is the same network in every setting (drop_connect_rate=0): one fastest plain for the table.
         COLUMNS,
@@ -192,7 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.rounds, args.steps, args.warmup = 2, 2, 1
 
     command = harness.command_line("python -m benchmarks.efficientnet_step_time", argv)
-    x, y = batch_of(args.size, args.batch)
+    # Pixel values in [0, 255]: the preprocessing is in the model.
+    x, y = harness.random_batch(args.batch, (args.size, args.size, 3), CLASSES, pixel_range=(0.0, 255.0))
     table_rows: List[dict] = []
     groups = [(setting, False, args.rounds, args.steps) for setting in args.graph_settings]
     groups += [(setting, True, args.xla_rounds, args.xla_steps) for setting in args.xla_settings]

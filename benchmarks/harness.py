@@ -19,7 +19,12 @@ BENCHMARKS.md) through this module, so that it is written once:
   placed the work on (nothing here pins a device: on a GPU machine the GPU
   is measured, as a user's `fit` would use it) and the compilation's name;
 - tables: one Markdown layout (`markdown`), printed and written under
-  `benchmarks/results/` (`publish`).
+  `benchmarks/results/` (`publish`); the timing columns of `timed_rows`
+  (`TIMING_COLUMNS`, `timing_columns`) with one header each, and the
+  settings line that says what their ratios divide (`ratio_note`);
+- data: the seeded random batch every timed step runs on (`random_batch`);
+- the date, machine and load lines, shared with the one-command report
+  through the dependency-free `benchmarks/_machine.py`.
 
 The wall-clock timer of `fit` calls is the package's own
 (`stochastic_depth_tf.recipes.Timer`, which the recipes time epochs with):
@@ -28,7 +33,6 @@ benchmarks sit above the recipes, so they use it, never the reverse.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 import platform
@@ -41,8 +45,10 @@ from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence,
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
+from benchmarks._machine import date_and_machine, load_average  # noqa: E402
 from stochastic_depth_tf.recipes import Timer  # noqa: E402
 
 BACKEND = keras.backend.backend()
@@ -53,14 +59,76 @@ COMPILATION_NAMES = {
     "torch": {"graph": "eager", "xla": "torch.compile"},
 }
 FASTEST_PLAIN = "ratio_fastest_plain"
+CIFAR_SHAPE = (32, 32, 3)
 Builders = Dict[str, Callable[[], Optional[keras.Model]]]
 Column = Tuple[str, str, str]  # header, row key, format spec
 FASTEST_PLAIN_COLUMN: Column = ("ratio to fastest plain (median)", FASTEST_PLAIN, ".2f")
+# The header of each statistic `timed_rows` reports: seconds, then ratios to the baseline.
+_TIMING_HEADERS = {
+    "min": "min s",
+    "median": "median s",
+    "mean": "mean s",
+    "ratio_min": "ratio (min)",
+    "ratio_median": "ratio (median)",
+    "ratio_paired": "ratio (paired)",
+}
+# What each ratio column divides (`ratio_note`).
+_RATIO_MEANINGS = {
+    "ratio_min": "of the minima",
+    "ratio_median": "of the medians",
+    "ratio_paired": "the median over rounds of round i of the contender / round i of `{baseline}`, timed next to "
+    "each other (a load spike slows both)",
+}
+TIMING_KEYS = ("min", "median", "ratio_min", "ratio_median", "ratio_paired")
 FASTEST_PLAIN_SETTING = (
     "ratio to fastest plain: the contender's median over the median of the fastest plain network "
     "(no stochastic depth) measured in this run, whatever its compilation: the figure a user choosing "
     "how to train needs"
 )
+
+
+def timing_columns(keys: Sequence[str] = TIMING_KEYS, per: str = "", spec: str = ".4f") -> List[Column]:
+    """The table columns of `timed_rows`' statistics `keys`: seconds (`spec`, the unit `per` step), then ratios."""
+    return [
+        (_TIMING_HEADERS[key], key, ".2f") if key in _RATIO_MEANINGS else (f"{_TIMING_HEADERS[key]}{per}", key, spec)
+        for key in keys
+    ]
+
+
+# min s, median s, ratio (min), ratio (median), ratio (paired): the timing columns of a step-time table.
+TIMING_COLUMNS = timing_columns()
+
+
+def ratio_note(baseline: str, same: str, columns: Sequence[Column] = TIMING_COLUMNS) -> str:
+    """The settings line that says what the ratio columns among `columns` divide.
+
+    `same` names what a row shares with its baseline row (say "network and
+    compilation").
+    """
+    meanings = "; ".join(
+        f"{header}: {_RATIO_MEANINGS[key].format(baseline=baseline)}"
+        for header, key, _ in columns
+        if key in _RATIO_MEANINGS
+    )
+    return f"ratio: contender / `{baseline}` of the same {same} (below 1 is faster); {meanings}"
+
+
+def random_batch(
+    batch: int,
+    shape: Sequence[int] = CIFAR_SHAPE,
+    classes: int = 10,
+    pixel_range: Optional[Tuple[float, float]] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """A training batch of random data: float32 images of `shape` and int labels in `[0, classes)`.
+
+    Pixels are standard normal, or uniform in `pixel_range` (say `(0, 255)`
+    for a model that preprocesses its input). Seeded: every run times the
+    same batch.
+    """
+    rng = np.random.default_rng(0)
+    size = (batch, *shape)
+    x = rng.normal(size=size) if pixel_range is None else rng.uniform(*pixel_range, size=size)
+    return x.astype("float32"), rng.integers(0, classes, size=(batch,))
 
 
 def compilation_name(jit_compile: bool) -> str:
@@ -242,11 +310,6 @@ def environment() -> dict:
     }
 
 
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages: above the core count, other jobs shared the cores."""
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def command_line(prog: str, argv: Optional[Iterable[str]]) -> str:
     """The command that reproduces a run (`argv` None: this process's arguments)."""
     return " ".join([prog, *(sys.argv[1:] if argv is None else argv)]).strip()
@@ -278,8 +341,7 @@ def markdown(
     lines = [
         f"# {title}",
         "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"nproc {os.cpu_count()}, load average {load_average()}; Keras {keras.__version__}, "
+        f"- {date_and_machine()}, load average {load_average()}; Keras {keras.__version__}, "
         f"stochastic_depth_tf {sdt.__version__}",
         *(f"- backend {env['backend']}: {env['library']}; device: {env['device']}" for env in environments),
         f"- command: `{command}`",

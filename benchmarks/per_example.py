@@ -188,10 +188,7 @@ COLUMNS = [
     ("drop rate", "drop_rate", ""),
     ("compilation", "compilation", ""),
     ("contender", "contender", ""),
-    ("min s", "min", ".4f"),
-    ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"),
-    ("ratio (paired median)", "ratio_paired", ".2f"),
+    *harness.TIMING_COLUMNS,
 ]
 
 
@@ -201,8 +198,7 @@ def markdown(rows: List[dict], command: str, settings: str) -> str:
         command,
         [
             settings,
-            "ratio: contender / `merge` of the same network, drop rate and compilation (below 1 is faster): "
-            "ratio of the minima, and the median of the per-round paired ratios",
+            harness.ratio_note("merge", "network, drop rate and compilation"),
             "kept fraction of the branch compute: 1 - drop rate (the physical limit of skipping is that "
             "fraction of the branch time, plus everything outside the branches)",
         ],
@@ -233,9 +229,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.vit_blocks, args.convnext_blocks, args.batch, args.rounds, args.steps, args.warmup = 2, 2, 8, 2, 1, 1
         args.drop_rates = args.drop_rates[-1:]
     command = harness.command_line("python -m benchmarks.per_example", argv)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.batch, *IMAGE_SHAPE)).astype("float32")
-    y = rng.integers(0, 10, size=(args.batch,))
+    x, y = harness.random_batch(args.batch, IMAGE_SHAPE)
     rows: List[dict] = []
     for network in args.networks:
         blocks = args.vit_blocks if network == "vit" else args.convnext_blocks

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional, Sequence
 
-import numpy as np
-
 import stochastic_depth_tf as sdt
 from benchmarks import harness
 
@@ -32,13 +30,13 @@ def models(depth: int, fractions: Sequence[float], input_shape: Sequence[int]) -
     full = sdt.models.cifar_resnet(depth=depth, final_survival_probability=0.5, input_shape=tuple(input_shape), seed=0)
     built = {"full": full}
     for fraction in fractions:
-        built[f"keep {fraction:g}"] = sdt.prune_blocks(full, keep=float(fraction))
+        built[f"keep={float(fraction)!r}"] = sdt.prune_blocks(full, keep=float(fraction))
     return built
 
 
 def measure(depth: int, batch: int, fractions: Sequence[float], rounds: int, steps: int, warmup: int) -> List[dict]:
     """One row per model: blocks kept, parameters, median seconds per batch, paired ratio to the full model."""
-    x = np.random.default_rng(0).uniform(size=(batch, 32, 32, 3)).astype("float32")
+    x, _ = harness.random_batch(batch, pixel_range=(0.0, 1.0))
     built = models(depth, fractions, x.shape[1:])
     for model in built.values():
         for _ in range(warmup):  # traces and compiles the inference step
@@ -59,8 +57,7 @@ COLUMNS = [
     ("blocks", "blocks", ""),
     ("block fraction", "block_fraction", ".2f"),
     ("parameters", "parameters", ","),
-    ("median s per batch", "median", ".4f"),
-    ("ratio (paired)", "ratio_paired", ".2f"),
+    *harness.timing_columns(("median", "ratio_paired"), per=" per batch"),
 ]
 
 
@@ -71,9 +68,9 @@ def markdown(rows: List[dict], command: str, settings: str) -> str:
         command,
         [
             settings,
-            "ratio (paired): the median over interleaved rounds of round i of the model / round i of the full "
-            "model, timed next to each other (below 1 is faster); blocks: residual blocks left, removed deepest "
-            'first (`rule="lowest_survival"`)',
+            harness.ratio_note("full", "input batch", COLUMNS),
+            "model `keep=f`: `sdt.prune_blocks(full, keep=f)`, a fraction of the blocks; blocks: residual blocks "
+            'left, removed deepest first (`rule="lowest_survival"`)',
         ],
         COLUMNS,
         rows,

@@ -45,7 +45,6 @@ import numpy as np  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
 from benchmarks import harness  # noqa: E402
-from benchmarks.step_time import batch_of  # noqa: E402
 
 FINAL_SURVIVAL_PROBABILITY = 0.5
 
@@ -100,10 +99,7 @@ COLUMNS = [
     ("compilation", "compilation", ""),
     ("measure", "what", ""),
     ("contender", "contender", ""),
-    ("min s", "min", ".4f"),
-    ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"),
-    ("ratio (paired median)", "ratio_paired", ".2f"),
+    *harness.TIMING_COLUMNS,
 ]
 
 
@@ -113,8 +109,7 @@ def markdown(rows: List[dict], command: str, settings: str) -> str:
         command,
         [
             settings,
-            "ratio (min): contender's minimum over `add`'s; ratio (paired median): median over rounds of "
-            "round i of the contender over round i of `add`, timed next to each other (below 1 is faster)",
+            harness.ratio_note("add", "network, compilation and measure"),
             "the machine is shared with other jobs and noisy (about 10% between runs): read ratios, "
             "not seconds, and differences of a few percent as noise",
         ],
@@ -152,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.depth, args.block, args.batch, args.rounds, args.steps, args.warmup = 20, "basic", 16, 2, 2, 2
 
     command = harness.command_line("python -m benchmarks.shake_drop_step_time", argv)
-    x, y = batch_of("cifar-shaped", args.batch)
+    x, y = harness.random_batch(args.batch)
     builders = contenders(args.depth, args.alpha, args.block, x.shape[1:])
     network = f"PyramidNet-{args.depth} ({args.block}, alpha {args.alpha:g})"
     rows: List[dict] = []

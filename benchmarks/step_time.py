@@ -57,7 +57,7 @@ from benchmarks import harness  # noqa: E402
 from benchmarks.harness import BACKEND, device_description  # noqa: E402,F401  (device_description: this table's device)
 
 FINAL_SURVIVAL_PROBABILITY = 0.5
-CIFAR_SHAPE = (32, 32, 3)
+CIFAR_SHAPE = harness.CIFAR_SHAPE
 BACKENDS = tuple(harness.COMPILATION_NAMES)
 DEFAULT_COMPILATIONS = {"tensorflow": ["graph", "xla"], "jax": ["xla"], "torch": ["graph"]}
 Shape = Sequence[int]
@@ -136,8 +136,7 @@ def batch_of(data: str, batch: int) -> Tuple[np.ndarray, np.ndarray]:
                 f"with --data digits. Received: batch={batch}"
             )
         return x[:batch], y[:batch]
-    rng = np.random.default_rng(0)
-    return rng.normal(size=(batch, *CIFAR_SHAPE)).astype("float32"), rng.integers(0, 10, size=(batch,))
+    return harness.random_batch(batch, CIFAR_SHAPE)
 
 
 def time_training(
@@ -181,11 +180,7 @@ COLUMNS = [
     ("compilation", "compilation", ""),
     ("measure", "what", ""),
     ("contender", "contender", ""),
-    ("min s", "min", ".4f"),
-    ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"),
-    ("ratio (median)", "ratio_median", ".2f"),
-    ("ratio (paired)", "ratio_paired", ".2f"),
+    *harness.TIMING_COLUMNS,
 ]
 
 
@@ -195,9 +190,8 @@ def markdown(rows: List[dict], command: str, settings: str, environments: Option
         command,
         [
             settings,
-            "ratio: contender / `add` of the same backend, network and compilation (below 1 is faster);"
-            " min and median over interleaved rounds, seconds per step; paired: the median over rounds of"
-            " round i of the contender / round i of `add`, timed next to each other",
+            "min and median over interleaved rounds, seconds per step",
+            harness.ratio_note("add", "backend, network, compilation and measure"),
         ],
         COLUMNS,
         rows,

@@ -17,13 +17,14 @@ Blocks are numbered from 0 in the order of
 the order of `model.layers` (the order the blocks are applied), nested
 models included. Block `i` is `stochastic_depth_layers(model)[i]`.
 
-The model is rebuilt with `keras.models.clone_model` (a `call_function`
-replaces the call of each removed block by its shortcut); every layer is a
-copy holding the original's variables, so the two models are independent.
+The model is rebuilt by `stochastic_depth_tf.surgery.rebuild` (the call of
+each removed block is replaced by its shortcut); every layer is a copy
+holding the original's variables, so the two models are independent.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -34,6 +35,8 @@ import numpy as np
 
 from stochastic_depth_tf._validation import Shape, validate_choice
 from stochastic_depth_tf.layers import StochasticDepthBlock, stochastic_depth_layers
+from stochastic_depth_tf.surgery.graph import check_functional
+from stochastic_depth_tf.surgery.rebuild import Rebuild, rebuild
 
 RULES = ("lowest_survival", "every_k", "greedy")
 # The rules whose removals are nested (keeping k blocks removes a prefix of one order).
@@ -137,7 +140,7 @@ def prune_blocks(
     sparse = sdt.prune_blocks(model, keep=6, rule="every_k")   # blocks 2, 5, 8 removed
     ```
     """
-    _check_functional(model)
+    check_functional(model)
     found = _find_blocks(model)
     if (blocks is None) == (keep is None):
         raise ValueError(
@@ -199,7 +202,7 @@ def removal_order(
     pruned = sdt.prune_blocks(model, blocks=order[:3])  # == prune_blocks(model, keep=6)
     ```
     """
-    _check_functional(model)
+    check_functional(model)
     found = _find_blocks(model)
     rule = validate_choice(rule, RULES, name="rule")
     validate_choice(
@@ -257,27 +260,10 @@ class _Switch(keras.layers.Layer):
         return input_shape[1]
 
 
-# What a rebuild does with one call of one of our layers: given the block, the
-# copied layer, and functions that make the copied call and that compute the
-# block's shortcut in the new graph, return the call's output.
-_Replace = Callable[[_Block, keras.layers.Layer, Callable[[], Any], Callable[[], Any]], Any]
-
-
-def _check_functional(model: Any) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Invalid type received for argument `model`. Expected a functional "
-            f"keras.Model. Received: model={model!r} of type {type(model).__name__}"
-        )
-    if isinstance(model, keras.Sequential) or not all(
-        hasattr(model, name) for name in ("inputs", "outputs", "operations")
-    ):
-        raise ValueError(
-            "Invalid value received for argument `model`. Expected a functional "
-            "keras.Model (built with keras.Model(inputs, outputs)), whose graph "
-            "can be rebuilt without the removed blocks. Received: a "
-            f"{type(model).__name__} named '{model.name}'"
-        )
+# What a rebuild does with one call of one of our layers: given the block and
+# functions that make the copied call and that compute the block's shortcut in
+# the new graph, return the call's output.
+_Replace = Callable[[_Block, Callable[[], Any], Callable[[], Any]], Any]
 
 
 def _find_blocks(model: keras.Model) -> List[_Block]:
@@ -292,7 +278,7 @@ def _find_blocks(model: keras.Model) -> List[_Block]:
             f"adds them without changing its outputs). Received: model '{model.name}' has none"
         )
 
-    def record(block: _Block, copy: keras.layers.Layer, call: Callable[[], Any], shortcut: Callable[[], Any]) -> Any:
+    def record(block: _Block, call: Callable[[], Any], shortcut: Callable[[], Any]) -> Any:
         output = call()
         block.calls.append((tuple(shortcut().shape), tuple(output.shape)))
         return output
@@ -430,11 +416,11 @@ def _order(
     x, y = _validate_validation_data(validation_data)
     switches: Dict[int, _Switch] = {}
 
-    def switch(block: _Block, copy: keras.layers.Layer, call: Callable[[], Any], shortcut: Callable[[], Any]) -> Any:
+    def switch(block: _Block, call: Callable[[], Any], shortcut: Callable[[], Any]) -> Any:
         if block.reason is not None:
             return call()
         output = call()
-        layer = switches.setdefault(block.index, _Switch(name=f"{copy.name}_prune_switch"))
+        layer = switches.setdefault(block.index, _Switch(name=f"{block.layer.name}_prune_switch"))
         return layer([shortcut(), output])
 
     candidate = _rebuild(model, found, switch)
@@ -488,80 +474,41 @@ def _cost(model: keras.Model, candidate: keras.Model, x: Any, y: Any) -> Callabl
 def _remove(removed: Set[_Block]) -> _Replace:
     removed_ids = {id(block) for block in removed}
 
-    def replace(block: _Block, copy: keras.layers.Layer, call: Callable[[], Any], shortcut: Callable[[], Any]) -> Any:
+    def replace(block: _Block, call: Callable[[], Any], shortcut: Callable[[], Any]) -> Any:
         return shortcut() if id(block) in removed_ids else call()
 
     return replace
 
 
 def _rebuild(model: keras.Model, found: List[_Block], replace: _Replace, copy_state: bool = True) -> keras.Model:
-    """`clone_model` of `model` in which every call of our layers goes through `replace`."""
-    originals: Dict[int, keras.layers.Layer] = {}
-    pairs: List[Tuple[keras.layers.Layer, keras.layers.Layer]] = []
-    blocks = {id(block.layer): block for block in found}
+    """`model` rebuilt by `surgery.rebuild`, every call of our layers going through `replace`.
 
-    def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
-        copy = _copy_layer(layer)
-        originals[id(copy)] = layer
-        pairs.append((layer, copy))
-        return copy
-
-    def call_function(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        block = blocks.get(id(originals.get(id(layer))))
-        if block is None:
-            return layer(*args, **kwargs)
-        inputs = args[0] if args else kwargs["inputs"]
-        training = {"training": kwargs["training"]} if "training" in kwargs else {}
-
-        def shortcut() -> Any:
-            if not isinstance(layer, StochasticDepthBlock):
-                return inputs[0]
-            return inputs if layer.shortcut is None else layer.shortcut(inputs, **training)
-
-        return replace(block, layer, lambda: layer(*args, **kwargs), shortcut)
-
-    rebuilt = keras.models.clone_model(
-        model, clone_function=clone_function, call_function=call_function, recursive=True
-    )
-    if copy_state:
-        for original, copy in pairs:
-            _copy_variables(original, copy)
-    return rebuilt
-
-
-def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new layer from the config of `layer`; a stateless layer that cannot be re-created is shared."""
-    try:
-        return layer.__class__.from_config(layer.get_config())
-    except (TypeError, ValueError, NotImplementedError) as error:
-        if layer.variables:
-            raise TypeError(
-                "Invalid layer received in argument `model`. Expected layers that "
-                "can be re-created from their config (the pruned model is a copy). "
-                f"Received: layer '{layer.name}' of type {type(layer).__name__}, which "
-                f"holds variables and fails from_config: {error}"
-            ) from error
-        return layer
-
-
-def _copy_variables(original: keras.layers.Layer, copy: keras.layers.Layer) -> None:
-    """Copies every variable (weights, statistics, survival probability, seed state) of a built copy.
-
-    A removed block's copy is never called, so only its shortcut is built.
+    With `copy_state=False` the layers are copies without the original's
+    variables (enough to read shapes).
     """
-    if copy is original:
-        return
-    if not copy.built:
-        if isinstance(copy, StochasticDepthBlock) and copy.shortcut is not None:
-            _copy_variables(original.shortcut, copy.shortcut)
-        return
-    sources, targets = original.variables, copy.variables
-    if len(sources) != len(targets) or any(a.shape != b.shape for a, b in zip(sources, targets)):
-        raise RuntimeError(
-            f"The copy of layer '{original.name}' has other variables than the original "
-            f"({len(targets)} against {len(sources)}); its config does not describe it."
-        )
-    for source, target in zip(sources, targets):
-        # A copy of the data: under JAX `assign(source.value)` would share the
-        # buffer, which a compiled step of either model may donate and delete.
-        target.assign(np.array(keras.ops.convert_to_numpy(source.value)))
+    replacements = {
+        id(node): functools.partial(_replace_call, block, replace)
+        for block in found
+        for node in block.layer._inbound_nodes
+    }
+    if copy_state:
+        return rebuild(model, replacements)
+    return Rebuild(replacements).model(model)
+
+
+def _replace_call(block: _Block, replace: _Replace, node: Any, state: Rebuild) -> Any:
+    """The `surgery.rebuild.Replacement` of one call of a block: `replace` given the copied call and the shortcut.
+
+    A removed block's layer is never copied: only its shortcut layer is.
+    """
+    layer = block.layer
+    args, kwargs = node.arguments.fill_in(state.new_tensors)
+    inputs = args[0] if args else kwargs["inputs"]
+    training = {"training": kwargs["training"]} if "training" in kwargs else {}
+
+    def shortcut() -> Any:
+        if not isinstance(layer, StochasticDepthBlock):
+            return inputs[0]
+        return inputs if layer.shortcut is None else state.copy(layer.shortcut)(inputs, **training)
+
+    return replace(block, lambda: state.copy(layer)(*args, **kwargs), shortcut)

@@ -266,7 +266,7 @@ def test_one_command_runs_the_tables_into_one_report(tmp_path, monkeypatch, caps
 
 def test_prune_latency_builds_the_full_model_and_one_pruned_copy_per_fraction():
     built = prune_latency.models(20, (1.0, 0.5, 0.25), (32, 32, 3))
-    assert list(built) == ["full", "keep 1", "keep 0.5", "keep 0.25"]
+    assert list(built) == ["full", "keep=1.0", "keep=0.5", "keep=0.25"]
     assert [len(sdt.layers.stochastic_depth_layers(model)) for model in built.values()] == [9, 9, 5, 2]
     assert all(model.output_shape == (None, 10) for model in built.values())
 

@@ -12,9 +12,10 @@ does not do, and this module adds:
   blocks. The hook maps the new arguments back to the original tensors;
 - rebuild nested functional models with the same replacements (with
   `recursive=True` Keras makes their inputs itself, out of the hook's sight);
-- copy the weights (clone_model makes freshly initialized layers), with the
-  state `set_weights` leaves behind (a `Normalization` layer's mean and
-  variance, our layers' current survival probability);
+- copy every variable (clone_model makes freshly initialized layers):
+  weights, our layers' current survival probability, seed-generator state,
+  and the state assigning leaves behind (a `Normalization` layer's mean and
+  variance);
 - share, rather than fail on, a stateless layer that cannot be re-created
   from its config (a `Lambda` of a Python lambda).
 """
@@ -24,8 +25,8 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Set, Tuple
 
 import keras
+import numpy as np
 
-from stochastic_depth_tf.layers import stochastic_depth_layers
 from stochastic_depth_tf.surgery.graph import is_functional, producer_node
 
 # What to call in place of one node: gets the original node and the rebuild
@@ -157,20 +158,34 @@ class Rebuild:
 
 
 def copy_weights(original: Any, copy: Any) -> None:
-    """`copy.set_weights(original.get_weights())`, then the state that leaves behind.
+    """Copies every variable of `original` into `copy`, then the state that leaves behind.
 
-    `set_weights` only assigns variables: a `Normalization` layer keeps
+    Every variable, not only the weights: statistics, our layers' survival
+    probability (kept out of the weights, and a schedule may have moved it
+    from the configured value) and the state of each seed generator (so the
+    copy draws what the original would have drawn next). Each value is
+    copied: under JAX, `assign(source.value)` would share the buffer, which
+    a compiled step of either model may donate and delete.
+
+    Assigning variables is not all: a `Normalization` layer keeps
     normalizing with the mean and variance it had until `finalize_state()`
     recomputes them from its variables (keras.applications EfficientNet's
-    input normalization). Our layers keep their survival probability out of
-    the weights, and a schedule may have moved it from the configured value.
+    input normalization).
+
+    Raises:
+        RuntimeError: the copy has other variables than the original.
     """
-    copy.set_weights(original.get_weights())
+    sources, targets = original.variables, copy.variables
+    if len(sources) != len(targets) or any(a.shape != b.shape for a, b in zip(sources, targets)):
+        raise RuntimeError(
+            f"The copy of layer '{original.name}' has other variables than the original "
+            f"({len(targets)} against {len(sources)}); its config does not describe it."
+        )
+    for source, target in zip(sources, targets):
+        target.assign(np.array(keras.ops.convert_to_numpy(source.value)))
     for layer in copy._flatten_layers(include_self=True, recursive=True):
         if hasattr(layer, "finalize_state"):
             layer.finalize_state()
-    for source, target in zip(stochastic_depth_layers(original), stochastic_depth_layers(copy)):
-        target.survival_probability_variable.assign(source.survival_probability_variable)
 
 
 def _copy_from_config(operation: Any) -> Any:
