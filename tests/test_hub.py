@@ -760,8 +760,15 @@ def _training_outputs_and_gradients(original, jit_compile=False, **settings):
     model = _without_dropout(
         hub.apply_stochastic_depth(original, final_survival_probability=0.5, distribution="uniform", seed=0, **settings)
     )
+
+    def weighted(images):
+        # Random weights: the sum of a normalized output has gradients of rounding noise only.
+        output = _first_output(model(images, training=True))
+        weights = np.random.default_rng(1).normal(size=tuple(output.shape)).astype("float32")
+        return keras.ops.multiply(output, weights)
+
     return outputs_and_gradients(
-        lambda images: _first_output(model(images, training=True)),
+        weighted,
         [_images(8)],
         variables=_block_variables(model),
         state=model.non_trainable_variables,
@@ -785,7 +792,7 @@ def _assert_same_outputs_and_gradients(skipping, merging):
     np.testing.assert_allclose(outputs, expected_outputs, rtol=1e-5, atol=1e-5)
     assert len(gradients) == len(expected_gradients)
     for gradient, expected in zip(gradients, expected_gradients):
-        np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-5 * max(1.0, float(np.max(np.abs(expected)))))
 
 
 @pytest.mark.parametrize("mode", ["subset", "sample"])
