@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness, per_example  # noqa: E402
 from stochastic_depth_tf import hub  # noqa: E402
 
 CONTENDERS = ("plain", "merge", "skip")
@@ -64,15 +64,8 @@ def build(contender: str, drop_rate: float, layers: int, hidden: int, image: int
     return keras.Model(inputs, keras.layers.Dense(10)(features), name=f"vit_{contender}")
 
 
-COLUMNS = [
-    ("drop rate", "drop_rate", ""),
-    ("compilation", "compilation", ""),
-    ("contender", "contender", ""),
-    ("min s", "min", ".4f"),
-    ("median s", "median", ".4f"),
-    ("ratio (min)", "ratio_min", ".2f"),
-    ("ratio (paired median)", "ratio_paired", ".2f"),
-]
+# per_example.py's columns but the network (there is one here).
+COLUMNS = [column for column in per_example.COLUMNS if column[1] != "network"]
 
 
 def markdown(rows: List[dict], command: str, settings: str) -> str:

@@ -27,6 +27,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import keras
@@ -112,12 +113,14 @@ class _BranchGate(StochasticDepth):
     the kept examples only, drawing the same gate as the merge would
     (`stochastic_depth_tf.layers._skipping`); elsewhere (inference, `mode=
     "batch"`, `p` above `PER_EXAMPLE_SKIP_ABOVE`, `"sample"` where shapes
-    are static) it computes the branch and merges. `_branch_layers` (set by
-    the handler, untracked) holds the block, whose variables the
-    conditional of some backends needs.
+    are static) it computes the branch and merges. `_block` (set by the
+    handler) is a weak reference to the block, whose variables the
+    conditional of some backends needs: weak and untracked, since the block
+    holds its gates, and a cycle of layers sends Keras' weight saving into
+    endless recursion.
     """
 
-    _branch_layers: Tuple[Any, ...] = ()
+    _block: Optional[Callable[[], Any]] = None
 
     def __init__(self, *args: Any, skip_compute: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -127,13 +130,14 @@ class _BranchGate(StochasticDepth):
         if branch is None:
             return super().call(inputs, training=training)
         training = validate_training(training)
-        owner = self._branch_layers[0] if self._branch_layers else self
+        block = self._block() if self._block is not None else None
+        owner = self if block is None else block
         if (
             self.mode != "batch"
             and skips(self, owner, training=training, skip_compute=self.skip_compute)
             and not (backend.static_shapes() and self.mode == "sample")
         ):
-            return skip_dropped_examples(self, branch, inputs, inputs, layers=self._branch_layers, owner=self.name)
+            return skip_dropped_examples(self, branch, inputs, inputs, layers=[owner], owner=self.name)
         return super().call([inputs, keras.ops.cast(branch(inputs), inputs.dtype)], training=training)
 
     def compute_output_spec(
@@ -669,7 +673,7 @@ class _EncoderBlockHandler:
                     dtype=block.dtype_policy,
                     name=f"{block.name}_stochastic_depth_{len(block_gates)}",
                 )
-                object.__setattr__(gate, "_branch_layers", (block,))
+                object.__setattr__(gate, "_block", weakref.ref(block))
                 block_gates.append(gate)
             object.__setattr__(block, "_stochastic_depth_gates", tuple(block_gates))
             _check_adapter(block, original_class, example)

@@ -779,7 +779,7 @@ def _training_outputs_and_gradients(original, jit_compile=False, **settings):
 
 def _block_variables(model):
     """The trainable variables of the adapted blocks (some backbones hold others no output reaches)."""
-    blocks = {id(gate._branch_layers[0]): gate._branch_layers[0] for gate in model.stochastic_depth_layers}
+    blocks = {id(gate._block()): gate._block() for gate in model.stochastic_depth_layers}
     return [variable for block in blocks.values() for variable in block.trainable_variables]
 
 
