@@ -61,6 +61,7 @@ TABLES: Dict[str, Table] = {
     "efficientnet_step_time": Table("efficientnet_step_time", [], ["--quick"]),
     "shake_drop_step_time": Table("shake_drop_step_time", ["--rounds", "8"], ["--quick", "--compilations", "graph"]),
     "per_example": Table("per_example", [], ["--quick", "--networks", "vit"]),
+    "hub_per_example": Table("hub_per_example", [], ["--quick"]),
     "cifar10_epoch_time": Table("cifar10_epoch_time", [], ["--quick"]),
     "xla_conditional": Table("xla_conditional", [], ["--quick"]),
     "prune_latency": Table("prune_latency", [], ["--quick"]),

@@ -27,6 +27,7 @@ pyramid outputs of the same network with stochastic depth, and lists the
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import keras
@@ -52,6 +53,9 @@ from keras_hub.src.models.swin_transformer.swin_transformer_layers import (
 from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
 from keras_hub.src.models.vit_det.vit_layers import WindowedTransformerEncoder
 
+from stochastic_depth_tf import backend
+from stochastic_depth_tf._validation import validate_training
+from stochastic_depth_tf.layers._skipping import skip_dropped_examples, skips
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.schedules import survival_probabilities
 from stochastic_depth_tf.surgery.apply import _apply_with_probabilities, _drop_connect_rate
@@ -88,6 +92,61 @@ class _GatedBlock:
             return shortcut + residual
         return self._stochastic_depth_gates[index]([shortcut, residual])
 
+    def _residual_branch(self, index: int, inputs: Any, branch: Callable[[Any], Any]) -> Any:
+        """`inputs + branch(inputs)`, gated; `branch` must act on examples independently.
+
+        The gate, a `_BranchGate`, runs `branch` on the kept examples only
+        where it can (see `_BranchGate`), else on all of them.
+        """
+        if getattr(self, "_stochastic_depth_bypass", False):
+            return inputs + branch(inputs)
+        return self._stochastic_depth_gates[index](inputs, branch=branch)
+
+
+class _BranchGate(StochasticDepth):
+    """A `StochasticDepth` gate that may be handed its residual branch as a function, to skip dropped examples.
+
+    Called with `[shortcut, residual]` it is `StochasticDepth`. Called with
+    the block's `inputs` and `branch=` a function of them (a pre-norm
+    transformer branch: `inputs + branch(inputs)`), in training with mode
+    `"sample"` or `"subset"` and `skip_compute=True` it runs the branch on
+    the kept examples only, drawing the same gate as the merge would
+    (`stochastic_depth_tf.layers._skipping`); elsewhere (inference, `mode=
+    "batch"`, `p` above `PER_EXAMPLE_SKIP_ABOVE`, `"sample"` where shapes
+    are static) it computes the branch and merges. `_block` (set by the
+    handler) is a weak reference to the block, whose variables the
+    conditional of some backends needs: weak and untracked, since the block
+    holds its gates, and a cycle of layers sends Keras' weight saving into
+    endless recursion.
+    """
+
+    _block: Optional[Callable[[], Any]] = None
+
+    def __init__(self, *args: Any, skip_compute: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skip_compute = skip_compute
+
+    def call(self, inputs: Any, training: Optional[bool] = None, branch: Optional[Callable[[Any], Any]] = None) -> Any:
+        if branch is None:
+            return super().call(inputs, training=training)
+        training = validate_training(training)
+        block = self._block() if self._block is not None else None
+        owner = self if block is None else block
+        if (
+            self.mode != "batch"
+            and skips(self, owner, training=training, skip_compute=self.skip_compute)
+            and not (backend.static_shapes() and self.mode == "sample")
+        ):
+            return skip_dropped_examples(self, branch, inputs, inputs, layers=[owner], owner=self.name)
+        return super().call([inputs, keras.ops.cast(branch(inputs), inputs.dtype)], training=training)
+
+    def compute_output_spec(
+        self, inputs: Any, training: Optional[bool] = None, branch: Optional[Callable[[Any], Any]] = None
+    ) -> Any:
+        if branch is None:
+            return super().compute_output_spec(inputs, training=training)
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
 
 class _ViTEncoderBlockAdapter(_GatedBlock, ViTEncoderBlock):
     """`ViTEncoderBlock` with its two residual adds (attention, MLP) gated."""
@@ -95,13 +154,12 @@ class _ViTEncoderBlockAdapter(_GatedBlock, ViTEncoderBlock):
     residual_adds = 2
 
     def call(self, inputs: Any) -> Any:
+        x = self._residual_branch(0, inputs, self._attention_branch)
+        return self._residual_branch(1, x, lambda x: self.mlp(self.layer_norm_2(x)))
+
+    def _attention_branch(self, inputs: Any) -> Any:
         x = self.layer_norm_1(inputs)
-        x = self.mha(x, x)
-        x = self.dropout(x)
-        x = self._residual_add(0, inputs, x)
-        y = self.layer_norm_2(x)
-        y = self.mlp(y)
-        return self._residual_add(1, x, y)
+        return self.dropout(self.mha(x, x))
 
 
 class _HierarchicalTransformerEncoderAdapter(_GatedBlock, HierarchicalTransformerEncoder):
@@ -110,8 +168,8 @@ class _HierarchicalTransformerEncoderAdapter(_GatedBlock, HierarchicalTransforme
     residual_adds = 2
 
     def call(self, x: Any) -> Any:
-        x = self._residual_add(0, x, self.attn(self.norm1(x)))
-        return self._residual_add(1, x, self.mlp(self.norm2(x)))
+        x = self._residual_branch(0, x, lambda x: self.attn(self.norm1(x)))
+        return self._residual_branch(1, x, lambda x: self.mlp(self.norm2(x)))
 
 
 class _DeiTEncoderBlockAdapter(_GatedBlock, DeiTEncoderBlock):
@@ -126,15 +184,24 @@ class _DeiTEncoderBlockAdapter(_GatedBlock, DeiTEncoderBlock):
 
     def call(self, hidden_states: Any, attention_mask: Any = None, return_attention_scores: bool = False) -> Any:
         attention_scores = None
-        x = self.layer_norm_1(hidden_states)
-        if return_attention_scores:
-            x, attention_scores = self.mha(x, x, attention_mask=attention_mask, return_attention_scores=True)
+        if return_attention_scores or attention_mask is not None:
+            # The scores and the mask are per example: the whole batch is computed.
+            x = self.layer_norm_1(hidden_states)
+            if return_attention_scores:
+                x, attention_scores = self.mha(x, x, attention_mask=attention_mask, return_attention_scores=True)
+            else:
+                x = self.mha(x, x, attention_mask=attention_mask)
+            x = self._residual_add(0, hidden_states, x)
         else:
-            x = self.mha(x, x, attention_mask=attention_mask)
-        x = self._residual_add(0, hidden_states, x)
-        y = self.mlp(self.layer_norm_2(x))
-        y = self.output_layer.dropout(self.output_layer.dense(y))
-        return self._residual_add(1, x, y), attention_scores
+            x = self._residual_branch(0, hidden_states, self._attention_branch)
+        return self._residual_branch(1, x, self._mlp_branch), attention_scores
+
+    def _attention_branch(self, inputs: Any) -> Any:
+        x = self.layer_norm_1(inputs)
+        return self.mha(x, x)
+
+    def _mlp_branch(self, x: Any) -> Any:
+        return self.output_layer.dropout(self.output_layer.dense(self.mlp(self.layer_norm_2(x))))
 
 
 class _DINOV2LayerAdapter(_GatedBlock, DINOV2Layer):
@@ -148,14 +215,15 @@ class _DINOV2LayerAdapter(_GatedBlock, DINOV2Layer):
     residual_adds = 2
 
     def call(self, inputs: Any, training: Any = None) -> Any:
-        x = self.norm1(inputs, training=training)
-        x = self.attention(x, training=training)
-        x = self.layer_scale1(x, training=training)
-        hidden_states = self._residual_add(0, inputs, x)
-        x = self.norm2(hidden_states, training=training)
-        x = self.mlp(x, training=training)
-        x = self.layer_scale2(x, training=training)
-        return self._residual_add(1, hidden_states, x)
+        def attention(x: Any) -> Any:
+            x = self.attention(self.norm1(x, training=training), training=training)
+            return self.layer_scale1(x, training=training)
+
+        def mlp(x: Any) -> Any:
+            x = self.mlp(self.norm2(x, training=training), training=training)
+            return self.layer_scale2(x, training=training)
+
+        return self._residual_branch(1, self._residual_branch(0, inputs, attention), mlp)
 
 
 class _DINOV3LayerAdapter(_GatedBlock, DINOV3Layer):
@@ -184,21 +252,26 @@ class _DINOV3LayerAdapter(_GatedBlock, DINOV3Layer):
         num_prefix_tokens: int = 0,
         training: Any = None,
     ) -> Any:
-        hidden_states = self.norm1(inputs)
-        hidden_states = self.attention(
-            hidden_states,
-            attention_mask=attention_mask,
-            position_embeddings=position_embeddings,
-            num_prefix_tokens=num_prefix_tokens,
-            training=training,
-        )
-        hidden_states = self.layer_scale1(hidden_states, training=training)
-        hidden_states = self._residual_add(0, inputs, hidden_states)
-        residual = hidden_states
-        hidden_states = self.norm2(hidden_states, training=training)
-        hidden_states = self.mlp(hidden_states, training=training)
-        hidden_states = self.layer_scale2(hidden_states, training=training)
-        return self._residual_add(1, residual, hidden_states)
+        # The rotary position embeddings are per position, not per example.
+        def attention(x: Any) -> Any:
+            x = self.attention(
+                self.norm1(x),
+                attention_mask=attention_mask,
+                position_embeddings=position_embeddings,
+                num_prefix_tokens=num_prefix_tokens,
+                training=training,
+            )
+            return self.layer_scale1(x, training=training)
+
+        def mlp(x: Any) -> Any:
+            x = self.mlp(self.norm2(x, training=training), training=training)
+            return self.layer_scale2(x, training=training)
+
+        if attention_mask is not None:  # a mask per example: the whole batch is computed
+            hidden_states = self._residual_add(0, inputs, attention(inputs))
+        else:
+            hidden_states = self._residual_branch(0, inputs, attention)
+        return self._residual_branch(1, hidden_states, mlp)
 
 
 class _InvertedResidualBlockAdapter(_GatedBlock, InvertedResidualBlock):
@@ -247,7 +320,11 @@ class _WindowedTransformerEncoderAdapter(_GatedBlock, WindowedTransformerEncoder
     residual_adds = 2
 
     def call(self, x: Any) -> Any:
-        shortcut = x
+        x = self._residual_branch(0, x, self._attention_branch)
+        return self._residual_branch(1, x, lambda x: self.mlp_block(self.layer_norm2(x)))
+
+    def _attention_branch(self, x: Any) -> Any:
+        # Windows are cut within each example, so the branch acts on examples independently.
         x = self.layer_norm1(x)
         if self.window_size > 0:
             height, width = keras.ops.shape(x)[1], keras.ops.shape(x)[2]
@@ -257,8 +334,7 @@ class _WindowedTransformerEncoderAdapter(_GatedBlock, WindowedTransformerEncoder
             x = self.window_partitioning.unpartition(
                 x, height_width_padded=height_width_padded, height_width=(height, width)
             )
-        x = self._residual_add(0, shortcut, x)
-        return self._residual_add(1, x, self.mlp_block(self.layer_norm2(x)))
+        return x
 
 
 class _SwinTransformerBlockAdapter(_GatedBlock, SwinTransformerBlock):
@@ -277,8 +353,10 @@ class _SwinTransformerBlockAdapter(_GatedBlock, SwinTransformerBlock):
         return (_random((2, height * width, block.dim)),), {}
 
     def call(self, x: Any) -> Any:
-        x = self._residual_add(0, x, self._attention_branch(x))
-        return self._residual_add(1, x, self.mlp(self.norm2(x)))
+        # Windows are cut within each example and the shift mask is the same
+        # for all: the branches act on examples independently.
+        x = self._residual_branch(0, x, self._attention_branch)
+        return self._residual_branch(1, x, lambda x: self.mlp(self.norm2(x)))
 
     def _attention_branch(self, x: Any) -> Any:
         ops = keras.ops
@@ -586,16 +664,17 @@ class _EncoderBlockHandler:
             block_gates: List[Any] = []
             for _ in range(adapter.residual_adds):
                 seed = settings["seed"]
-                block_gates.append(
-                    StochasticDepth(
-                        survival_probability=probability,
-                        mode=settings["mode"],
-                        inverted=settings["inverted"],
-                        seed=None if seed is None else seed + len(gates) + len(block_gates),
-                        dtype=block.dtype_policy,
-                        name=f"{block.name}_stochastic_depth_{len(block_gates)}",
-                    )
+                gate = _BranchGate(
+                    survival_probability=probability,
+                    mode=settings["mode"],
+                    inverted=settings["inverted"],
+                    seed=None if seed is None else seed + len(gates) + len(block_gates),
+                    skip_compute=settings["skip_compute"],
+                    dtype=block.dtype_policy,
+                    name=f"{block.name}_stochastic_depth_{len(block_gates)}",
                 )
+                object.__setattr__(gate, "_block", weakref.ref(block))
+                block_gates.append(gate)
             object.__setattr__(block, "_stochastic_depth_gates", tuple(block_gates))
             _check_adapter(block, original_class, example)
             gates.extend(block_gates)

@@ -71,6 +71,21 @@ rates as `p_l = 1 - rate_l` (a float applies our schedule instead):
 Every other KerasHub backbone is refused with its reason
 (`UNSUPPORTED_BACKBONES`).
 
+Per-example compute skipping (`skip_compute=True`, the default): in the
+transformer blocks (ViT, DeiT, DINOv2, DINOv3, MiT, Swin, ViTDet) each
+residual branch is `x + f(x)` with `f` acting on examples independently
+(pre-norm attention or MLP; windows are cut within each example), so in
+training with `mode="sample"` or `"subset"` the gate runs `f` on the kept
+examples only and scatter-adds the result into their rows, as
+`StochasticDepthBlock` does, and drawing the same gates as the merge (the same
+seed gives the same kept rows, outputs and gradients with `skip_compute=
+False`). Where that cannot pay or compile the branch is computed and merged:
+inference, `mode="batch"`, `p > 0.9`, `mode="sample"` under XLA and JAX (a
+varying count), DeiT's calls with an attention mask or returned scores. The
+convolutional blocks (MobileNet, EfficientNet v2, HGNetV2, MobileNetV5) keep
+the merge: their branches hold BatchNormalization, whose statistics would
+then come from the kept examples only.
+
 Defaults follow the KerasHub and timm convention of fine-tuning (drop path):
 `mode="sample"` (one gate per example), `inverted=True` (scale in training, so
 inference is the plain backbone), linear decay to `final_survival_probability=
@@ -91,6 +106,7 @@ import keras
 import numpy as np
 
 from stochastic_depth_tf._validation import (
+    validate_bool,
     validate_choice,
     validate_inverted,
     validate_mode,
@@ -161,6 +177,7 @@ def apply_stochastic_depth(
     mode: str = "sample",
     inverted: bool = True,
     seed: Optional[int] = None,
+    skip_compute: bool = True,
 ) -> keras.Model:
     """Returns a copy of a KerasHub backbone with stochastic depth, of the backbone's class.
 
@@ -190,6 +207,13 @@ def apply_stochastic_depth(
             plain backbone's) or False (the paper's scaling at inference).
         seed: None or a non-negative int; with an int the `k`-th gate
             (from 0, in block order) gets the seed `seed + k`.
+        skip_compute: True (default) to compute the attention and MLP
+            branches of transformer blocks (ViT, DeiT, DINOv2, DINOv3, MiT,
+            Swin, ViTDet) on the kept examples only, in training with
+            `mode="sample"` or `"subset"`, as `StochasticDepthBlock` does;
+            False to always compute them and multiply by the gate. The same
+            seed draws the same gates either way. Convolutional blocks
+            always compute their branch (it holds BatchNormalization).
 
     Returns:
         A backbone of class `stochastic_depth_class(type(backbone))`, a
@@ -228,6 +252,7 @@ def apply_stochastic_depth(
         mode=mode,
         inverted=inverted,
         seed=seed,
+        skip_compute=skip_compute,
     )
     # MobileNetV5Backbone's get_config leaves the name out; keep it anyway.
     config = {"name": backbone.name, **base.get_config(backbone)}
@@ -327,8 +352,12 @@ def validate_settings(
     mode: Any,
     inverted: Any,
     seed: Any,
+    skip_compute: Any = True,
 ) -> Dict[str, Any]:
-    """The stochastic-depth settings a backbone's config stores, validated."""
+    """The stochastic-depth settings a backbone's config stores, validated.
+
+    `skip_compute` defaults to True for configs saved before it existed.
+    """
     inverted = validate_inverted(inverted)
     if final_survival_probability is not None:
         final_survival_probability = validate_survival_probability(
@@ -342,6 +371,7 @@ def validate_settings(
         "mode": validate_mode(mode),
         "inverted": inverted,
         "seed": seed,
+        "skip_compute": validate_bool(skip_compute, name="skip_compute"),
     }
 
 

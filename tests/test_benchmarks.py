@@ -113,6 +113,18 @@ def test_per_example_contenders_build_the_same_network(network):
     assert len(counts) == 1, "every contender trains the same weights"
 
 
+def test_hub_per_example_contenders_build_the_same_network():
+    pytest.importorskip("keras_hub")
+    from benchmarks import hub_per_example
+
+    counts = set()
+    for contender in hub_per_example.CONTENDERS:
+        model = hub_per_example.build(contender, drop_rate=0.4, layers=1, hidden=12, image=16, patch=8)
+        assert model.output_shape == (None, 10)
+        counts.add(model.count_params())
+    assert len(counts) == 1, "every contender trains the same weights"
+
+
 def test_another_backend_runs_in_its_own_process_and_its_rows_join_the_table(tmp_path, capsys):
     output = tmp_path / "table.md"
     assert (

@@ -14,6 +14,7 @@ import keras  # noqa: E402
 from stochastic_depth_tf import hub  # noqa: E402
 from stochastic_depth_tf.layers import stochastic_depth_layers  # noqa: E402
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth  # noqa: E402
+from tests.layer_checks import outputs_and_gradients  # noqa: E402
 
 
 def _resnet(**overrides):
@@ -736,3 +737,114 @@ def test_backbone_loads_from_a_task_preset(tmp_path):
     assert type(loaded) is type(model)
     images = _images()
     np.testing.assert_allclose(_infer(loaded, images), _infer(model, images), atol=1e-6)
+
+
+# Per-example compute skipping in the transformer blocks: the same seed gives
+# the same kept rows with and without it, so the outputs and gradients agree.
+SKIPPING = ("vit", "dinov2", "deit", "dinov3", "swin", "vitdet", "mit")
+
+
+def _skipping_cases():
+    return [name if name in EVERY_BACKEND else pytest.param(name, marks=pytest.mark.slow) for name in SKIPPING]
+
+
+def _without_dropout(model):
+    # A Dropout inside a branch draws other masks on the kept rows alone (MiT's attention has one).
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    return model
+
+
+def _training_outputs_and_gradients(original, jit_compile=False, **settings):
+    model = _without_dropout(
+        hub.apply_stochastic_depth(original, final_survival_probability=0.5, distribution="uniform", seed=0, **settings)
+    )
+
+    def weighted(images):
+        # Random weights: the sum of a normalized output has gradients of rounding noise only.
+        output = _first_output(model(images, training=True))
+        weights = np.random.default_rng(1).normal(size=tuple(output.shape)).astype("float32")
+        return keras.ops.multiply(output, weights)
+
+    return outputs_and_gradients(
+        weighted,
+        [_images(8)],
+        variables=_block_variables(model),
+        state=model.non_trainable_variables,
+        jit_compile=jit_compile,
+        calls=2,
+    )
+
+
+def _block_variables(model):
+    """The trainable variables of the adapted blocks (some backbones hold others no output reaches)."""
+    blocks = {id(gate._block()): gate._block() for gate in model.stochastic_depth_layers}
+    return [variable for block in blocks.values() for variable in block.trainable_variables]
+
+
+def _first_output(outputs):
+    return outputs[sorted(outputs)[-1]] if isinstance(outputs, dict) else outputs
+
+
+def _assert_same_outputs_and_gradients(skipping, merging):
+    (outputs, gradients), (expected_outputs, expected_gradients) = skipping, merging
+    np.testing.assert_allclose(outputs, expected_outputs, rtol=1e-5, atol=1e-5)
+    assert len(gradients) == len(expected_gradients)
+    for gradient, expected in zip(gradients, expected_gradients):
+        np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-5 * max(1.0, float(np.max(np.abs(expected)))))
+
+
+@pytest.mark.parametrize("mode", ["subset", "sample"])
+@pytest.mark.parametrize("name", _skipping_cases())
+def test_skipping_examples_equals_the_merge(name, mode):
+    original = BACKBONES[name][0]()
+    _assert_same_outputs_and_gradients(
+        _training_outputs_and_gradients(original, mode=mode, skip_compute=True),
+        _training_outputs_and_gradients(original, mode=mode, skip_compute=False),
+    )
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="XLA through tf.function(jit_compile=True)")
+def test_skipping_examples_under_xla_equals_the_merge():
+    original = _vit()
+    _assert_same_outputs_and_gradients(
+        _training_outputs_and_gradients(original, jit_compile=True, mode="subset", skip_compute=True),
+        _training_outputs_and_gradients(original, jit_compile=True, mode="subset", skip_compute=False),
+    )
+
+
+@pytest.mark.parametrize(
+    "settings, training, skipped",
+    [
+        ({"mode": "subset"}, True, True),
+        ({"mode": "subset"}, False, False),
+        ({"mode": "subset", "skip_compute": False}, True, False),
+        ({"mode": "batch"}, True, False),
+        ({"mode": "subset", "final_survival_probability": 0.95}, True, False),
+    ],
+)
+def test_branches_run_on_kept_examples_in_training_only(monkeypatch, settings, training, skipped):
+    from stochastic_depth_tf import _hub_backbones
+
+    rows = []
+
+    def spy(merge, branch, inputs, shortcut, **kwargs):
+        def counted(kept):
+            rows.append(int(keras.ops.shape(kept)[0]))
+            return branch(kept)
+
+        return _hub_backbones_skip(merge, counted, inputs, shortcut, **kwargs)
+
+    _hub_backbones_skip = _hub_backbones.skip_dropped_examples
+    monkeypatch.setattr(_hub_backbones, "skip_dropped_examples", spy)
+    settings = {"final_survival_probability": 0.5, "distribution": "uniform", "seed": 0, **settings}
+    model = hub.apply_stochastic_depth(_vit(), **settings)
+    model(_images(8), training=training)
+    # Two gates per block, two blocks; subset mode keeps round(0.5 * 8) rows.
+    assert rows == ([4] * 4 if skipped else [])
+
+
+def test_bad_skip_compute_is_refused():
+    with pytest.raises(TypeError, match="Invalid type received for argument `skip_compute`"):
+        hub.apply_stochastic_depth(_vit(), skip_compute="yes")

@@ -8,12 +8,8 @@ import keras
 
 from stochastic_depth_tf import backend, ops
 from stochastic_depth_tf._validation import Shape, check_same_shape, validate_bool, validate_training
+from stochastic_depth_tf.layers._skipping import skip_dropped_examples, skips
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
-
-# Per-example skipping gathers and scatters rows: below a drop rate of about
-# 0.1 that costs more than it saves (DINOv2's remark; measured in
-# benchmarks/results/per_example.md), so there the branch is multiplied.
-PER_EXAMPLE_SKIP_ABOVE = 0.9
 
 
 @keras.saving.register_keras_serializable(package="stochastic_depth_tf")
@@ -198,7 +194,14 @@ class StochasticDepthBlock(keras.layers.Layer):
             if gradients is not None:
                 return self._skip_dropped_batch(inputs, shortcut, gradients)
         elif self._skips(training) and not (static and self.mode == "sample"):
-            return self._skip_dropped_examples(inputs, shortcut, static)
+            return skip_dropped_examples(
+                self.merge,
+                lambda rows: self.branch(rows, training=True),
+                inputs,
+                shortcut,
+                layers=[self.branch],
+                owner=self.name,
+            )
         residual = self.branch(inputs, training=training)
         return self.merge([shortcut, keras.ops.cast(residual, shortcut.dtype)], training=training)
 
@@ -217,60 +220,9 @@ class StochasticDepthBlock(keras.layers.Layer):
 
         return backend.conditional(keep, kept, lambda: shortcut, [self.branch], self.name)
 
-    def _skip_dropped_examples(self, inputs: Any, shortcut: Any, static: bool) -> Any:
-        """Per-example modes: the branch runs on the kept examples only.
-
-        They are gathered, run through the branch, scaled, and added back
-        into their rows of the shortcut; dropped rows are the shortcut as is.
-        Where shapes are static (XLA, JAX; subset mode only) the kept count
-        comes from the configured survival probability, a constant when
-        tracing.
-        """
-        count = None
-        if static:
-            if self.survival_probability == 0.0:
-                return shortcut
-            count = ops.kept_count(keras.ops.shape(inputs)[0], self.survival_probability)
-        with backend.host_device():
-            indices, keep_probability = ops.kept_rows(
-                inputs,
-                self.survival_probability_variable,
-                mode=self.mode,
-                seed=self.merge.seed_generator,
-                count=count,
-            )
-            any_kept = keras.ops.greater(keras.ops.size(indices), 0)
-        scale = ops.gate_scale(keras.ops.ones(()), keep_probability, inverted=self.inverted, dtype=shortcut.dtype)
-
-        def kept() -> Any:
-            residual = self.branch(keras.ops.take(inputs, indices, axis=0), training=True)
-            update = keras.ops.multiply(scale, keras.ops.cast(residual, shortcut.dtype))
-            # `shortcut + scatter(update)` rather than writing `shortcut[i] +
-            # update` back into the shortcut's rows: the rows are distinct, so
-            # the two are equal, but the sum's gradient passes the shortcut's
-            # through untouched and needs no gather of its rows, where a
-            # scatter-update masks them (one fewer gather and one fewer
-            # full-size pass forward and back; 0.85 against 0.93 of the merge
-            # layer's step on the ViT-style stack of benchmarks/per_example.py).
-            return keras.ops.add(
-                shortcut, keras.ops.scatter(keras.ops.expand_dims(indices, -1), update, keras.ops.shape(shortcut))
-            )
-
-        if static:  # at least one example is kept whenever p > 0
-            return kept()
-        # With a varying count no example may be kept: the branch
-        # (BatchNormalization in particular) must not see an empty batch.
-        return backend.conditional(any_kept, kept, lambda: shortcut, [self.branch], self.name)
-
     def _skips(self, training: bool) -> bool:
         """Whether this call may skip dropped branches or examples (before static shapes are considered)."""
-        if not (training and self.skip_compute):
-            return False
-        if self.mode != "batch" and self.survival_probability > PER_EXAMPLE_SKIP_ABOVE:
-            return False
-        # Every replica draws the same batch gate, so skipping is consistent;
-        # but TensorFlow's all-reduce cannot sit inside a conditional.
-        return backend.num_replicas_in_sync() == 1 or not backend.branch_synchronizes_replicas(self.branch)
+        return skips(self.merge, self.branch, training=training, skip_compute=self.skip_compute)
 
     def compute_output_shape(self, input_shape: Any) -> Optional[Shape]:
         spec = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
