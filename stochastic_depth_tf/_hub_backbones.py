@@ -54,7 +54,8 @@ from keras_hub.src.models.vit.vit_layers import ViTEncoder, ViTEncoderBlock
 from keras_hub.src.models.vit_det.vit_layers import WindowedTransformerEncoder
 
 from stochastic_depth_tf import backend
-from stochastic_depth_tf._validation import validate_training
+from stochastic_depth_tf._validation import block_seed, validate_training
+from stochastic_depth_tf.layers._collect import stochastic_depth_layers
 from stochastic_depth_tf.layers._skipping import skip_dropped_examples, skips
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.schedules import survival_probabilities
@@ -591,7 +592,7 @@ class _GraphHandler:
         )
         new_outputs = list(new.outputs)
         new_pyramid = dict(zip(pyramid.keys(), new_outputs[1:]))
-        gates = [layer for layer in new.layers if isinstance(layer, StochasticDepth)]
+        gates = stochastic_depth_layers(new)
         return new.inputs[0], new_outputs[0], new_pyramid, gates
 
 
@@ -663,12 +664,11 @@ class _EncoderBlockHandler:
             block.__class__ = adapter
             block_gates: List[Any] = []
             for _ in range(adapter.residual_adds):
-                seed = settings["seed"]
                 gate = _BranchGate(
                     survival_probability=probability,
                     mode=settings["mode"],
                     inverted=settings["inverted"],
-                    seed=None if seed is None else seed + len(gates) + len(block_gates),
+                    seed=block_seed(settings["seed"], len(gates) + len(block_gates)),
                     skip_compute=settings["skip_compute"],
                     dtype=block.dtype_policy,
                     name=f"{block.name}_stochastic_depth_{len(block_gates)}",
