@@ -30,7 +30,6 @@ from typing import List, Optional
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks import harness, per_example  # noqa: E402
 from stochastic_depth_tf import hub  # noqa: E402
@@ -74,8 +73,8 @@ def markdown(rows: List[dict], command: str, settings: str) -> str:
         command,
         [
             settings,
-            "ratio: contender / `merge` (the same backbone with `skip_compute=False`) of the same drop rate and "
-            "compilation (below 1 is faster): ratio of the minima, and the median of the per-round paired ratios",
+            "`merge` is the same backbone with `skip_compute=False`",
+            harness.ratio_note("merge", "drop rate and compilation", COLUMNS),
             "kept fraction of the branch compute: 1 - drop rate (patch embedding, head and optimizer do not shrink)",
         ],
         COLUMNS,
@@ -103,9 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.rounds, args.steps, args.warmup = 3, 2, 1
     command = harness.command_line("python -m benchmarks.hub_per_example", argv)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.batch, args.image, args.image, 3)).astype("float32")
-    y = rng.integers(0, 10, size=(args.batch,))
+    x, y = harness.random_batch(args.batch, (args.image, args.image, 3))
     rows: List[dict] = []
     for compilation in args.compilations:
         for drop_rate in args.drop_rates:
