@@ -8,8 +8,12 @@
 Keras fixes its backend at import, so each backend runs in a pytest process
 of its own, with `KERAS_BACKEND` set. Under JAX and PyTorch the tests marked
 `tensorflow_only` are skipped (see `tests/conftest.py`), and so are the
-`slow` ones: their sizes exercise TensorFlow's compiled paths, and the
-neutral behaviour they check is covered at small sizes. Every backend runs
+`slow` ones (their sizes exercise TensorFlow's compiled paths, and the
+neutral behaviour they check is covered at small sizes) and the
+`one_backend` ones: what they check does not depend on the backend (the
+graph a surgery or a pruning builds, parameter counts, block orders,
+argument checks), so one pass checks it, and the other backends spend
+their time on the numerics, gates, training and files. Every backend runs
 even if an earlier one failed; the exit code is non-zero if any failed.
 
 Each backend's tests run on `--workers` pytest-xdist processes (default 2,
@@ -39,7 +43,7 @@ def pytest_command(backend: str, extra: Sequence[str], workers: int = 0) -> List
     if workers > 0:
         command += ["-n", str(workers), "--dist", "loadgroup"]
     if backend != "tensorflow":
-        command += ["-m", "not tensorflow_only and not slow"]
+        command += ["-m", "not tensorflow_only and not slow and not one_backend"]
     return command + list(extra)
 
 

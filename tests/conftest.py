@@ -26,6 +26,12 @@ def pytest_report_header(config):
 SHARED_SCOPES = ("session", "package", "module", "class")
 
 
+# First, before pytest-xdist's own hook in the workers: that hook appends
+# each test's `xdist_group` to its node id, which is what `--dist loadgroup`
+# schedules by, so a mark added after it is ignored and the group's tests
+# spread over the workers, each running the module's fixture again (seen:
+# the minute-long JAX distribution scenario ran twice).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         _group_by_shared_fixture(item)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
+import keras
 import pytest
 
 from tests import all_backends
+
+# The runner and the scheduling: nothing here depends on the backend.
+pytestmark = pytest.mark.one_backend
 
 
 def test_workers_run_the_suite_in_groups():
@@ -12,10 +19,10 @@ def test_workers_run_the_suite_in_groups():
     assert command[-6:] == ["-n", "2", "--dist", "loadgroup", "-k", "block"]
 
 
-def test_no_workers_runs_one_process_and_other_backends_skip_slow_and_tensorflow_only_tests():
+def test_no_workers_runs_one_process_and_other_backends_skip_slow_tensorflow_only_and_one_backend_tests():
     command = all_backends.pytest_command("jax", [], workers=0)
     assert "-n" not in command
-    assert command[-2:] == ["-m", "not tensorflow_only and not slow"]
+    assert command[-2:] == ["-m", "not tensorflow_only and not slow and not one_backend"]
 
 
 def test_negative_workers_are_refused(capsys):
@@ -36,3 +43,27 @@ def test_a_module_fixture_user_is_grouped_by_its_module(request, shared_value):
 def test_a_test_without_module_fixtures_is_not_grouped(request, tmp_path):
     # tmp_path comes from pytest's session-scoped tmp_path_factory: not a reason to group
     assert request.node.get_closest_marker("xdist_group") is None
+
+
+def test_under_two_workers_a_module_fixture_is_set_up_once(tmp_path):
+    # The real scheduling: `pytest -n 2 --dist loadgroup` with this suite's
+    # conftest. Before the grouping hook ran ahead of pytest-xdist's, the six
+    # users went to both workers and the fixture was set up on each.
+    log = tmp_path / "setups.txt"
+    completed = subprocess.run(
+        [
+            *all_backends.pytest_command("tensorflow", [], workers=2),
+            "-p",
+            "no:cacheprovider",
+            "tests/grouping_probe.py",
+        ],
+        cwd=all_backends.ROOT,
+        env={**os.environ, "GROUPING_PROBE_LOG": str(log), "KERAS_BACKEND": keras.backend.backend()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert "18 passed" in completed.stdout
+    setups = log.read_text(encoding="utf-8").split()
+    assert len(setups) == 1 and setups[0].startswith("gw"), setups

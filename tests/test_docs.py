@@ -65,6 +65,7 @@ def documented() -> set:
     return set(re.findall(r"^::: ([\w.]+)", text, flags=re.MULTILINE))
 
 
+@pytest.mark.one_backend
 def test_site_builds_with_warnings_as_errors(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],

@@ -329,6 +329,7 @@ def training_case(request):
     return BACKBONES[request.param]
 
 
+@pytest.mark.one_backend
 def test_class_is_kept_and_weights_copied(case):
     build, _, num_gates = case
     original = build()
@@ -705,6 +706,7 @@ def test_changed_deit_output_fails_loudly(monkeypatch):
         hub.apply_stochastic_depth(_deit())
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("name", ["resnet_v1", "vit"])
 def test_scheduler_finds_every_gate_of_a_task_model(name):
     from stochastic_depth_tf.callbacks import SurvivalProbabilityScheduler

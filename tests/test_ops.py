@@ -109,7 +109,7 @@ def test_batch_mode_keeps_or_drops_the_whole_batch(inverted):
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
 def test_batch_mode_keep_rate_matches_survival_probability(p):
-    draws = 4000
+    draws = 2000
     generator = keras.random.SeedGenerator(1234)
     residual = np.zeros((2, 3), "float32")
     gates = np.array(

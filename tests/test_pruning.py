@@ -69,6 +69,7 @@ def dense_chain(kernels_zero=(), probabilities=(1.0, 0.9, 0.8)):
 # The public name.
 
 
+@pytest.mark.one_backend
 def test_prune_blocks_is_exported():
     assert sdt.prune_blocks is pruning.prune_blocks
     assert "prune_blocks" in sdt.__all__
@@ -93,6 +94,7 @@ def test_removed_merge_layer_computes_its_shortcut_and_its_branch_leaves_the_gra
     assert pruned.count_params() == model.count_params() - removed
 
 
+@pytest.mark.one_backend
 def test_removed_block_layer_becomes_its_projection_shortcut():
     model = moved_statistics(resnet(shortcut="projection"))
     pruned = sdt.prune_blocks(model, blocks=["stage2_block1_stochastic_depth_block", 6])
@@ -101,6 +103,7 @@ def test_removed_block_layer_becomes_its_projection_shortcut():
     assert "stage2_block1_shortcut" in [layer.name for layer in pruned.layers]
 
 
+@pytest.mark.one_backend
 def test_blocks_are_numbered_in_the_order_of_the_collector():
     model = resnet()
     for index in (0, 4, 8):
@@ -119,12 +122,14 @@ def test_kept_blocks_keep_weights_and_the_current_survival_probability():
     ] == pytest.approx([0.3] * 9)
 
 
+@pytest.mark.one_backend
 def test_inverted_blocks_keep_their_plain_add_at_inference():
     model = moved_statistics(resnet(inverted=True, skip_compute=False))
     pruned = sdt.prune_blocks(model, keep=9)
     np.testing.assert_allclose(predict(pruned), predict(model), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_pruned_model_is_a_copy():
     model = resnet()
     pruned = sdt.prune_blocks(model, blocks=[8])
@@ -134,6 +139,7 @@ def test_pruned_model_is_a_copy():
     np.testing.assert_array_equal(predict(model), before)
 
 
+@pytest.mark.one_backend
 def test_shake_drop_pyramidnet_block_removed_is_its_zero_padded_shortcut():
     model = moved_statistics(sdt.models.pyramidnet(depth=20, alpha=12, block="basic", input_shape=(12, 12, 1), seed=0))
     assert all(isinstance(layer, sdt.ShakeDrop) for layer in stochastic_depth_layers(model))
@@ -142,6 +148,7 @@ def test_shake_drop_pyramidnet_block_removed_is_its_zero_padded_shortcut():
     np.testing.assert_allclose(predict(pruned), with_blocks_zeroed(model, [1, 4, 5]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.one_backend
 def test_efficientnet_residual_blocks_are_pruned_lowest_survival_first():
     # The paper's scaling (inverted=False), so that a survival probability of 0 drops a branch
     # at inference too: the model with those blocks at 0 is what the pruned one must compute
@@ -171,6 +178,7 @@ def test_surgery_result_of_a_plain_network_keeps_its_outputs_and_prunes_deepest_
     assert names(pruned) == names(model)[:7]
 
 
+@pytest.mark.one_backend
 def test_residual_written_as_x_plus_y_is_pruned_after_surgery():
     inputs = keras.Input((4,))
     x = keras.layers.Dense(4, name="stem")(inputs)
@@ -184,6 +192,7 @@ def test_residual_written_as_x_plus_y_is_pruned_after_surgery():
     np.testing.assert_allclose(predict(pruned, features), keras.ops.convert_to_numpy(expected), rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_blocks_inside_a_nested_functional_model_are_pruned():
     inner = resnet(skip_compute=False, name="inner")
     inputs = keras.Input((12, 12, 1))
@@ -194,6 +203,7 @@ def test_blocks_inside_a_nested_functional_model_are_pruned():
     np.testing.assert_allclose(predict(pruned), with_blocks_zeroed(outer, [2]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.one_backend
 def test_compile_config_is_carried_over():
     model = resnet()
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -213,12 +223,14 @@ def test_pruned_model_still_trains_with_stochastic_depth():
 # Choosing the blocks.
 
 
+@pytest.mark.one_backend
 def test_lowest_survival_removes_deepest_first_under_the_linear_rule():
     model = resnet()
     assert pruning.removal_order(model) == [8, 7, 6, 5, 4, 3, 2, 1, 0]
     assert names(sdt.prune_blocks(model, keep=5)) == names(model)[:5]
 
 
+@pytest.mark.one_backend
 def test_lowest_survival_reads_the_current_variable_and_breaks_ties_deepest_first():
     model = resnet(distribution="uniform")
     layers = stochastic_depth_layers(model)
@@ -227,6 +239,7 @@ def test_lowest_survival_reads_the_current_variable_and_breaks_ties_deepest_firs
     assert pruning.removal_order(model) == [2, 5, 8, 7, 6, 4, 3, 1, 0]
 
 
+@pytest.mark.one_backend
 def test_keep_as_a_count_or_a_fraction():
     model = resnet()
     assert len(names(sdt.prune_blocks(model, keep=1))) == 1
@@ -239,6 +252,7 @@ def test_keep_as_a_count_or_a_fraction():
 @pytest.mark.parametrize(
     "keep, removed", [(6, [2, 5, 8]), (7, [4, 8]), (3, [1, 2, 4, 5, 7, 8]), (9, []), (0, list(range(9)))]
 )
+@pytest.mark.one_backend
 def test_every_k_is_layerdrops_rule(keep, removed):
     model = resnet()
     pruned = sdt.prune_blocks(model, keep=keep, rule="every_k")
@@ -277,6 +291,7 @@ def test_greedy_first_removes_the_block_whose_removal_costs_least(compiled):
     assert names(pruned) == [name for index, name in enumerate(names(model)) if index != expected]
 
 
+@pytest.mark.one_backend
 def test_greedy_accepts_one_hot_labels():
     keras.utils.set_random_seed(0)
     model = dense_chain(kernels_zero=(1,))
@@ -288,6 +303,7 @@ def test_greedy_accepts_one_hot_labels():
     )
 
 
+@pytest.mark.one_backend
 def test_removal_order_is_the_prefix_prune_blocks_removes():
     model = resnet()
     order = pruning.removal_order(model)
@@ -308,6 +324,7 @@ def shape_changing_model():
     return keras.Model([shortcut, other], outputs)
 
 
+@pytest.mark.one_backend
 def test_block_whose_removal_changes_a_shape_is_refused_by_name():
     with pytest.raises(
         ValueError, match=re.escape("Invalid value received for argument `blocks`. Expected removable")
@@ -316,6 +333,7 @@ def test_block_whose_removal_changes_a_shape_is_refused_by_name():
     assert "would change a shape" in str(error.value)
 
 
+@pytest.mark.one_backend
 def test_block_whose_removal_changes_a_shape_is_kept_with_a_warning():
     model = shape_changing_model()
     with pytest.warns(UserWarning, match=r"1 of 2 blocks cannot be removed and are kept: block 0 \('changes_shape'\)"):
@@ -323,6 +341,7 @@ def test_block_whose_removal_changes_a_shape_is_kept_with_a_warning():
     assert names(pruned) == ["changes_shape"]
 
 
+@pytest.mark.one_backend
 def test_block_inside_a_sequential_cannot_be_cut_out():
     block = sdt.StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, name="nested_block")
     inputs = keras.Input((4,))
@@ -336,6 +355,7 @@ def test_block_inside_a_sequential_cannot_be_cut_out():
         assert names(sdt.prune_blocks(model, keep=0)) == ["nested_block"]
 
 
+@pytest.mark.one_backend
 def test_no_warning_when_every_block_can_go():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
@@ -345,22 +365,26 @@ def test_no_warning_when_every_block_can_go():
 # Errors.
 
 
+@pytest.mark.one_backend
 def test_model_of_the_wrong_type():
     with pytest.raises(TypeError, match="Invalid type received for argument `model`. Expected a functional"):
         sdt.prune_blocks("resnet", keep=1)
 
 
+@pytest.mark.one_backend
 def test_sequential_model_is_refused():
     model = keras.Sequential([keras.Input((4,)), sdt.StochasticDepthBlock(keras.layers.Dense(4))])
     with pytest.raises(ValueError, match="Invalid value received for argument `model`. Expected a functional"):
         sdt.prune_blocks(model, keep=0)
 
 
+@pytest.mark.one_backend
 def test_model_without_our_layers_is_refused():
     with pytest.raises(ValueError, match="Expected a functional keras.Model with at least one StochasticDepth"):
         sdt.prune_blocks(resnet(final_survival_probability=1.0), keep=0)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("arguments", [{}, {"blocks": [1], "keep": 3}])
 def test_exactly_one_of_blocks_and_keep(arguments):
     with pytest.raises(
@@ -369,18 +393,21 @@ def test_exactly_one_of_blocks_and_keep(arguments):
         sdt.prune_blocks(resnet(), **arguments)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("arguments", [{"rule": "greedy"}, {"validation_data": (IMAGES, np.zeros(6))}])
 def test_explicit_blocks_take_no_rule(arguments):
     with pytest.raises(ValueError, match=re.escape("Expected `rule` and `validation_data` only with `keep`")):
         sdt.prune_blocks(resnet(), blocks=[1], **arguments)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("blocks", ["stage1_block1_stochastic_depth_block", 3, {1, 2}])
 def test_blocks_of_the_wrong_type(blocks):
     with pytest.raises(TypeError, match="Invalid type received for argument `blocks`. Expected a list or tuple"):
         sdt.prune_blocks(resnet(), blocks=blocks)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("blocks", [[9], [-1], [True], ["no_such_block"], [1.0]])
 def test_blocks_out_of_range_or_unknown(blocks):
     with pytest.raises(
@@ -389,11 +416,13 @@ def test_blocks_out_of_range_or_unknown(blocks):
         sdt.prune_blocks(resnet(), blocks=blocks)
 
 
+@pytest.mark.one_backend
 def test_block_named_twice():
     with pytest.raises(ValueError, match="Expected each block at most once. Received: block 8 twice"):
         sdt.prune_blocks(resnet(), blocks=[8, "stage3_block3_stochastic_depth_block"])
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("keep", ["half", True, [3]])
 def test_keep_of_the_wrong_type(keep):
     with pytest.raises(TypeError, match="Invalid type received for argument `keep`. Expected an int count"):
@@ -409,16 +438,19 @@ def test_keep_of_the_wrong_type(keep):
         (float("nan"), "a float fraction"),
     ],
 )
+@pytest.mark.one_backend
 def test_keep_out_of_range(keep, expected):
     with pytest.raises(ValueError, match=re.escape(f"Invalid value received for argument `keep`. Expected {expected}")):
         sdt.prune_blocks(resnet(), keep=keep)
 
 
+@pytest.mark.one_backend
 def test_unknown_rule():
     with pytest.raises(ValueError, match="Invalid value received for argument `rule`. Expected one of"):
         sdt.prune_blocks(resnet(), keep=3, rule="random")
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("rule", ["lowest_survival", "every_k"])
 def test_validation_data_only_with_greedy(rule):
     with pytest.raises(ValueError, match="Invalid value received for argument `validation_data`. Expected None unless"):
@@ -434,6 +466,7 @@ def test_validation_data_only_with_greedy(rule):
         ([IMAGES[:0], np.zeros(0)], "Expected `(x, y)`, two arrays"),
     ],
 )
+@pytest.mark.one_backend
 def test_greedy_needs_validation_data(validation_data, expected):
     with pytest.raises(
         ValueError, match=re.escape(f"Invalid value received for argument `validation_data`. {expected}")
@@ -441,6 +474,7 @@ def test_greedy_needs_validation_data(validation_data, expected):
         sdt.prune_blocks(resnet(), keep=3, rule="greedy", validation_data=validation_data)
 
 
+@pytest.mark.one_backend
 def test_greedy_refuses_a_model_compiled_with_several_losses():
     model = dense_chain()
     model.compile(loss=["sparse_categorical_crossentropy"])
@@ -449,6 +483,7 @@ def test_greedy_refuses_a_model_compiled_with_several_losses():
         sdt.prune_blocks(model, keep=1, rule="greedy", validation_data=(features, np.zeros(4)))
 
 
+@pytest.mark.one_backend
 def test_removal_order_has_no_every_k():
     with pytest.raises(ValueError, match="Invalid value received for argument `rule`. Expected one of .* nested"):
         pruning.removal_order(resnet(), rule="every_k")

@@ -272,6 +272,7 @@ TAMPERED = {
 }
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("case", TAMPERED)
 def test_tampered_config_fails_at_load_with_our_message(saved_file, tmp_path, case):
     """The edited file raises in `load_model`, and the exception text carries the package's message."""

@@ -80,12 +80,14 @@ def vectors(n=3, width=4, seed=0):
 # keras.applications, out of the box.
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("name", APPLICATION_PARAMS)
 def test_application_residual_adds_counted_from_graph(name):
     original, _ = application(name)
     assert len(residual_adds(original)) == APPLICATIONS[name]
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("name", APPLICATION_PARAMS)
 def test_application_every_residual_add_replaced(name):
     _, model = application(name)
@@ -93,6 +95,7 @@ def test_application_every_residual_add_replaced(name):
     assert residual_adds(model) == []
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("name", APPLICATION_PARAMS)
 def test_application_output_unchanged_at_full_survival(name):
     original, model = application(name)
@@ -102,6 +105,7 @@ def test_application_output_unchanged_at_full_survival(name):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("name", APPLICATION_PARAMS)
 def test_application_weights_kept(name):
     original, model = application(name)
@@ -111,6 +115,7 @@ def test_application_weights_kept(name):
         np.testing.assert_array_equal(new, old)
 
 
+@pytest.mark.one_backend
 def test_resnet_projection_block_shortcut_is_the_one_convolution_path():
     _, model = application("ResNet50")
     shortcut, residual = model.get_layer("conv2_block1_add").input
@@ -118,6 +123,7 @@ def test_resnet_projection_block_shortcut_is_the_one_convolution_path():
     assert residual is model.get_layer("conv2_block1_3_bn").output
 
 
+@pytest.mark.one_backend
 def test_resnet_identity_block_shortcut_is_the_block_input():
     _, model = application("ResNet50")
     shortcut, residual = model.get_layer("conv2_block2_add").input
@@ -125,6 +131,7 @@ def test_resnet_identity_block_shortcut_is_the_block_input():
     assert residual is model.get_layer("conv2_block2_3_bn").output
 
 
+@pytest.mark.one_backend
 def test_efficientnet_shortcut_found_although_added_second():
     _, model = application("EfficientNetB0")
     shortcut, residual = model.get_layer("block2b_add").input
@@ -132,6 +139,7 @@ def test_efficientnet_shortcut_found_although_added_second():
     assert residual is model.get_layer("block2b_project_bn").output
 
 
+@pytest.mark.one_backend
 def test_efficientnet_drop_connect_removed_by_default():
     original, model = application("EfficientNetB0")
     drop_connect = [layer for layer in original.layers if isinstance(layer, keras.layers.Dropout)]
@@ -139,6 +147,7 @@ def test_efficientnet_drop_connect_removed_by_default():
     assert not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
 
 
+@pytest.mark.one_backend
 def test_efficientnet_drop_connect_kept_on_request():
     original, _ = application("EfficientNetB0")
     model = apply_stochastic_depth(original, replace_drop_connect=False)
@@ -156,6 +165,7 @@ def test_convnext_op_adds_replaced_and_its_branch_left_alone():
     assert len(model.layers) == len(original.layers) + APPLICATIONS["ConvNeXtTiny"]
 
 
+@pytest.mark.one_backend
 def test_linear_decay_follows_block_order():
     original, _ = application("ResNet50")
     model = apply_stochastic_depth(original, final_survival_probability=0.5)
@@ -183,6 +193,7 @@ def test_shortcut_found_whatever_the_argument_order(order):
     assert residual is model.get_layer("branch").output
 
 
+@pytest.mark.one_backend
 def test_projection_block_shortcut_is_the_shorter_path():
     inputs = keras.Input((4,))
     long_path = keras.layers.Dense(4, name="long_b")(keras.layers.Dense(4, name="long_a")(inputs))
@@ -205,11 +216,13 @@ def test_op_add_replaced():
     np.testing.assert_allclose(numpy(model(x, training=False)), x + 0.5 * residual, rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_uniform_distribution():
     model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.7, distribution="uniform")
     assert [layer.survival_probability for layer in stochastic_depth_layers(model)] == [0.7] * 3
 
 
+@pytest.mark.one_backend
 def test_mode_and_inverted_passed_to_every_layer():
     model = apply_stochastic_depth(residual_chain(), mode="sample", inverted=True)
     assert all(layer.mode == "sample" and layer.inverted for layer in stochastic_depth_layers(model))
@@ -228,16 +241,19 @@ def test_training_with_zero_survival_drops_every_block():
     np.testing.assert_array_equal(numpy(model(x, training=True)), x)
 
 
+@pytest.mark.one_backend
 def test_seeds_derived_from_seed():
     model = apply_stochastic_depth(residual_chain(), seed=7)
     assert [layer.seed for layer in stochastic_depth_layers(model)] == [7, 8, 9]
 
 
+@pytest.mark.one_backend
 def test_no_seed_leaves_layers_unseeded():
     model = apply_stochastic_depth(residual_chain())
     assert [layer.seed for layer in stochastic_depth_layers(model)] == [None] * 3
 
 
+@pytest.mark.one_backend
 def test_new_layers_named_after_the_adds():
     model = apply_stochastic_depth(residual_chain())
     assert [layer.name for layer in stochastic_depth_layers(model)] == [
@@ -267,6 +283,7 @@ def test_original_model_left_intact():
     np.testing.assert_array_equal(numpy(original(x)), expected)
 
 
+@pytest.mark.one_backend
 def test_non_residual_adds_left_as_they_are():
     first, second = keras.Input((4,)), keras.Input((4,))
     two_inputs = keras.layers.Add(name="two_inputs")([first, second])
@@ -279,6 +296,7 @@ def test_non_residual_adds_left_as_they_are():
         assert type(model.get_layer(name)) is keras.layers.Add
 
 
+@pytest.mark.one_backend
 def test_nested_model_adds_replaced_in_call_order():
     inputs = keras.Input((4,))
     x = keras.layers.Add(name="outer_add_0")([inputs, keras.layers.Dense(4)(inputs)])
@@ -302,6 +320,7 @@ def test_nested_model_output_unchanged_at_full_survival():
     np.testing.assert_allclose(numpy(model(x)), numpy(original(x)), rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_shared_layer_stays_shared():
     inputs = keras.Input((4,))
     shared = keras.layers.Dense(4, name="shared")
@@ -313,6 +332,7 @@ def test_shared_layer_stays_shared():
     assert [layer.name for layer in model.layers].count("shared") == 1
 
 
+@pytest.mark.one_backend
 def test_add_layer_called_twice_becomes_two_layers():
     inputs = keras.Input((4,))
     add = keras.layers.Add(name="add")
@@ -324,6 +344,7 @@ def test_add_layer_called_twice_becomes_two_layers():
     assert [layer.survival_probability for layer in layers] == [0.75, 0.5]
 
 
+@pytest.mark.one_backend
 def test_frozen_layer_stays_frozen():
     original = residual_chain()
     original.get_layer("chain_branch_1").trainable = False
@@ -336,6 +357,7 @@ def test_frozen_layer_stays_frozen():
     assert len(model.trainable_weights) == len(original.trainable_weights) == 4
 
 
+@pytest.mark.one_backend
 def test_frozen_model_stays_frozen():
     original = residual_chain()
     original.trainable = False
@@ -344,6 +366,7 @@ def test_frozen_model_stays_frozen():
     assert model.trainable_weights == []
 
 
+@pytest.mark.one_backend
 def test_current_survival_probability_of_existing_layers_kept():
     model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.5)
     model.get_layer("chain_add_0").survival_probability_variable.assign(0.9)
@@ -354,6 +377,7 @@ def test_current_survival_probability_of_existing_layers_kept():
     assert float(layer.survival_probability_variable.numpy()) == pytest.approx(0.9)
 
 
+@pytest.mark.one_backend
 def test_stateless_layer_that_cannot_be_rebuilt_is_shared():
     inputs = keras.Input((4,))
     doubled = keras.layers.Lambda(lambda x: 2.0 * x, name="double")(inputs)
@@ -364,6 +388,7 @@ def test_stateless_layer_that_cannot_be_rebuilt_is_shared():
     np.testing.assert_allclose(numpy(model(vectors())), numpy(original(vectors())), rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_refuses_a_layer_with_weights_that_cannot_be_rebuilt():
     class Scale(keras.layers.Layer):
         def __init__(self, units):
@@ -382,6 +407,7 @@ def test_refuses_a_layer_with_weights_that_cannot_be_rebuilt():
         apply_stochastic_depth(keras.Model(inputs, outputs))
 
 
+@pytest.mark.one_backend
 def test_mixed_precision_policy_of_the_add_kept():
     keras.config.set_dtype_policy("mixed_float16")
     original = residual_chain()
@@ -391,6 +417,7 @@ def test_mixed_precision_policy_of_the_add_kept():
     assert model(vectors()).dtype == original(vectors()).dtype
 
 
+@pytest.mark.one_backend
 def test_compiled_model_stays_compiled():
     original = residual_chain()
     original.compile("sgd", "mse")
@@ -422,6 +449,7 @@ def test_strip_folds_current_survival_probability():
     np.testing.assert_allclose(numpy(stripped(x)), numpy(model(x, training=False)), rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_strip_leaves_only_stock_layers():
     stripped = strip_stochastic_depth(apply_stochastic_depth(residual_chain()))
     assert not stochastic_depth_layers(stripped)
@@ -441,6 +469,7 @@ def test_strip_inverted_is_a_plain_add():
     np.testing.assert_allclose(numpy(stripped(x)), numpy(model(x, training=False)), rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_strip_application_output_unchanged():
     original, _ = application("ResNet50")
     model = apply_stochastic_depth(original, final_survival_probability=0.5)
@@ -494,17 +523,20 @@ def test_strip_nested_model():
 # Refusals.
 
 
+@pytest.mark.one_backend
 def test_refuses_a_non_model():
     with pytest.raises(TypeError, match="Invalid type received for argument `model`"):
         apply_stochastic_depth(keras.layers.Dense(4))
 
 
+@pytest.mark.one_backend
 def test_refuses_a_sequential_model():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
     with pytest.raises(ValueError, match="Invalid value received for argument `model`.*Sequential"):
         apply_stochastic_depth(model)
 
 
+@pytest.mark.one_backend
 def test_refuses_a_subclassed_model():
     class Residual(keras.Model):
         def __init__(self):
@@ -520,6 +552,7 @@ def test_refuses_a_subclassed_model():
         apply_stochastic_depth(model)
 
 
+@pytest.mark.one_backend
 def test_refuses_a_model_without_residual_add():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
@@ -527,62 +560,74 @@ def test_refuses_a_model_without_residual_add():
         apply_stochastic_depth(model)
 
 
+@pytest.mark.one_backend
 def test_refuses_a_bad_distribution():
     with pytest.raises(ValueError, match="Invalid value received for argument `distribution`"):
         apply_stochastic_depth(residual_chain(), distribution="exponential")
 
 
+@pytest.mark.one_backend
 def test_refuses_a_survival_probability_out_of_range():
     with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
         apply_stochastic_depth(residual_chain(), final_survival_probability=1.5)
 
 
+@pytest.mark.one_backend
 def test_refuses_a_survival_probability_of_the_wrong_type():
     with pytest.raises(TypeError, match="Invalid type received for argument `final_survival_probability`"):
         apply_stochastic_depth(residual_chain(), final_survival_probability="0.5")
 
 
+@pytest.mark.one_backend
 def test_refuses_zero_survival_probability_when_inverted():
     with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
         apply_stochastic_depth(residual_chain(), final_survival_probability=0.0, inverted=True)
 
 
+@pytest.mark.one_backend
 def test_refuses_a_bad_mode():
     with pytest.raises(ValueError, match="Invalid value received for argument `mode`"):
         apply_stochastic_depth(residual_chain(), mode="row")
 
 
+@pytest.mark.one_backend
 def test_refuses_a_bad_inverted():
     with pytest.raises(TypeError, match="Invalid type received for argument `inverted`"):
         apply_stochastic_depth(residual_chain(), inverted="yes")
 
 
+@pytest.mark.one_backend
 def test_refuses_a_negative_seed():
     with pytest.raises(ValueError, match="Invalid value received for argument `seed`"):
         apply_stochastic_depth(residual_chain(), seed=-1)
 
 
+@pytest.mark.one_backend
 def test_refuses_a_seed_generator():
     with pytest.raises(TypeError, match="Invalid type received for argument `seed`"):
         apply_stochastic_depth(residual_chain(), seed=keras.random.SeedGenerator(0))
 
 
+@pytest.mark.one_backend
 def test_refuses_a_bad_replace_drop_connect():
     with pytest.raises(TypeError, match="Invalid type received for argument `replace_drop_connect`"):
         apply_stochastic_depth(residual_chain(), replace_drop_connect=1)
 
 
+@pytest.mark.one_backend
 def test_strip_refuses_a_sequential_model():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
     with pytest.raises(ValueError, match="Invalid value received for argument `model`.*Sequential"):
         strip_stochastic_depth(model)
 
 
+@pytest.mark.one_backend
 def test_strip_refuses_a_model_without_stochastic_depth():
     with pytest.raises(ValueError, match="Invalid value received for argument `model`.*StochasticDepth"):
         strip_stochastic_depth(residual_chain())
 
 
+@pytest.mark.one_backend
 def test_current_survival_probability_of_existing_blocks_kept():
     inputs = keras.Input((4,))
     x = StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, name="block")(inputs)
@@ -593,6 +638,7 @@ def test_current_survival_probability_of_existing_blocks_kept():
     assert float(numpy(applied.get_layer("block").survival_probability_variable)) == pytest.approx(0.7)
 
 
+@pytest.mark.one_backend
 def test_functional_subclass_kept():
     class Residual(keras.Model):  # built as keras.Model(inputs, outputs): a functional subclass
         pass

@@ -16,6 +16,7 @@ def stochastic_layers(model):
     return [l for l in model.layers if isinstance(l, (sdt.StochasticDepth, sdt.StochasticDepthBlock))]
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("depth, params", [(20, 0.27e6), (56, 0.85e6), (110, 1.7e6)])
 def test_parameter_counts_match_he_et_al(depth, params):
     # He et al. (2016), table 6: 0.27M, 0.85M and 1.7M parameters.
@@ -180,6 +181,7 @@ def analytic_parameter_count(depth, kernel_size, in_channels, num_classes, short
     return count + 64 * num_classes + num_classes
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
 @pytest.mark.parametrize("depth", [20, 110])
 def test_parameter_counts_equal_the_analytic_count(depth, shortcut):
@@ -204,6 +206,7 @@ def test_1d_network_shapes_and_layers():
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("depth, blocks", [(8, 3), (20, 9), (110, 54)])
 @pytest.mark.parametrize("skip_compute", [True, False])
 def test_1d_block_count_and_decay(depth, blocks, skip_compute):

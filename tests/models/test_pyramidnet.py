@@ -70,6 +70,7 @@ def test_widths_grow_additively_by_alpha_over_the_blocks():
 # Structure.
 
 
+@pytest.mark.one_backend
 def test_shake_drop_network_has_the_linear_rule_over_its_blocks():
     model = sdt.models.pyramidnet(20, 27, block="basic", input_shape=(12, 12, 3), seed=0)
     layers = layers_of(model, sdt.ShakeDrop)
@@ -106,6 +107,7 @@ def test_bottleneck_block_widens_its_output_four_times():
     assert model.get_layer("final_bn").output.shape[-1] == 4 * widths[-1]
 
 
+@pytest.mark.one_backend
 def test_the_three_regularizations_have_the_same_weights():
     plain = sdt.models.pyramidnet(**SMALL, regularization=None)
     for kwargs in (
