@@ -33,8 +33,7 @@ SHARED_SCOPES = ("session", "package", "module", "class")
 # the minute-long JAX distribution scenario ran twice).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        _group_by_shared_fixture(item)
+    _group_by_shared_fixtures(items)
     if BACKEND == "tensorflow":
         return
     skip = pytest.mark.skip(reason=f"TensorFlow only (KERAS_BACKEND={BACKEND})")
@@ -43,20 +42,45 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _group_by_shared_fixture(item):
-    """Under `pytest -n N --dist loadgroup` (tests/all_backends.py), tests run one by one on any worker,
-    except that the tests of a module that use one of its module-scoped fixtures (a subprocess scenario
-    of a minute, say) go to one worker together, so that the fixture runs once, not once per worker.
-    """
+def _shared_fixtures(item):
+    """`(module file, name)` of the module's own shared-scope fixtures that `item` uses, directly or not."""
     module_file = item.nodeid.split("::")[0]
     fixture_definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
     # Only the module's own fixtures: pytest's (tmp_path_factory) and the
     # plugins' session fixtures are cheap and shared by nearly every test.
-    if any(
-        definitions and definitions[-1].scope in SHARED_SCOPES and definitions[-1].baseid == module_file
-        for definitions in fixture_definitions.values()
-    ):
-        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    return sorted(
+        (module_file, name)
+        for name, definitions in fixture_definitions.items()
+        if definitions and definitions[-1].scope in SHARED_SCOPES and definitions[-1].baseid == module_file
+    )
+
+
+def _group_by_shared_fixtures(items):
+    """Under `pytest -n N --dist loadgroup` (tests/all_backends.py), tests run one by one on any worker,
+    except that the users of a module's shared fixture (a subprocess scenario of a minute, say) go to
+    one worker together, so that it runs once, not once per worker. One group per fixture, not per
+    module, so that a module's scenarios spread over the workers; fixtures that one test uses together
+    (one built from the other, say) share a group.
+    """
+    parent = {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    first_fixture = {}
+    for item in items:
+        keys = _shared_fixtures(item)
+        if not keys:
+            continue
+        first_fixture[item] = keys[0]
+        for key in keys[1:]:
+            low, high = sorted((root(keys[0]), root(key)))
+            parent[high] = low
+    for item, key in first_fixture.items():
+        module_file, name = root(key)
+        item.add_marker(pytest.mark.xdist_group(f"{module_file}::{name}"))
 
 
 @pytest.fixture(autouse=True)

@@ -36,8 +36,32 @@ def shared_value():
     return object()
 
 
-def test_a_module_fixture_user_is_grouped_by_its_module(request, shared_value):
-    assert request.node.get_closest_marker("xdist_group").args == (__name__,)
+@pytest.fixture(scope="module")
+def built_from_shared_value(shared_value):
+    return [shared_value]
+
+
+@pytest.fixture(scope="module")
+def other_shared_value():
+    return object()
+
+
+def group(request):
+    return request.node.get_closest_marker("xdist_group").args
+
+
+# A group is named after the first, alphabetically, of the fixtures it joins.
+def test_a_module_fixture_user_is_grouped_by_its_fixture(request, shared_value):
+    assert group(request) == ("tests/test_all_backends.py::built_from_shared_value",)
+
+
+def test_a_fixture_built_from_another_shares_its_group(request, built_from_shared_value):
+    # built_from_shared_value needs shared_value: one worker must compute both
+    assert group(request) == ("tests/test_all_backends.py::built_from_shared_value",)
+
+
+def test_another_module_fixture_makes_another_group(request, other_shared_value):
+    assert group(request) == ("tests/test_all_backends.py::other_shared_value",)
 
 
 def test_a_test_without_module_fixtures_is_not_grouped(request, tmp_path):
