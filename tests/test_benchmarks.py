@@ -252,6 +252,9 @@ def test_one_command_runs_the_tables_into_one_report(tmp_path, monkeypatch, caps
         "TABLES",
         {
             "step_time": every.Table("step_time", [], ["--depths", "8", "--no-serving", *tiny]),
+            "per_example": every.Table(
+                "per_example", [], ["--networks", "vit", "--vit-blocks", "1", "--drop-rates", "0.4", *tiny]
+            ),
             "broken": every.Table("step_time", [], ["--no-such-option"]),
         },
     )
@@ -260,9 +263,9 @@ def test_one_command_runs_the_tables_into_one_report(tmp_path, monkeypatch, caps
     assert report.rstrip() in capsys.readouterr().out
     assert report.startswith("# Every benchmark table\n")
     assert f"- backend tensorflow: tensorflow {__import__('tensorflow').__version__}; device: " in report
-    assert "## Step time of stochastic depth" in report
+    assert "## Step time of stochastic depth" in report and "## Per-example compute skipping" in report
     assert "## broken\n\nFAILED (exit code 2)" in report
-    for name in ("step_time",):
+    for name in ("step_time", "per_example"):
         table = (tmp_path / f"{name}.md").read_text()
         assert table.lstrip("#") in report
         assert _columns(table)[-1] == "ratio to fastest plain (median)"
