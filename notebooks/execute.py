@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 
 # Sizes at which every notebook still runs each of its cells, in seconds.
 SMALL_PARAMETERS = {
-    "depth_on_demand.ipynb": {"DEPTH": 8, "EPOCHS": 2, "SEEDS": 2, "BATCH_SIZE": 128},
+    "depth_on_demand.ipynb": {"DEPTH": 8, "EPOCHS": 1, "SEEDS": 2, "BATCH_SIZE": 128},
     "stochastic_depth_mnist1d.ipynb": {
         "DEPTHS": [8],
         "FINAL_SURVIVAL_PROBABILITIES": [1.0, 0.5],
@@ -33,7 +33,7 @@ SMALL_PARAMETERS = {
         "RESULTS_FILE": None,
         "TRAIN_MISSING": True,
     },
-    "stochastic_depth_resnet.ipynb": {"DEPTH": 8, "EPOCHS": 2, "SEEDS": 2, "BATCH_SIZE": 128},
+    "stochastic_depth_resnet.ipynb": {"DEPTH": 8, "EPOCHS": 1, "SEEDS": 2, "BATCH_SIZE": 128},
     "stochastic_depth_semantics.ipynb": {"STEPS": 40, "BATCH_SIZE": 8, "DRAWS": 2000},
     "stochastic_depth_sweep.ipynb": {
         "DEPTHS": [8],

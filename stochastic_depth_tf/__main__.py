@@ -302,7 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(
         f"\nResNet-{args.depth}, recipe {recipe.name}: {recipe.epochs} epochs of batch {recipe.batch_size}, "
         f"linear decay to {args.final_survival_probability}, mode {args.mode}, "
-        f"{compilation(trainers['plain'].model.jit_compile)} (s / epoch leaves out the first epoch):\n"
+        f"{compilation(trainers['plain'].model.jit_compile)} "
+        f"({'s / epoch leaves out the first epoch' if recipe.epochs > 1 else 's / epoch of the one epoch, compilation included'}):\n"
     )
     print(table)
     num_blocks = 3 * ((args.depth - 2) // 6)

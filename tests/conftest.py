@@ -8,8 +8,20 @@ under JAX and PyTorch. `tests/all_backends.py` runs the three.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Under JAX, XLA compiles the same small models test after test and worker
+# after worker. JAX's persistent compilation cache (keyed by the computation,
+# the JAX version and the flags, so it cannot change a result) lets the
+# second compile read the first: tests/models and tests/layers under JAX on
+# two workers took 252 s with a cold cache against 282 s without it.
+# Set before Keras imports JAX; an environment that sets it wins.
+if os.environ.get("KERAS_BACKEND") == "jax":
+    os.environ.setdefault(
+        "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "stochastic_depth_tf_jax_cache")
+    )
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

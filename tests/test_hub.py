@@ -360,6 +360,7 @@ def test_inverted_inference_is_the_original(case):
     np.testing.assert_allclose(_infer(model, images), _infer(original, images), rtol=0, atol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_linear_schedule_per_block():
     model = hub.apply_stochastic_depth(_vit(), final_survival_probability=0.5)
     # two blocks, two gates each: p_l = 1 - (l / 2) * 0.5
@@ -373,6 +374,7 @@ def test_mit_keeps_its_own_rates_with_none():
     np.testing.assert_allclose(_survival(model), [1.0, 1.0, 0.9, 0.9, 0.8, 0.8], rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_dino_keeps_its_own_rates_with_none():
     # DINOv2: one rate for every block; DINOv3: linspace(0, rate, L).
     np.testing.assert_allclose(
@@ -478,6 +480,7 @@ def test_sam_takes_a_vitdet_with_stochastic_depth():
         )
 
 
+@pytest.mark.one_backend
 def test_retinanet_takes_a_resnet_with_stochastic_depth():
     # The pyramid outputs of a graph-surgery backbone are its new graph's.
     def retinanet(image_encoder):
@@ -498,6 +501,7 @@ def test_retinanet_takes_a_resnet_with_stochastic_depth():
         )
 
 
+@pytest.mark.one_backend
 def test_sam_backbone_is_refused_with_its_reason():
     with pytest.raises(ValueError, match="SAMBackbone.*image_encoder"):
         hub.apply_stochastic_depth(_sam(_vitdet()))
@@ -515,6 +519,7 @@ def test_mobilenet_v5_keeps_its_own_rates_with_none():
     np.testing.assert_allclose(_survival(model), [0.96, 0.88, 0.84], rtol=1e-6)
 
 
+@pytest.mark.one_backend
 def test_none_is_refused_without_private_rates():
     with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
         hub.apply_stochastic_depth(_resnet(), final_survival_probability=None)

@@ -117,6 +117,7 @@ def assert_close(actual, expected):
     np.testing.assert_allclose(numpy(actual), numpy(expected), rtol=0, atol=1e-4 * scale)
 
 
+@pytest.mark.one_backend
 def test_randomized_source_depends_on_its_input(source):
     # What makes equal outputs below mean something.
     first, second = numpy(source(images(seed=1))), numpy(source(images(seed=2)))
@@ -332,6 +333,7 @@ def test_a_model_that_is_not_an_efficientnet_is_refused(source):
         sdt.models.load_keras_applications_weights(our_b0(), source, allow_convention_change="yes")
 
 
+@pytest.mark.one_backend
 def test_weights_imagenet_is_refused_with_the_way_to_get_them():
     with pytest.raises(ValueError, match=r"argument `weights`. Expected None or the path to a weights file") as info:
         sdt.models.EfficientNetB0(weights="imagenet")
@@ -456,11 +458,13 @@ def test_every_variant_takes_keras_weights(variant):
         ({"seed": -1}, ValueError, r"argument `seed`"),
     ],
 )
+@pytest.mark.one_backend
 def test_bad_arguments_are_refused(kwargs, error, message):
     with pytest.raises(error, match=message):
         sdt.models.EfficientNetB0(**kwargs)
 
 
+@pytest.mark.one_backend
 def test_bad_variant_is_refused():
     with pytest.raises(
         ValueError, match=r"argument `variant`. Expected one of \('b0', .*'b7'\). Received: variant='b8'"
@@ -477,6 +481,7 @@ def test_input_tensor_and_default_shapes():
     assert sdt.models.EfficientNetB0(include_top=False, pooling="max").output_shape == (None, 1280)
 
 
+@pytest.mark.one_backend
 def test_zero_init_residual_zeroes_project_bn_of_residual_blocks_only():
     model = our_b0(zero_init_residual=True)
     gammas = {w.path.split("/")[-2]: numpy(w) for w in model.weights if w.path.endswith("project_bn/gamma")}

@@ -55,6 +55,7 @@ def test_parameter_count_of_pyramidnet_272_alpha_200_matches_the_paper():
         (272, 200, "bottleneck", 864),
     ],
 )
+@pytest.mark.one_backend
 def test_output_feature_dimension_matches_the_paper(depth, alpha, block, output_dimension):
     # Han et al.'s tables list each network's output feature dimension.
     widths = sdt.models.pyramidnet_widths(depth, alpha, block)
@@ -62,6 +63,7 @@ def test_output_feature_dimension_matches_the_paper(depth, alpha, block, output_
     assert widths[-1] * (4 if block == "bottleneck" else 1) == output_dimension
 
 
+@pytest.mark.one_backend
 def test_widths_grow_additively_by_alpha_over_the_blocks():
     widths = sdt.models.pyramidnet_widths(20, 27, "basic")  # 9 blocks, 3 channels per block
     assert widths == [19, 22, 25, 28, 31, 34, 37, 40, 43]
@@ -83,6 +85,7 @@ def test_shake_drop_network_has_the_linear_rule_over_its_blocks():
     assert sdt.callbacks.stochastic_depth_layers(model) == layers
 
 
+@pytest.mark.one_backend
 def test_downsampling_shortcut_is_average_pooling_then_zero_channels():
     model = sdt.models.pyramidnet(**SMALL, regularization=None)
     pool = model.get_layer("stage2_block1_shortcut_pool")
@@ -98,6 +101,7 @@ def test_downsampling_shortcut_is_average_pooling_then_zero_channels():
         assert not any(isinstance(layer, keras.layers.ReLU) for layer in consumers)
 
 
+@pytest.mark.one_backend
 def test_bottleneck_block_widens_its_output_four_times():
     model = sdt.models.pyramidnet(11, 12, block="bottleneck", input_shape=(12, 12, 3), regularization=None)
     widths = sdt.models.pyramidnet_widths(11, 12, "bottleneck")
@@ -219,6 +223,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 # Bad arguments.
 
 
+@pytest.mark.one_backend
 def test_depth_of_the_wrong_form_for_the_block_is_refused():
     with pytest.raises(
         ValueError,
@@ -232,6 +237,7 @@ def test_depth_of_the_wrong_form_for_the_block_is_refused():
         sdt.models.pyramidnet(21, 48, block="basic")
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("num_classes", [0, 2.0, True])
 def test_bad_num_classes_is_refused(num_classes):
     with pytest.raises(
@@ -241,6 +247,7 @@ def test_bad_num_classes_is_refused(num_classes):
         sdt.models.pyramidnet(20, 48, block="basic", num_classes=num_classes)
 
 
+@pytest.mark.one_backend
 def test_bad_arguments_are_refused():
     with pytest.raises(
         ValueError, match=r"Invalid value received for argument `alpha`. Expected a non-negative number"
@@ -263,6 +270,7 @@ def test_bad_arguments_are_refused():
         sdt.models.pyramidnet(20, 48, block="basic", alpha_range=(1.0, -1.0))
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("skip_compute", [True, False])
 def test_inverted_reaches_every_stochastic_depth_layer(skip_compute):
     for inverted in (False, True):
@@ -273,6 +281,7 @@ def test_inverted_reaches_every_stochastic_depth_layer(skip_compute):
         assert len(layers) == 3 and {layer.inverted for layer in layers} == {inverted}
 
 
+@pytest.mark.one_backend
 def test_inverted_shake_drop_is_refused():
     with pytest.raises(
         ValueError,
@@ -281,6 +290,7 @@ def test_inverted_shake_drop_is_refused():
         sdt.models.pyramidnet(**SMALL, inverted=True)
 
 
+@pytest.mark.one_backend
 def test_bad_flags_and_seed_generator_are_refused():
     with pytest.raises(TypeError, match=r"Invalid type received for argument `zero_init_residual`. Expected a bool"):
         sdt.models.pyramidnet(**SMALL, zero_init_residual=1)
