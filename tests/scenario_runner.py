@@ -79,7 +79,8 @@ def run_processes(
     logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(count)]
     processes = [
         subprocess.Popen(
-            [sys.executable, script, *args],
+            # faulthandler: a process stopped at the limit prints every thread's stack first
+            [sys.executable, "-X", "faulthandler", script, *args],
             cwd=cwd,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **environment(index, ports)},
             stdout=stdout,
@@ -95,12 +96,22 @@ def run_processes(
                 break  # a peer failed: the others would wait for it until the limit
             time.sleep(0.2)
     finally:
+        stopped = {index for index, process in enumerate(processes) if process.poll() is None}
+        for index in sorted(stopped):
+            # SIGABRT: faulthandler writes where the process was waiting (a hang, or a
+            # peer's lost connection) to its stderr, which the error below shows.
+            processes[index].send_signal(signal.SIGABRT)
+        for index in sorted(stopped):
+            try:
+                processes[index].wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         for process in processes:
             process.kill()
             process.wait()
     results = []
     # The failed process first: its error, not a peer's lost connection.
-    order = sorted(range(count), key=lambda index: processes[index].returncode in (0, -signal.SIGKILL))
+    order = sorted(range(count), key=lambda index: processes[index].returncode == 0 or index in stopped)
     for index in order:
         process, (stdout, stderr) = processes[index], logs[index]
         stdout.seek(0), stderr.seek(0)

@@ -91,3 +91,16 @@ def test_under_two_workers_a_module_fixture_is_set_up_once(tmp_path):
     assert "18 passed" in completed.stdout
     setups = log.read_text(encoding="utf-8").split()
     assert len(setups) == 1 and setups[0].startswith("gw"), setups
+
+
+def test_processes_past_the_limit_are_stopped_with_their_stacks_in_the_error(tmp_path):
+    from tests import scenario_runner
+
+    script = tmp_path / "waits.py"
+    script.write_text("import time\n\n\ndef wait_for_a_peer():\n    time.sleep(600)\n\n\nwait_for_a_peer()\n")
+    with pytest.raises(AssertionError) as error:
+        scenario_runner.run_processes(str(script), count=2, timeout=2, environment=lambda index, ports: {})
+    message = str(error.value)
+    assert "passed the 2 s limit" in message
+    # faulthandler's dump, written when the runner stopped it: where it waited
+    assert "most recent call first" in message and "in wait_for_a_peer" in message

@@ -41,6 +41,9 @@ def ddp_environment(index: int, ports: list) -> dict:
         "WORLD_SIZE": "2",
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(ports[0]),
+        # torchrun's default with several processes per node: one thread each, so two
+        # ranks do not oversubscribe 2 cores (a CI run once had both ranks pass the limit)
+        "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [scenario_runner.ROOT, os.environ.get("PYTHONPATH")])),
     }
 
