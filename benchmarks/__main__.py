@@ -120,7 +120,9 @@ def report(tables: List[tuple], command: str, started: float, load_at_start: str
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="every table at its smoke size (about 12 minutes on 2 CPU cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="every table at its smoke size (about 12 minutes on 2 CPU cores)"
+    )
     parser.add_argument(
         "--tables", nargs="+", choices=list(TABLES), default=list(TABLES), help="the tables to run (default: all)"
     )

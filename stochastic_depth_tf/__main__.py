@@ -299,11 +299,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results[name].append(trainers[name].run(survival[name], seed, verbose=args.verbose))
     rows = summarize(results)
     table = markdown_table(rows, args.seeds)
+    # One epoch has no steady epoch to time: its seconds include compiling.
+    timing = (
+        "s / epoch leaves out the first epoch"
+        if recipe.epochs > 1
+        else "s / epoch of the one epoch, compilation included"
+    )
     print(
         f"\nResNet-{args.depth}, recipe {recipe.name}: {recipe.epochs} epochs of batch {recipe.batch_size}, "
         f"linear decay to {args.final_survival_probability}, mode {args.mode}, "
-        f"{compilation(trainers['plain'].model.jit_compile)} "
-        f"({'s / epoch leaves out the first epoch' if recipe.epochs > 1 else 's / epoch of the one epoch, compilation included'}):\n"
+        f"{compilation(trainers['plain'].model.jit_compile)} ({timing}):\n"
     )
     print(table)
     num_blocks = 3 * ((args.depth - 2) // 6)

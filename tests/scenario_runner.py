@@ -71,7 +71,8 @@ def run_processes(
     `environment(index, ports)` gives process `index` its variables (a rank,
     a cluster of `count` free loopback `ports`). Every process is killed
     when one fails or the time limit passes, so none is left waiting for
-    its peers.
+    its peers; one still running then first gets SIGABRT, so that
+    faulthandler writes its stack into the error.
     """
     ports = free_ports(count)
     # Output goes to files: a pipe left unread while another process is

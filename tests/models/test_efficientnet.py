@@ -117,7 +117,6 @@ def assert_close(actual, expected):
     np.testing.assert_allclose(numpy(actual), numpy(expected), rtol=0, atol=1e-4 * scale)
 
 
-@pytest.mark.one_backend
 def test_randomized_source_depends_on_its_input(source):
     # What makes equal outputs below mean something.
     first, second = numpy(source(images(seed=1))), numpy(source(images(seed=2)))
