@@ -1,6 +1,6 @@
 """Every benchmark table in one command, with one report.
 
-    python -m benchmarks --quick   # every table at its smoke size: 12 minutes on 2 quiet CPU cores
+    python -m benchmarks --quick   # every table at its smoke size: 9 minutes on 2 quiet CPU cores
     python -m benchmarks           # every table at its committed size: about 3 hours on 2 CPU cores
     python -m benchmarks --tables step_time xla_conditional   # some of them
 
@@ -121,7 +121,7 @@ def report(tables: List[tuple], command: str, started: float, load_at_start: str
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="every table at its smoke size (about 12 minutes on 2 CPU cores)"
+        "--quick", action="store_true", help="every table at its smoke size (about 9 minutes on 2 CPU cores)"
     )
     parser.add_argument(
         "--tables", nargs="+", choices=list(TABLES), default=list(TABLES), help="the tables to run (default: all)"

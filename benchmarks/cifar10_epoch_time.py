@@ -11,7 +11,7 @@ random arrays of CIFAR-10's shape (32x32x3 in [0, 1), 10 classes) instead of
 the download. Run from the repository root:
 
     python -m benchmarks.cifar10_epoch_time --output benchmarks/results/cifar10_epoch_time.md  # 6 to 15 min
-    python -m benchmarks.cifar10_epoch_time --quick   # ResNet-20, a smoke run (about 1 min)
+    python -m benchmarks.cifar10_epoch_time --quick   # ResNet-8, a smoke run (about 1 min)
 
 Protocol: each model is built and traced, warmed up for `--warmup` steps,
 then timed in `--rounds` interleaved rounds (plain, stochastic, plain, ...)
@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.cifar10_epoch_time", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="ResNet-20, 1 round of 3 steps: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="ResNet-8, 1 round of 3 steps: a smoke run")
     parser.add_argument("--depth", type=int, default=110)
     parser.add_argument("--batch-size", type=int, default=recipes.PAPER.batch_size)
     parser.add_argument("--rounds", type=int, default=3)
@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args(argv)
     if args.quick:
-        args.depth, args.rounds, args.steps, args.warmup, args.validation_images = 20, 1, 3, 1, 256
+        args.depth, args.rounds, args.steps, args.warmup, args.validation_images = 8, 1, 3, 1, 256
     command = harness.command_line("python -m benchmarks.cifar10_epoch_time", argv)
     load_at_start = load_average()
 

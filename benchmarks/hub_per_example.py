@@ -17,7 +17,7 @@ Both use `mode="subset"` (the one per-example mode that skips under XLA),
 branch. Run from the repository root:
 
     python -m benchmarks.hub_per_example            # the full table
-    python -m benchmarks.hub_per_example --quick    # fewer rounds (a few minutes)
+    python -m benchmarks.hub_per_example --quick    # a smaller ViT, fewer rounds: a smoke run (about a minute)
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def markdown(rows: List[dict], command: str, settings: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.hub_per_example", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 steps, 1 warm-up step")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 layers of width 96, 3 rounds of 2 steps, 1 warm-up step: a smoke run"
+    )
     parser.add_argument("--drop-rates", type=float, nargs="+", default=[0.4])
     parser.add_argument("--compilations", nargs="+", choices=["graph", "xla"], default=["graph", "xla"])
     parser.add_argument("--layers", type=int, default=6)
@@ -100,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.steps, args.warmup = 3, 2, 1
+        args.layers, args.hidden, args.rounds, args.steps, args.warmup = 2, 96, 3, 2, 1
     command = harness.command_line("python -m benchmarks.hub_per_example", argv)
     x, y = harness.random_batch(args.batch, (args.image, args.image, 3))
     rows: List[dict] = []

@@ -229,7 +229,7 @@ def _without_options(argv: List[str], options: Sequence[str]) -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="ResNet-20, small batch, 2 rounds: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="ResNet-8, small batch, 2 rounds: a smoke run")
     parser.add_argument("--depths", type=int, nargs="+", default=[56, 110])
     parser.add_argument(
         "--backend",
@@ -261,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.quick:
-        args.depths, args.batch, args.rounds, args.steps, args.warmup = [20], 16, 2, 2, 2
+        args.depths, args.batch, args.rounds, args.steps, args.warmup = [8], 16, 2, 2, 2
 
     command = harness.command_line("python -m benchmarks.step_time", _without_options(argv, ["--rows-json"]))
     rows: List[dict] = []
