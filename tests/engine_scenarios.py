@@ -79,6 +79,26 @@ def _ddp_start():
     return torch.distributed.get_rank()
 
 
+def _end_rank(findings: dict) -> None:
+    """Writes a DDP rank's findings and leaves the interpreter at once.
+
+    The teardown is skipped on purpose. Twice in fresh-clone runs a rank of
+    `ddp_train` hung to its 240 s limit; the second time faulthandler placed
+    it in `main`, on the line that calls the function (which had finished),
+    with one other thread in C. That is the destruction of the function's
+    locals (the DDP reducer, its gloo threads) after `destroy_process_group`.
+    The findings are complete by then, so the rank writes them, flushes and
+    exits with `os._exit`.
+    """
+    import torch
+
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    print(json.dumps(findings), flush=True)
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def ddp_gates() -> dict:
     """One rank: the gates of every mode over `GATE_STEPS` forward passes of a DDP-wrapped model."""
     import keras
@@ -93,8 +113,8 @@ def ddp_gates() -> dict:
             outputs = model(zeros, training=True)
             for mode in gates:
                 gates[mode].append(keras.ops.convert_to_numpy(outputs[mode])[:, 0].tolist())
-    torch.distributed.destroy_process_group()
-    return {"rank": rank, "gates": gates}
+    _end_rank({"rank": rank, "gates": gates})
+    raise AssertionError("unreachable: _end_rank exits")
 
 
 def ddp_train() -> dict:
@@ -137,14 +157,16 @@ def ddp_train() -> dict:
         for variable in model.non_trainable_variables
         if "seed" in variable.path
     ]
-    torch.distributed.destroy_process_group()
-    return {
-        "rank": rank,
-        "branch_ran": branch_ran,
-        "zero_gradients": zero_gradients,
-        "weights": weights,
-        "seed_states": seed_states,
-    }
+    _end_rank(
+        {
+            "rank": rank,
+            "branch_ran": branch_ran,
+            "zero_gradients": zero_gradients,
+            "weights": weights,
+            "seed_states": seed_states,
+        }
+    )
+    raise AssertionError("unreachable: _end_rank exits")
 
 
 def _jax_distribution(kind: str):
