@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import sys
+from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -79,7 +80,7 @@ def _ddp_start():
     return torch.distributed.get_rank()
 
 
-def _end_rank(findings: dict) -> None:
+def _end_rank(findings: dict) -> NoReturn:
     """Writes a DDP rank's findings and leaves the interpreter at once.
 
     The teardown is skipped on purpose. Twice in fresh-clone runs a rank of
@@ -99,7 +100,7 @@ def _end_rank(findings: dict) -> None:
     os._exit(0)
 
 
-def ddp_gates() -> dict:
+def ddp_gates() -> NoReturn:
     """One rank: the gates of every mode over `GATE_STEPS` forward passes of a DDP-wrapped model."""
     import keras
     import torch
@@ -114,10 +115,9 @@ def ddp_gates() -> dict:
             for mode in gates:
                 gates[mode].append(keras.ops.convert_to_numpy(outputs[mode])[:, 0].tolist())
     _end_rank({"rank": rank, "gates": gates})
-    raise AssertionError("unreachable: _end_rank exits")
 
 
-def ddp_train() -> dict:
+def ddp_train() -> NoReturn:
     """One rank: `TRAIN_STEPS` optimizer steps of DDP on its shard; when the block's branch ran, and the weights."""
     import keras
     import torch
@@ -166,7 +166,6 @@ def ddp_train() -> dict:
             "seed_states": seed_states,
         }
     )
-    raise AssertionError("unreachable: _end_rank exits")
 
 
 def _jax_distribution(kind: str):

@@ -30,22 +30,7 @@ APPLICATIONS = {
 # Deep ones, and two whose surgery (backend-neutral graph reading) is not
 # worth their build time under JAX: TensorFlow runs them all.
 SLOW = {"ResNet101", "ResNet152", "MobileNetV2", "ConvNeXtTiny"}
-
-
-def on_the_worker_of(name):
-    """One pytest-xdist group per application: its tests then share `application(name)`'s
-    cache on one worker instead of each worker building it again (ResNet152 took 15 s a build)."""
-    return pytest.mark.xdist_group(f"tests/test_surgery.py::application[{name}]")
-
-
-def _application_param(name):
-    marks = [on_the_worker_of(name)]
-    if name in SLOW:
-        marks.append(pytest.mark.slow)
-    return pytest.param(name, marks=marks)
-
-
-APPLICATION_PARAMS = [_application_param(name) for name in APPLICATIONS]
+APPLICATION_PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in APPLICATIONS]
 
 
 @functools.cache
@@ -131,7 +116,6 @@ def test_application_weights_kept(name):
 
 
 @pytest.mark.one_backend
-@on_the_worker_of("ResNet50")
 def test_resnet_projection_block_shortcut_is_the_one_convolution_path():
     _, model = application("ResNet50")
     shortcut, residual = model.get_layer("conv2_block1_add").input
@@ -140,7 +124,6 @@ def test_resnet_projection_block_shortcut_is_the_one_convolution_path():
 
 
 @pytest.mark.one_backend
-@on_the_worker_of("ResNet50")
 def test_resnet_identity_block_shortcut_is_the_block_input():
     _, model = application("ResNet50")
     shortcut, residual = model.get_layer("conv2_block2_add").input
@@ -149,7 +132,6 @@ def test_resnet_identity_block_shortcut_is_the_block_input():
 
 
 @pytest.mark.one_backend
-@on_the_worker_of("EfficientNetB0")
 def test_efficientnet_shortcut_found_although_added_second():
     _, model = application("EfficientNetB0")
     shortcut, residual = model.get_layer("block2b_add").input
@@ -158,7 +140,6 @@ def test_efficientnet_shortcut_found_although_added_second():
 
 
 @pytest.mark.one_backend
-@on_the_worker_of("EfficientNetB0")
 def test_efficientnet_drop_connect_removed_by_default():
     original, model = application("EfficientNetB0")
     drop_connect = [layer for layer in original.layers if isinstance(layer, keras.layers.Dropout)]
@@ -167,7 +148,6 @@ def test_efficientnet_drop_connect_removed_by_default():
 
 
 @pytest.mark.one_backend
-@on_the_worker_of("EfficientNetB0")
 def test_efficientnet_drop_connect_kept_on_request():
     original, _ = application("EfficientNetB0")
     model = apply_stochastic_depth(original, replace_drop_connect=False)
@@ -177,7 +157,6 @@ def test_efficientnet_drop_connect_kept_on_request():
 
 
 @pytest.mark.slow  # builds ConvNeXtTiny: see SLOW
-@on_the_worker_of("ConvNeXtTiny")
 def test_convnext_op_adds_replaced_and_its_branch_left_alone():
     original, model = application("ConvNeXtTiny")
     shortcut, residual = stochastic_depth_layers(model)[0].input
@@ -187,7 +166,6 @@ def test_convnext_op_adds_replaced_and_its_branch_left_alone():
 
 
 @pytest.mark.one_backend
-@on_the_worker_of("ResNet50")
 def test_linear_decay_follows_block_order():
     original, _ = application("ResNet50")
     model = apply_stochastic_depth(original, final_survival_probability=0.5)
@@ -492,7 +470,6 @@ def test_strip_inverted_is_a_plain_add():
 
 
 @pytest.mark.one_backend
-@on_the_worker_of("ResNet50")
 def test_strip_application_output_unchanged():
     original, _ = application("ResNet50")
     model = apply_stochastic_depth(original, final_survival_probability=0.5)
