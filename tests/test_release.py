@@ -1,9 +1,10 @@
 """The release a user installs: sdist and wheel build, pass `twine check`, and the wheel works alone.
 
-The wheel is installed with `--no-deps` into a new virtual environment that
-sees this environment's site-packages (so TensorFlow and Keras need no
-download) and is run from an empty folder, so the package imported is the
-installed wheel, not this checkout.
+The wheel is installed into a new virtual environment that sees this
+environment's site-packages, with `--no-index`: pip checks the wheel's
+declared dependencies against what is installed (Keras and NumPy, no
+download), and the package imported, from an empty folder, is the installed
+wheel, not this checkout.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -66,6 +68,38 @@ def test_wheel_holds_the_package_only(distributions):
     assert top_level == {"stochastic_depth_tf", f"stochastic_depth_tf-{sdt.__version__}.dist-info"}
     assert not [name for name in names if re.search(r"(^|/)(tests|notebooks|benchmarks|results)/", name)]
     assert not [name for name in names if name.endswith((".ipynb", ".keras", ".json", ".md"))]
+    dist_info = f"stochastic_depth_tf-{sdt.__version__}.dist-info"
+    assert any(name.startswith(f"{dist_info}/") and name.endswith("LICENSE") for name in names), names
+
+
+def test_wheel_declares_its_requirements(distributions):
+    metadata = zipfile.ZipFile(distributions["wheel"]).read(f"stochastic_depth_tf-{sdt.__version__}.dist-info/METADATA")
+    text = metadata.decode("utf-8")
+    requires = re.findall(r"^Requires-Dist: (.+)$", text, flags=re.MULTILINE)
+    assert {"keras>=3.0", "numpy"} <= set(requires), requires
+    # TensorFlow through an extra only (setup.py says why), never as a plain requirement.
+    assert not [line for line in requires if line.startswith("tensorflow") and "extra ==" not in line], requires
+    assert 'tensorflow-cpu>=2.16; extra == "cpu"' in requires, requires
+    assert re.search(r"^License(-Expression)?: Apache-2.0$", text, flags=re.MULTILINE), text[:2000]
+    assert re.search(r"^Requires-Python: >=3.9$", text, flags=re.MULTILINE)
+
+
+def test_sdist_holds_the_sources_and_the_license(distributions):
+    with tarfile.open(distributions["sdist"]) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for needed in (
+        "setup.py",
+        "pyproject.toml",
+        "README.md",
+        "CHANGELOG.md",
+        "LICENSE",
+        "PKG-INFO",
+        "stochastic_depth_tf/__init__.py",
+        "stochastic_depth_tf/layers/stochastic_depth.py",
+    ):
+        assert needed in names, needed
+    # The tests need a clone (notebooks, docs, benchmarks); setuptools would have taken test_*.py alone.
+    assert not [name for name in names if name.startswith(("tests/", "benchmarks/", "notebooks/", "docs/", "site/"))]
 
 
 def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distributions, tmp_path):
@@ -79,7 +113,7 @@ def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distribu
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     subprocess.run(
-        [python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(distributions["wheel"])],
+        [python, "-m", "pip", "install", "--no-index", "--quiet", str(distributions["wheel"])],
         check=True,
         capture_output=True,
         text=True,
@@ -92,10 +126,10 @@ def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distribu
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    location = run("-c", "import stochastic_depth_tf as s; print(s.__file__, s.__version__)")
-    assert str(venv) in location and sdt.__version__ in location
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     quick_start = re.search(r"```python\n(.*?)```", readme, flags=re.DOTALL).group(1)
-    run("-c", quick_start)
+    # One process (TensorFlow imports once): where the package comes from, then the quick start.
+    location = run("-c", f"import stochastic_depth_tf as s\nprint(s.__file__, s.__version__)\n{quick_start}")
+    assert str(venv) in location and sdt.__version__ in location
     assert (work / "model.keras").exists()
     assert "usage" in run("-m", "stochastic_depth_tf", "--help").lower()
