@@ -246,7 +246,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args.recipe = recipe
     if args.output is not None:
         try:
-            import matplotlib  # noqa: F401
+            import matplotlib  # noqa: F401  (only whether it imports, before training starts)
         except ImportError:
             parser.error(
                 "argument --output: writing curves.png needs matplotlib; "

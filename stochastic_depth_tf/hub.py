@@ -378,7 +378,7 @@ def validate_settings(
 def _hub_backbones() -> Any:
     """The KerasHub-dependent module, imported on first use; registers the subclasses."""
     try:
-        import keras_hub  # noqa: F401
+        import keras_hub  # noqa: F401  (only whether it imports: the message below says how to install it)
     except ImportError:
         raise ImportError(
             f"stochastic_depth_tf.hub needs KerasHub, which is not installed. Install it with: {INSTALL}"

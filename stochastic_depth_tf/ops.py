@@ -31,7 +31,7 @@ import numpy as np
 from stochastic_depth_tf import backend
 
 # The mode lists stay importable from here: `sdt.ops.MODES` is public API.
-from stochastic_depth_tf._validation import (  # noqa: F401
+from stochastic_depth_tf._validation import (  # noqa: F401  (re-exported, not used here)
     MODES,
     SHAKE_DROP_MODES,
     SHAKE_MODES,

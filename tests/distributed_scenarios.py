@@ -344,7 +344,7 @@ def scenario_multi_worker_fit() -> dict:
         try:
             history = model.fit(**arguments, epochs=1, verbose=0)
             outcomes[feed] = {"losses": history.history["loss"]}
-        except Exception as error:  # noqa: BLE001  (what fails is the finding)
+        except Exception as error:  # what fails is the finding
             frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
             outcomes[feed] = {
                 "error": type(error).__name__,

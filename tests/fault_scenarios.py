@@ -149,7 +149,7 @@ def scenario_load_errors(directory: str) -> dict:
             try:
                 load(path)
                 findings[case][loader] = {"error": None}
-            except Exception as error:  # noqa: BLE001  (what is raised is the finding)
+            except Exception as error:  # what is raised is the finding
                 message = str(error)
                 findings[case][loader] = {
                     "error": type(error).__name__,

@@ -170,7 +170,10 @@ def outputs_and_gradients(
         function, list(variables), list(state), jit_compile
     )
     results = [step([np.asarray(array) for array in inputs]) for _ in range(calls)]
-    as_float32 = lambda tensor: keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32"))  # noqa: E731
+
+    def as_float32(tensor):
+        return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32"))
+
     outputs = np.stack([as_float32(output) for output, _ in results])
     gradients = [np.stack([as_float32(grads[i]) for _, grads in results]) for i in range(len(results[0][1]))]
     return outputs, gradients

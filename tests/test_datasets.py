@@ -61,7 +61,10 @@ def test_mnist1d_test_split_is_the_packages_and_validation_comes_from_its_traini
     data = datasets.load_mnist1d(num_samples=500, validation_fraction=0.25, seed=3)
     np.testing.assert_array_equal(data["test"][0][..., 0], package["x_test"].astype(np.float32))
     np.testing.assert_array_equal(data["test"][1], package["y_test"])
-    rows = lambda signals: [row.tobytes() for row in signals[..., 0]]  # noqa: E731
+
+    def rows(signals):
+        return [row.tobytes() for row in signals[..., 0]]
+
     ours = rows(data["train"][0]) + rows(data["validation"][0])
     assert sorted(ours) == sorted(rows(package["x"].astype(np.float32)[..., np.newaxis]))
     assert not set(rows(data["train"][0])) & set(rows(data["validation"][0]))

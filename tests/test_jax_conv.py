@@ -82,8 +82,10 @@ def test_gradient_of_the_rewritten_conditional_holds_canonical_forward_convoluti
     x, w, _, reference = convolution_problem(spatial, stride, padding, dilation, groups, multiplier)
 
     def loss(x, w, rewrite):
-        arm = lambda: (reference(x, w) ** 2).sum()  # noqa: E731
-        arm = jax_backend.with_forward_convolution_gradients(arm) if rewrite else arm
+        def squared():
+            return (reference(x, w) ** 2).sum()
+
+        arm = jax_backend.with_forward_convolution_gradients(squared) if rewrite else squared
         return lax.cond(True, arm, lambda: 0.0)
 
     canonical = jax_backend._canonical_dimension_numbers(spatial)

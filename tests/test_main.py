@@ -131,9 +131,12 @@ def test_cifar10_path_trains_with_the_paper_recipe_offline(capsys, monkeypatch):
     rng = np.random.default_rng(0)
 
     def small_cifar10():  # only the download is replaced: 80 / 40 random 32x32x3 images
-        images = lambda n: rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)  # noqa: E731
-        labels = lambda n: rng.integers(0, 10, size=(n, 1), dtype=np.uint8)  # noqa: E731
-        return (images(80), labels(80)), (images(40), labels(40))
+        def split(n):
+            return rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.integers(
+                0, 10, size=(n, 1), dtype=np.uint8
+            )
+
+        return split(80), split(40)
 
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", small_cifar10)
     assert (

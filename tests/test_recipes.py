@@ -19,7 +19,10 @@ def test_digits_recipe_is_the_papers_optimizer_with_digit_shifts():
 def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
     recipe = recipes.DIGITS.replace(epochs=10, warmup_epochs=2)
     schedule = recipes.learning_rate_schedule(recipe, steps_per_epoch=20)
-    rate = lambda step: float(schedule(step))  # noqa: E731
+
+    def rate(step):
+        return float(schedule(step))
+
     assert rate(0) == pytest.approx(recipe.warmup_learning_rate)
     assert rate(20) == pytest.approx((recipe.warmup_learning_rate + recipe.learning_rate) / 2)
     assert rate(40) == pytest.approx(recipe.learning_rate)
