@@ -23,6 +23,7 @@ import numpy as np
 from stochastic_depth_tf._validation import validate_positive_int
 
 Split = Tuple[np.ndarray, np.ndarray]
+"""One split of a dataset, `(inputs, labels)`: NumPy arrays with one example per row of the first axis."""
 
 
 def load_digits(

@@ -44,9 +44,9 @@ from stochastic_depth_tf import layers as layers_module
 from stochastic_depth_tf import models
 from stochastic_depth_tf._requirements import import_tensorflow
 from stochastic_depth_tf._validation import validate_choice, validate_positive_int
+from stochastic_depth_tf.datasets import Split
 from stochastic_depth_tf.surgery.graph import is_functional, producer_node, residual_merges
 
-Split = Tuple[np.ndarray, np.ndarray]
 DECAYS = ("cosine", "step")
 
 
@@ -582,7 +582,8 @@ def train(
     return trainer.run(final_survival_probability, seed, verbose=verbose, callbacks=callbacks)
 
 
-Values = Union[Sequence[float], np.ndarray]  # numbers, one per seed
+Values = Union[Sequence[float], np.ndarray]
+"""Numbers, one per seed (a sequence or a one-dimensional array), as the statistics below take them."""
 
 
 def mean_interval(values: Values, confidence: float = 0.95) -> Tuple[float, float]:
