@@ -75,7 +75,7 @@ setup(
     },
     entry_points={"console_scripts": ["stochastic-depth-tf=stochastic_depth_tf.__main__:main"]},
     classifiers=[
-        # Beta: the API of ARCHITECTURE.md is settled and tested on three
+        # Beta: the API of the reference (docs/api/) is settled and tested on three
         # backends, but it has not yet been through a 1.0 release.
         "Development Status :: 4 - Beta",
         "Programming Language :: Python :: 3",

@@ -122,29 +122,56 @@ def test_no_reference_entry_names_a_function_its_submodule_shadows():
     assert is_module_file("stochastic_depth_tf.models.cifar_resnet")
 
 
-# Fences of Python code that tests/markdown_snippets.python_snippets does not collect (it takes
-# exactly ```python), each with the test that runs it.
-OTHER_RUNNERS = {"python torchrun": "tests/test_engines.py runs it under torchrun"}
-FENCE = re.compile(r"^ *```+[ \t]*([^`\n]*?)[ \t]*$", flags=re.MULTILINE)
+# Fences with more on their line than "python", each run by a test of its own: where they may be, and which.
+OTHER_RUNNERS = {"python torchrun": ("docs/guides/distributed.md", "tests/test_engines.py runs it on two ranks")}
+# Every fence opening, backticks or tildes, three or more, indented or not, and its info string.
+FENCE = re.compile(r"^ *(?:`{3,}|~{3,})[ \t]*([^`\n]*)$", flags=re.MULTILINE)
 
 
-def python_fences_not_run(text: str) -> List[str]:
-    """The info strings of the Python-looking fences of `text` that no test runs (```py, ```pycon, ...)."""
-    infos = [info for info in FENCE.findall(text) if info]
-    return [
-        info
-        for info in infos
-        if info.split()[0].lower().lstrip("{.").startswith(("py", "ipython"))
-        and info != "python"
-        and info not in OTHER_RUNNERS
-    ]
+def python_fences(text: str) -> List[str]:
+    """The info strings of the fences of `text` whose language is Python (python, py, pycon, ipython, ...)."""
+    infos = [info.rstrip() for info in FENCE.findall(text)]
+    return [info for info in infos if info and info.split()[0].lower().lstrip("{.").startswith(("py", "ipython"))]
 
 
-def test_every_python_fence_is_run():
-    assert python_fences_not_run("```py\nx = 1\n```\n  ```pycon\n  >>> 1\n  ```\n```python\n```\n") == ["py", "pycon"]
+def fences_not_run(text: str, collected: int, where: str) -> List[str]:
+    """What of the Python fences of `text` no test runs, given that the runner collected `collected` blocks.
+
+    A block is run when it is fenced exactly ```python (and collected), or with an info string of
+    OTHER_RUNNERS on its page; anything else fenced as Python (```py, ~~~python, ````python,
+    "```python " with a trailing space that the runner's pattern misses) is reported.
+    """
+    infos = python_fences(text)
+    other = [info for info in infos if info in OTHER_RUNNERS and OTHER_RUNNERS[info][0] == where]
+    plain = [info for info in infos if info == "python"]
+    missed = [info for info in infos if info != "python" and info not in other]
+    if len(plain) != collected:  # fenced ```python but not the runner's exact form (four backticks, say)
+        missed.append(f"{len(plain) - collected} python fence(s) the runner does not collect")
+    return missed
+
+
+def test_fences_not_run_are_found():
+    text = "```py\nx = 1\n```\n  ~~~pycon\n  >>> 1\n  ~~~\n````python\ny = 2\n````\n```python\nz = 3\n```\n"
+    assert python_fences(text) == ["py", "pycon", "python", "python"]
+    assert fences_not_run(text, 1, "page.md") == ["py", "pycon", "1 python fence(s) the runner does not collect"]
+    assert fences_not_run("```python torchrun\n```\n", 0, "docs/guides/distributed.md") == []
+    assert fences_not_run("```python torchrun\n```\n", 0, "docs/guides/export.md") == ["python torchrun"]
+
+
+def test_every_python_fence_of_the_pages_is_run():
     for page in PAGES + [ROOT / "README.md"]:
-        missed = python_fences_not_run(page.read_text(encoding="utf-8"))
-        assert not missed, f"{page.relative_to(ROOT)}: no test runs the blocks fenced {missed}; fence them ```python"
+        where = str(page.relative_to(ROOT))
+        missed = fences_not_run(page.read_text(encoding="utf-8"), len(python_snippets(page)), where)
+        assert not missed, f"{where}: no test runs {missed}; fence Python examples ```python"
+
+
+def test_every_python_fence_of_the_docstrings_is_run():
+    seen: set = set()
+    for dotted in sorted(documented()):
+        for name, docstring in rendered_docstrings(resolve(dotted), dotted, seen):
+            collected = len(SNIPPET.findall(docstring + "\n"))
+            missed = fences_not_run(docstring + "\n", collected, name)
+            assert not missed, f"{name}'s docstring: no test runs {missed}; fence Python examples ```python"
 
 
 def test_every_page_is_in_the_navigation():

@@ -1,6 +1,6 @@
 """The other backends' distributed engines: PyTorch DDP and JAX's `keras.distribution`.
 
-The replica rules of ARCHITECTURE.md, on each engine: batch gates are one
+The replica rules (docs/guides/semantics.md), on each engine: batch gates are one
 per global step on every rank or device shard (so every rank takes the same
 branch of a skipping block); per-example and subset gates are independent
 across the whole global batch. Every scenario runs in subprocesses of

@@ -130,6 +130,7 @@ def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distribu
     quick_start = re.search(r"```python\n(.*?)```", readme, flags=re.DOTALL).group(1)
     # One process (TensorFlow imports once): where the package comes from, then the quick start.
     location = run("-c", f"import stochastic_depth_tf as s\nprint(s.__file__, s.__version__)\n{quick_start}")
-    assert str(venv) in location and sdt.__version__ in location
+    imported_from = location.splitlines()[0]  # the first line; the quick start's output follows
+    assert str(venv) in imported_from and imported_from.endswith(f" {sdt.__version__}")
     assert (work / "model.keras").exists()
     assert "usage" in run("-m", "stochastic_depth_tf", "--help").lower()
