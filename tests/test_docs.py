@@ -166,12 +166,10 @@ def test_every_python_fence_of_the_pages_is_run():
 
 
 def test_every_python_fence_of_the_docstrings_is_run():
-    seen: set = set()
-    for dotted in sorted(documented()):
-        for name, docstring in rendered_docstrings(resolve(dotted), dotted, seen):
-            collected = len(SNIPPET.findall(docstring + "\n"))
-            missed = fences_not_run(docstring + "\n", collected, name)
-            assert not missed, f"{name}'s docstring: no test runs {missed}; fence Python examples ```python"
+    for name, docstring in DOCSTRINGS:
+        collected = len(SNIPPET.findall(docstring))
+        missed = fences_not_run(docstring, collected, name)
+        assert not missed, f"{name}'s docstring: no test runs {missed}; fence Python examples ```python"
 
 
 def test_every_page_is_in_the_navigation():
@@ -245,17 +243,20 @@ def rendered_docstrings(obj: object, name: str, seen: set) -> List[Tuple[str, st
     return found
 
 
-def docstring_examples() -> List[Tuple[str, str]]:
-    """(name, code) of every ```python block in the docstrings the API pages render (each `:::` entry)."""
+def api_docstrings() -> List[Tuple[str, str]]:
+    """(name, docstring) of everything the API pages render (each `:::` entry and its members),
+    a newline added so that a fence closing the docstring ends its line."""
     seen: set = set()
-    examples = []
-    for dotted in sorted(documented()):
-        for name, docstring in rendered_docstrings(resolve(dotted), dotted, seen):
-            examples += [(name, code) for code in SNIPPET.findall(docstring + "\n")]
-    return examples
+    return [
+        (name, docstring + "\n")
+        for dotted in sorted(documented())
+        for name, docstring in rendered_docstrings(resolve(dotted), dotted, seen)
+    ]
 
 
-EXAMPLES = docstring_examples()
+DOCSTRINGS = api_docstrings()
+# (name, code) of every ```python block in those docstrings.
+EXAMPLES = [(name, code) for name, docstring in DOCSTRINGS for code in SNIPPET.findall(docstring)]
 
 # Examples that continue another one: run after it, in its namespace.
 CONTINUES = {"stochastic_depth_tf.hub.strip_stochastic_depth": "stochastic_depth_tf.hub.apply_stochastic_depth"}

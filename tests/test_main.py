@@ -132,9 +132,9 @@ def test_cifar10_path_trains_with_the_paper_recipe_offline(capsys, monkeypatch):
 
     def small_cifar10():  # only the download is replaced: 80 / 40 random 32x32x3 images
         def split(n):
-            return rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.integers(
-                0, 10, size=(n, 1), dtype=np.uint8
-            )
+            images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+            labels = rng.integers(0, 10, size=(n, 1), dtype=np.uint8)
+            return images, labels
 
         return split(80), split(40)
 

@@ -22,6 +22,7 @@ import pytest
 import stochastic_depth_tf as sdt
 
 ROOT = Path(__file__).resolve().parents[1]
+DIST_INFO = f"stochastic_depth_tf-{sdt.__version__}.dist-info"
 
 pytestmark = pytest.mark.slow
 
@@ -65,16 +66,14 @@ def test_twine_check_passes(distributions):
 def test_wheel_holds_the_package_only(distributions):
     names = zipfile.ZipFile(distributions["wheel"]).namelist()
     top_level = {name.split("/")[0] for name in names}
-    assert top_level == {"stochastic_depth_tf", f"stochastic_depth_tf-{sdt.__version__}.dist-info"}
+    assert top_level == {"stochastic_depth_tf", DIST_INFO}
     assert not [name for name in names if re.search(r"(^|/)(tests|notebooks|benchmarks|results)/", name)]
     assert not [name for name in names if name.endswith((".ipynb", ".keras", ".json", ".md"))]
-    dist_info = f"stochastic_depth_tf-{sdt.__version__}.dist-info"
-    assert any(name.startswith(f"{dist_info}/") and name.endswith("LICENSE") for name in names), names
+    assert any(name.startswith(f"{DIST_INFO}/") and name.endswith("LICENSE") for name in names), names
 
 
 def test_wheel_declares_its_requirements(distributions):
-    metadata = zipfile.ZipFile(distributions["wheel"]).read(f"stochastic_depth_tf-{sdt.__version__}.dist-info/METADATA")
-    text = metadata.decode("utf-8")
+    text = zipfile.ZipFile(distributions["wheel"]).read(f"{DIST_INFO}/METADATA").decode("utf-8")
     requires = re.findall(r"^Requires-Dist: (.+)$", text, flags=re.MULTILINE)
     assert {"keras>=3.0", "numpy"} <= set(requires), requires
     # TensorFlow through an extra only (setup.py says why), never as a plain requirement.
