@@ -18,8 +18,10 @@ even if an earlier one failed; the exit code is non-zero if any failed.
 
 Each backend's tests run on `--workers` pytest-xdist processes (default 2,
 the CI machine's cores) with `--dist loadgroup`: one test at a time to any
-free worker, except the tests sharing a module-scoped fixture, which
-`tests/conftest.py` keeps on one worker. Much of the suite waits on
+free worker, except the tests sharing a module-scoped fixture: each carries an explicit
+`@pytest.mark.xdist_group` naming the fixture, so pytest-xdist sends them
+to one worker and the fixture is computed once (`tests/test_all_backends.py`
+checks that every user of such a fixture has its mark). Much of the suite waits on
 subprocesses or single-threaded tracing, so two workers took the
 TensorFlow run from 2,341 s to 1,458 s on a loaded 2-core machine.
 """

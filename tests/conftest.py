@@ -33,66 +33,13 @@ def pytest_report_header(config):
     return f"Keras {keras.__version__}, backend: {BACKEND}"
 
 
-# Fixture scopes wider than one test: their value is computed once per
-# pytest process, so under pytest-xdist its users should share a worker.
-SHARED_SCOPES = ("session", "package", "module", "class")
-
-
-# First, before pytest-xdist's own hook in the workers: that hook appends
-# each test's `xdist_group` to its node id, which is what `--dist loadgroup`
-# schedules by, so a mark added after it is ignored and the group's tests
-# spread over the workers, each running the module's fixture again (seen:
-# the minute-long JAX distribution scenario ran twice).
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    _group_by_shared_fixtures(items)
     if BACKEND == "tensorflow":
         return
     skip = pytest.mark.skip(reason=f"TensorFlow only (KERAS_BACKEND={BACKEND})")
     for item in items:
         if "tensorflow_only" in item.keywords:
             item.add_marker(skip)
-
-
-def _shared_fixtures(item):
-    """`(module file, name)` of the module's own shared-scope fixtures that `item` uses, directly or not."""
-    module_file = item.nodeid.split("::")[0]
-    fixture_definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    # Only the module's own fixtures: pytest's (tmp_path_factory) and the
-    # plugins' session fixtures are cheap and shared by nearly every test.
-    return sorted(
-        (module_file, name)
-        for name, definitions in fixture_definitions.items()
-        if definitions and definitions[-1].scope in SHARED_SCOPES and definitions[-1].baseid == module_file
-    )
-
-
-def _group_by_shared_fixtures(items):
-    """Under `pytest -n N --dist loadgroup` (tests/all_backends.py), tests run one by one on any worker,
-    except that the users of a module's shared fixture (a subprocess scenario of a minute, say) go to
-    one worker together, so that it runs once, not once per worker. One group per fixture, not per
-    module, so that a module's scenarios spread over the workers; fixtures that one test uses together
-    (one built from the other, say) share a group.
-    """
-    parent = {}
-
-    def root(key):
-        while parent.setdefault(key, key) != key:
-            key = parent[key]
-        return key
-
-    first_fixture = {}
-    for item in items:
-        keys = _shared_fixtures(item)
-        if not keys:
-            continue
-        first_fixture[item] = keys[0]
-        for key in keys[1:]:
-            low, high = sorted((root(keys[0]), root(key)))
-            parent[high] = low
-    for item, key in first_fixture.items():
-        module_file, name = root(key)
-        item.add_marker(pytest.mark.xdist_group(f"{module_file}::{name}"))
 
 
 @pytest.fixture(autouse=True)

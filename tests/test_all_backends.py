@@ -1,11 +1,11 @@
-"""The runner of the three backends' suites (`tests/all_backends.py`) and the grouping it relies on."""
+"""The runner of the three backends' suites (`tests/all_backends.py`) and the worker groups it relies on."""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import ast
+import pathlib
+from typing import List, Set
 
-import keras
 import pytest
 
 from tests import all_backends
@@ -31,66 +31,83 @@ def test_negative_workers_are_refused(capsys):
     assert "argument --workers: expected a non-negative int, received -1" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def shared_value():
-    return object()
+# Under `pytest -n 2 --dist loadgroup` tests go one by one to any free
+# worker, except those with the same `xdist_group` mark, which go to one
+# worker together. A module- or session-scoped fixture (a minute-long
+# subprocess scenario, say) is computed once per worker that needs it, so
+# every test using one carries the mark naming it: pytest-xdist reads the
+# mark itself, with no hook of ours to order against its own.
+SHARED_SCOPES = ("session", "package", "module", "class")
 
 
-@pytest.fixture(scope="module")
-def built_from_shared_value(shared_value):
-    return [shared_value]
+def shared_fixtures(tree: ast.Module) -> Set[str]:
+    """The names of a test module's fixtures whose scope is wider than one test."""
+    names = set()
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if isinstance(decorator, ast.Call) and any(
+                keyword.arg == "scope" and getattr(keyword.value, "value", None) in SHARED_SCOPES
+                for keyword in decorator.keywords
+            ):
+                names.add(node.name)
+    return names
 
 
-@pytest.fixture(scope="module")
-def other_shared_value():
-    return object()
+def xdist_groups(function: ast.FunctionDef) -> List[str]:
+    """The names in `@pytest.mark.xdist_group(...)` marks on `function`."""
+    return [
+        decorator.args[0].value
+        for decorator in function.decorator_list
+        if isinstance(decorator, ast.Call)
+        and ast.unparse(decorator.func) == "pytest.mark.xdist_group"
+        and decorator.args
+        and isinstance(decorator.args[0], ast.Constant)
+    ]
 
 
-def group(request):
-    return request.node.get_closest_marker("xdist_group").args
+def ungrouped_users(path: pathlib.Path, root: pathlib.Path) -> List[str]:
+    """One line for each function in `path` that takes a shared fixture of its module and lacks that fixture's group mark."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    shared = shared_fixtures(tree)
+    relative = path.relative_to(root).as_posix()
+    problems = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        used = sorted(argument.arg for argument in node.args.args if argument.arg in shared)
+        if not used:
+            continue
+        expected = [f"{relative}::{name}" for name in used]
+        if not set(xdist_groups(node)) & set(expected):
+            problems.append(f"{relative}::{node.name} uses {', '.join(used)} without xdist_group({expected[0]!r})")
+    return problems
 
 
-# A group is named after the first, alphabetically, of the fixtures it joins.
-def test_a_module_fixture_user_is_grouped_by_its_fixture(request, shared_value):
-    assert group(request) == ("tests/test_all_backends.py::built_from_shared_value",)
+def test_every_user_of_a_shared_fixture_is_grouped_with_it():
+    root = pathlib.Path(all_backends.ROOT)
+    problems = [problem for path in sorted((root / "tests").rglob("*.py")) for problem in ungrouped_users(path, root)]
+    assert not problems, "\n".join(problems)
 
 
-def test_a_fixture_built_from_another_shares_its_group(request, built_from_shared_value):
-    # built_from_shared_value needs shared_value: one worker must compute both
-    assert group(request) == ("tests/test_all_backends.py::built_from_shared_value",)
-
-
-def test_another_module_fixture_makes_another_group(request, other_shared_value):
-    assert group(request) == ("tests/test_all_backends.py::other_shared_value",)
-
-
-def test_a_test_without_module_fixtures_is_not_grouped(request, tmp_path):
-    # tmp_path comes from pytest's session-scoped tmp_path_factory: not a reason to group
-    assert request.node.get_closest_marker("xdist_group") is None
-
-
-def test_under_two_workers_a_module_fixture_is_set_up_once(tmp_path):
-    # The real scheduling: `pytest -n 2 --dist loadgroup` with this suite's
-    # conftest. Before the grouping hook ran ahead of pytest-xdist's, the six
-    # users went to both workers and the fixture was set up on each.
-    log = tmp_path / "setups.txt"
-    completed = subprocess.run(
-        [
-            *all_backends.pytest_command("tensorflow", [], workers=2),
-            "-p",
-            "no:cacheprovider",
-            "tests/grouping_probe.py",
-        ],
-        cwd=all_backends.ROOT,
-        env={**os.environ, "GROUPING_PROBE_LOG": str(log), "KERAS_BACKEND": keras.backend.backend()},
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_the_group_check_names_an_ungrouped_user_and_accepts_a_grouped_one(tmp_path):
+    module = tmp_path / "tests" / "test_example.py"
+    module.parent.mkdir()
+    module.write_text(
+        "import pytest\n\n\n"
+        '@pytest.fixture(scope="module")\ndef built():\n    return 1\n\n\n'
+        "def test_uses_it(built):\n    pass\n\n\n"
+        '@pytest.mark.xdist_group("tests/test_example.py::built")\n'
+        "def test_grouped(built):\n    pass\n\n\n"
+        '@pytest.mark.xdist_group("tests/test_example.py::other")\n'
+        "def test_grouped_elsewhere(built):\n    pass\n",
+        encoding="utf-8",
     )
-    assert completed.returncode == 0, completed.stdout[-3000:]
-    assert "18 passed" in completed.stdout
-    setups = log.read_text(encoding="utf-8").split()
-    assert len(setups) == 1 and setups[0].startswith("gw"), setups
+    assert ungrouped_users(module, tmp_path) == [
+        "tests/test_example.py::test_uses_it uses built without xdist_group('tests/test_example.py::built')",
+        "tests/test_example.py::test_grouped_elsewhere uses built without xdist_group('tests/test_example.py::built')",
+    ]
 
 
 def test_processes_past_the_limit_are_stopped_with_their_stacks_in_the_error(tmp_path):
