@@ -4,13 +4,16 @@ The wheel is installed into a new virtual environment that sees this
 environment's site-packages, with `--no-index`: pip checks the wheel's
 declared dependencies against what is installed (Keras and NumPy, no
 download), and the package imported, from an empty folder, is the installed
-wheel, not this checkout.
+wheel, not this checkout. "This environment" is the interpreter running the
+tests, a virtual environment or not: `venv --system-site-packages` would
+expose the base interpreter's packages instead, which a venv does not use.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
 import tarfile
@@ -109,8 +112,18 @@ def test_sdist_holds_the_sources_and_the_license(distributions):
 @pytest.mark.xdist_group("tests/test_release.py::distributions")
 def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distributions, tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    # The new venv sees this environment's site-packages after its own, as
+    # plain path lines: their .pth files (this checkout's editable install
+    # among them) are not run, so the package can only come from the wheel.
+    venv_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    Path(venv_site, "tested_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
     work = tmp_path / "empty"
     work.mkdir()
     # Away from the checkout: its build leaves an .egg-info that pip would
