@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -30,16 +31,26 @@ DIST_INFO = f"stochastic_depth_tf-{sdt.__version__}.dist-info"
 pytestmark = pytest.mark.slow
 
 
+# What a clone holds that is not the project: environments, builds, caches.
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv*", "bazel-*", "build", "dist", "site", "*.egg-info", "__pycache__", ".pytest_cache", ".*_cache"
+)
+
+
 @pytest.fixture(scope="module")
 def distributions(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # From a copy of the sources: the build writes beside them (build/,
+    # *.egg-info), and under `bazel test` the workspace is read-only.
+    sources = tmp_path_factory.mktemp("sources") / "stochastic_depth_tf"
+    shutil.copytree(ROOT, sources, ignore=NOT_SOURCES)
     out = tmp_path_factory.mktemp("dist")
     # --no-isolation: the build backend comes from the test extra, not a download.
-    subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
-        check=True,
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(sources)],
         capture_output=True,
         text=True,
     )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
     return {"wheel": wheel, "sdist": sdist}
