@@ -50,9 +50,12 @@ setup(
             "packaging",
         ],
         "test": [
-            "pytest>=7",
+            # Pinned to what CI ran, as ruff and mypy are: a fresh machine
+            # resolves the same test runner (docs/development.md says how
+            # to move the pins).
+            "pytest==9.2.0",
             # tests/all_backends.py runs each backend's tests on 2 workers.
-            "pytest-xdist>=3.2",
+            "pytest-xdist==3.8.0",
             "ruff==0.17.6",
             "mypy==2.4.1",
             "build",
@@ -68,6 +71,11 @@ setup(
             "nbformat",
             "ipykernel",
             "mnist1d",
+            # Model.export(format="onnx") under each backend, checked with
+            # onnxruntime (tests/test_export_formats.py); seconds to install.
+            "onnx",
+            "onnxruntime",
+            "tf2onnx",
         ],
         "docs": ["mkdocs-material", "mkdocstrings[python]"],
         "notebooks": ["scikit-learn", "matplotlib", "nbclient", "nbformat", "ipykernel", "mnist1d"],
