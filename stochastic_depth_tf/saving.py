@@ -11,22 +11,43 @@ short raises h5py's `OSError`, the weights of another architecture a
 
 - a path that does not exist raises `FileNotFoundError` naming it, before
   Keras is called;
-- when Keras fails, the file is examined on its own (the zip archive's
-  CRC-32 checks, every dataset of the HDF5 weights read back): a damaged
-  file raises `DamagedFileError`, which names the file and says what is
-  damaged;
-- an intact weights file that does not fit the model (a layer Keras finds
-  no weights for, a variable of another shape, another layer count in a
-  legacy `.h5` file) raises `WeightsMismatchError`, naming the file and
-  quoting Keras' account of the mismatch;
+- when Keras fails, whatever it raised, the file is examined on its own,
+  and what is wrong is decided from its bytes, never from the words of
+  Keras' error (which another Keras release may change):
+  - a `.keras` zip archive: empty, not a zip archive (or the start of one
+    cut short), a member failing the archive's CRC-32 check, no
+    `config.json` or no `model.weights.h5` member, a `config.json` that is
+    not a JSON object, or damaged weights inside;
+  - an HDF5 file (`.weights.h5`, `.h5`, `.hdf5`, and the weights inside a
+    `.keras` archive): no HDF5 signature, fewer bytes than its superblock
+    records (cut short), or content h5py cannot read back (every
+    attribute and dataset is read);
+  - a directory in Keras' unzipped format (a `config.json` beside the
+    weights): the same checks on its two files;
+
+  any of these raises `DamagedFileError`, which names the file and says
+  what is damaged;
+- an intact file whose weights do not fit the model raises
+  `WeightsMismatchError`, naming the file, the first layer that does not
+  fit, and the variables' shapes expected and received. The model's side
+  is what Keras itself writes for it (`model.save_weights`, or for
+  `load_model` the model the file's own config builds), compared group by
+  group with the file; in a legacy `.h5` file, the layers with weights in
+  order (or by name with `by_name=True`), as Keras matches them;
 - every other error (a wrong keyword argument, a tampered config refused
   by our layers' checks, a missing optional package) is Keras' own,
   unchanged.
 
 Both errors are `ValueError`s, carry the path as `filepath`, and chain
 Keras' original error (`raise ... from error`), whose traceback Python
-prints above theirs. Remote paths (`gs://`, `hf://`) go to Keras unchecked and
-unexamined.
+prints above theirs. Remote paths (`gs://`, `hf://`), sharded
+`.weights.json` files and directories of other formats (a TensorFlow
+SavedModel, which Keras 3 does not load, or an Orbax checkpoint) go to
+Keras unchecked and unexamined. h5py, which Keras 3 requires, reads the
+HDF5 content and the variables' shapes; were it missing, only the
+signature and length checks would run, and no mismatch would be named.
+With `skip_mismatch=True`, Keras loads what fits and warns about the rest,
+so no error is a `WeightsMismatchError`.
 
 The layers of this package are registered with Keras when it is imported,
 so their files load without `custom_objects`. `load_model` also registers
@@ -66,11 +87,14 @@ except sdt.saving.DamagedFileError as error:
 from __future__ import annotations
 
 import io
+import json
 import os
-import re
+import struct
+import tempfile
 import zipfile
 import zlib
-from typing import Any, BinaryIO, Optional, Tuple, Union
+from types import ModuleType
+from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import keras
 
@@ -79,16 +103,18 @@ import stochastic_depth_tf.layers  # noqa: F401  (registers our layers with Kera
 __all__ = ["DamagedFileError", "WeightsMismatchError", "load_model", "load_weights"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+Shape = Tuple[int, ...]
 
-# The first words of Keras 3.15's errors for weights that do not fit the model:
-# the `.keras` / `.weights.h5` loader's summary of the objects it could not
-# load, and the legacy `.h5` loader's count and shape checks.
-_MISMATCH = re.compile(
-    r"A total of \d+ objects could not be loaded|Layer count mismatch|Weight count mismatch|Shape mismatch"
-)
-# How a KerasHub backbone of `stochastic_depth_tf.hub` is named in a config.
-_HUB_BACKBONE = re.compile(r"stochastic_depth_tf>StochasticDepth\w*Backbone")
+_CONFIG_MEMBER = "config.json"
 _WEIGHTS_MEMBER = "model.weights.h5"
+# Keras writes a model's weights as HDF5, and reads them from NumPy's `.npz` too.
+_WEIGHTS_MEMBERS = (_WEIGHTS_MEMBER, "model.weights.npz")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+# How a KerasHub backbone class of `stochastic_depth_tf.hub` is named in a config.
+_HUB_BACKBONE_PREFIX, _HUB_BACKBONE_SUFFIX = "stochastic_depth_tf>StochasticDepth", "Backbone"
+# How many names a message lists before "...".
+_NAMES_LISTED = 5
 
 
 class _FileError(ValueError):
@@ -136,9 +162,11 @@ def load_model(filepath: PathLike, **kwargs: Any) -> keras.Model:
     Raises:
         TypeError: `filepath` is not a str or `os.PathLike` path.
         FileNotFoundError: nothing exists at `filepath`.
-        DamagedFileError: the file is damaged (cut short, corrupted bytes).
+        DamagedFileError: the file is damaged (cut short, corrupted bytes,
+            a member missing).
         WeightsMismatchError: the file's weights do not fit the model its
-            own config describes.
+            own config describes; the message names the first layer that
+            does not fit, with the shapes expected and received.
 
     Example:
 
@@ -160,6 +188,7 @@ def load_model(filepath: PathLike, **kwargs: Any) -> keras.Model:
         _raise_naming_the_file(
             error,
             path,
+            lambda: _config_model_misfits(path, kwargs),
             f"Weights that do not fit the model received in the file {path!r}. Expected the weights of "
             f"the model its config describes (the same layers, with variables of the same shapes).",
         )
@@ -178,16 +207,19 @@ def load_weights(model: keras.Model, filepath: PathLike, **kwargs: Any) -> None:
             anything `model.load_weights` loads: a `.keras` file, a legacy
             `.h5` file).
         **kwargs: passed to `model.load_weights` (`skip_mismatch`,
-            `objects_to_skip`).
+            `objects_to_skip`, `by_name`).
 
     Raises:
         TypeError: `model` is not a `keras.Model`, or `filepath` not a
             str or `os.PathLike` path.
         FileNotFoundError: nothing exists at `filepath`.
-        DamagedFileError: the file is damaged (cut short, corrupted bytes).
+        DamagedFileError: the file is damaged (cut short, corrupted bytes,
+            a member missing).
         WeightsMismatchError: the file holds the weights of another
             architecture (a layer without weights in the file, a variable
-            of another shape, another layer count).
+            of another shape, another layer count); the message names the
+            first layer that does not fit, with the shapes expected and
+            received.
 
     Example:
 
@@ -215,20 +247,39 @@ def load_weights(model: keras.Model, filepath: PathLike, **kwargs: Any) -> None:
         _raise_naming_the_file(
             error,
             path,
+            lambda: _model_misfits(model, path, kwargs),
             f"Weights of another architecture received in the file {path!r}. Expected weights that fit "
             f"`model` ({model.name!r}: the same layers, with variables of the same shapes).",
         )
         raise
 
 
-def _raise_naming_the_file(error: Exception, path: str, mismatch: str) -> None:
-    """Raises `DamagedFileError` if the file is damaged, `WeightsMismatchError` (`mismatch`, then
-    Keras' words) if Keras reported a mismatch; returns, for the caller to re-raise `error`, otherwise."""
+class _Misfit(NamedTuple):
+    """A layer whose weights in the file do not fit: its name, and what was received against what was expected."""
+
+    layer: str
+    account: str
+
+
+def _raise_naming_the_file(
+    error: Exception, path: str, find_misfits: Callable[[], List[_Misfit]], mismatch: str
+) -> None:
+    """Raises `DamagedFileError` if the file is damaged, `WeightsMismatchError` (`mismatch`, then the
+    layers that do not fit) if `find_misfits` finds any; returns, for the caller to re-raise `error`,
+    otherwise. Decided from the file alone: what `error` says is not read."""
     damage = _damage(path)
     if damage is not None:
-        raise DamagedFileError(_damaged_message(path, damage), path) from error
-    if isinstance(error, ValueError) and _MISMATCH.match(str(error)):
-        raise WeightsMismatchError(f"{mismatch} Keras reports: {error}", path) from error
+        raise DamagedFileError(damage, path) from error
+    try:
+        misfits = find_misfits()
+    # Finding them builds a model and reads and writes weights files; where
+    # any of that fails, no misfit can be shown and Keras' error stands.
+    except Exception:
+        misfits = []
+    if misfits:
+        others = [misfit.layer for misfit in misfits[1:]]
+        more = f"; {_counted(len(others), 'more layer')} not fitting either: {_listed(others)}" if others else ""
+        raise WeightsMismatchError(f"{mismatch} Received: {misfits[0].account}{more}.", path) from error
 
 
 def _checked_path(filepath: Any) -> str:
@@ -251,71 +302,203 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
+def _is_keras_directory(path: str) -> bool:
+    """A model saved unzipped (`model.save(path, zipped=False)`): a directory with a `config.json`."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, _CONFIG_MEMBER))
+
+
+def _h5py() -> Optional[ModuleType]:
+    """h5py, or None where it is missing (Keras 3 requires it, so it rarely is)."""
+    try:
+        import h5py
+    except ImportError:
+        return None
+    return h5py  # type: ignore[no-any-return]
+
+
+# ---- The KerasHub backbones a config names ----------------------------------
+
+
 def _register_hub_backbones_if_named(path: str) -> None:
     """Calls `stochastic_depth_tf.hub.register_backbones()` if the model's config names one of its classes."""
-    if _is_remote(path):
-        return
-    if os.path.isdir(path):
-        config_path = os.path.join(path, "config.json")
-        if not os.path.isfile(config_path):
-            return
-        with open(config_path, encoding="utf-8") as file:
-            config = file.read()
-    elif path.endswith(".keras") and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                return
-            config = archive.read("config.json").decode("utf-8")
-    else:
-        return
-    if _HUB_BACKBONE.search(config):
+    if _names_hub_backbone(_keras_config(path)):
         from stochastic_depth_tf import hub
 
         hub.register_backbones()
 
 
-def _damage(path: str) -> Optional[str]:
-    """What is damaged in the file at `path`, or None if nothing is found (or it is not examined)."""
-    if _is_remote(path) or not os.path.isfile(path):
+def _keras_config(path: str) -> Any:
+    """The parsed `config.json` of a `.keras` archive or model directory; None where there is none to
+    read (what is wrong with it is examined if Keras fails)."""
+    if _is_remote(path):
         return None
-    if path.endswith(".keras") or zipfile.is_zipfile(path):
-        return _archive_damage(path)
-    if path.endswith((".h5", ".hdf5")):
+    try:
+        if _is_keras_directory(path):
+            with open(os.path.join(path, _CONFIG_MEMBER), "rb") as file:
+                data = file.read()
+        elif path.endswith(".keras") and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(_CONFIG_MEMBER)
+        else:
+            return None
+        return json.loads(data)
+    except (OSError, KeyError, EOFError, zlib.error, zipfile.BadZipFile, ValueError):
+        return None
+
+
+def _names_hub_backbone(config: Any) -> bool:
+    if isinstance(config, dict):
+        return any(_names_hub_backbone(value) for value in config.values())
+    if isinstance(config, list):
+        return any(_names_hub_backbone(value) for value in config)
+    return isinstance(config, str) and config.startswith(_HUB_BACKBONE_PREFIX) and config.endswith(_HUB_BACKBONE_SUFFIX)
+
+
+# ---- Damage: what is wrong with the file's bytes ----------------------------
+
+
+def _damage(path: str) -> Optional[str]:
+    """The message of a `DamagedFileError` for the file at `path`, or None if nothing is found damaged
+    (or it is not examined)."""
+    if _is_remote(path):
+        return None
+    if os.path.isdir(path):
+        if not _is_keras_directory(path):
+            return None  # a SavedModel, an Orbax checkpoint: Keras' error says what it does not load
+        found = _directory_damage(path)
+        expected = "an intact model directory, as `model.save(path, zipped=False)` writes it"
+    elif path.endswith(".keras"):
+        found = _archive_damage(path)
+        expected = "an intact `.keras` zip archive, as `model.save` writes it"
+    elif path.endswith((".h5", ".hdf5")):
         with open(path, "rb") as file:
-            return _hdf5_damage(file)
-    return None
+            found = _hdf5_damage(file)
+        found = None if found is None else f"It {found}"
+        if path.endswith(".weights.h5"):
+            expected = "an intact HDF5 weights file, as `model.save_weights` writes it"
+        else:
+            expected = "an intact HDF5 file"
+    else:
+        return None
+    if found is None:
+        return None
+    return (
+        f"Damaged file received: {path!r}. {found}. Expected {expected}. "
+        "Load an intact copy (an earlier checkpoint or backup) instead."
+    )
 
 
 def _archive_damage(path: str) -> Optional[str]:
-    """What is damaged in the zip archive of a `.keras` file, its inner weights included."""
+    """What is damaged in the zip archive of a `.keras` file, its members included."""
+    with open(path, "rb") as file:
+        start = file.read(len(_HDF5_SIGNATURE))
+    if not start:
+        return "It is empty (0 bytes), as a write that never began leaves it"
     if not zipfile.is_zipfile(path):
-        return (
-            "It is not a zip archive, which a `.keras` file is: the archive's end (its central "
-            "directory) is missing or corrupted, as a write or copy cut short leaves it"
-        )
+        if start.startswith(_ZIP_LOCAL_HEADER):
+            instead = (
+                ", but the start of one: its end (the central directory) is missing, as a write or copy "
+                "cut short leaves it"
+            )
+        elif start == _HDF5_SIGNATURE:
+            instead = ", but an HDF5 file (a legacy `.h5` model or a `.weights.h5` file, renamed?)"
+        else:
+            instead = f": its first bytes are {start!r}"
+        return f"It is not a zip archive, which a `.keras` file is{instead}"
     try:
         with zipfile.ZipFile(path) as archive:
             bad_member = archive.testzip()
             if bad_member is not None:
-                return f"Its member {bad_member!r} fails the zip archive's CRC-32 check (corrupted bytes)"
-            if _WEIGHTS_MEMBER not in archive.namelist():
+                return f"Its member {bad_member!r} {_bad_member_damage(path, archive.getinfo(bad_member))}"
+            names = archive.namelist()
+            if _CONFIG_MEMBER not in names:
+                return f"It has no member {_CONFIG_MEMBER!r} (the model's config), which every `.keras` file holds"
+            config_damage = _config_damage(archive.read(_CONFIG_MEMBER))
+            if config_damage is not None:
+                return f"Its member {_CONFIG_MEMBER!r} {config_damage}"
+            if not any(name in names for name in _WEIGHTS_MEMBERS):
+                return f"It has no member {_WEIGHTS_MEMBER!r} (the model's weights), which every `.keras` file holds"
+            if _WEIGHTS_MEMBER not in names:
                 return None
             weights = io.BytesIO(archive.read(_WEIGHTS_MEMBER))
+    # An archive whose central directory lists members its body does not hold.
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
         return f"Its zip archive cannot be read ({type(error).__name__}: {error})"
     damage = _hdf5_damage(weights)
-    return None if damage is None else f"Its member {_WEIGHTS_MEMBER!r}: {damage}"
+    return None if damage is None else f"Its member {_WEIGHTS_MEMBER!r} {damage}"
+
+
+def _bad_member_damage(path: str, member: zipfile.ZipInfo) -> str:
+    """How a member that `ZipFile.testzip` reports is damaged: its local header, or its bytes (CRC-32)."""
+    name = member.filename.encode("utf-8" if member.flag_bits & 0x800 else "cp437")
+    with open(path, "rb") as file:
+        file.seek(member.header_offset)
+        header = file.read(30 + len(name))
+    intact = (
+        len(header) == 30 + len(name)
+        and header.startswith(_ZIP_LOCAL_HEADER)
+        and struct.unpack("<H", header[26:28])[0] == len(name)
+        and header[30:] == name
+    )
+    if not intact:
+        return "has a corrupted header in the zip archive (corrupted bytes)"
+    return "fails the zip archive's CRC-32 check (corrupted bytes)"
+
+
+def _config_damage(data: bytes) -> Optional[str]:
+    """What is wrong with the bytes of a `config.json`, as a predicate, or None if they are a JSON object."""
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "is not UTF-8 text, which JSON is"
+    except json.JSONDecodeError as error:
+        return f"is not JSON: invalid at line {error.lineno}, column {error.colno}"
+    if not isinstance(config, dict):
+        return f"holds a JSON {type(config).__name__}, where a model's config is a JSON object"
+    return None
+
+
+def _directory_damage(path: str) -> Optional[str]:
+    """What is damaged in a model saved unzipped: its `config.json` and its weights."""
+    with open(os.path.join(path, _CONFIG_MEMBER), "rb") as file:
+        config_damage = _config_damage(file.read())
+    if config_damage is not None:
+        return f"Its file {_CONFIG_MEMBER!r} {config_damage}"
+    names = os.listdir(path)
+    if not any(name in names for name in _WEIGHTS_MEMBERS):
+        return f"It has no file {_WEIGHTS_MEMBER!r} (the model's weights) beside its {_CONFIG_MEMBER!r}"
+    if _WEIGHTS_MEMBER not in names:
+        return None
+    with open(os.path.join(path, _WEIGHTS_MEMBER), "rb") as file:
+        damage = _hdf5_damage(file)
+    return None if damage is None else f"Its file {_WEIGHTS_MEMBER!r} {damage}"
 
 
 def _hdf5_damage(file: BinaryIO) -> Optional[str]:
-    """What h5py cannot read in an HDF5 file: its structure, an attribute or a dataset's values."""
-    import h5py
+    """What is damaged in an HDF5 file, as a predicate ("is cut short ..."), or None: its signature,
+    its length against its superblock's record, then everything h5py reads."""
+    size = file.seek(0, io.SEEK_END)
+    if size == 0:
+        return "is empty (0 bytes), as a write that never began leaves it"
+    signature_at = _hdf5_signature_offset(file, size)
+    if signature_at is None:
+        file.seek(0)
+        start = file.read(len(_HDF5_SIGNATURE))
+        hint = " (a zip archive: a `.keras` file, renamed?)" if start.startswith(_ZIP_LOCAL_HEADER) else ""
+        return f"is not an HDF5 file: it has no HDF5 signature, and its first bytes are {start!r}{hint}"
+    truncation = _hdf5_truncation(file, signature_at, size)
+    if truncation is not None:
+        return truncation
+    h5py = _h5py()
+    if h5py is None:
+        return None
 
     def read(name: str, item: Any) -> None:
         dict(item.attrs)
         if isinstance(item, h5py.Dataset):
             item[()]
 
+    file.seek(0)
     try:
         with h5py.File(file, "r") as hdf5:
             dict(hdf5.attrs)
@@ -324,18 +507,221 @@ def _hdf5_damage(file: BinaryIO) -> Optional[str]:
     # KeyError, ValueError or TypeError, depending on which bytes were hit.
     except Exception as error:
         first_line = str(error).splitlines()[0] if str(error) else ""
-        return f"Its HDF5 content cannot be read ({type(error).__name__}: {first_line})"
+        return f"has HDF5 content that cannot be read ({type(error).__name__}: {first_line})"
     return None
 
 
-def _damaged_message(path: str, damage: str) -> str:
-    if path.endswith(".keras") or zipfile.is_zipfile(path):
-        expected = "an intact `.keras` zip archive, as `model.save` writes it"
-    elif path.endswith(".weights.h5"):
-        expected = "an intact HDF5 weights file, as `model.save_weights` writes it"
+def _hdf5_signature_offset(file: BinaryIO, size: int) -> Optional[int]:
+    """Where the HDF5 signature is: at byte 0, 512, 1024, 2048, ... (after a user block), or None."""
+    offset = 0
+    while offset + len(_HDF5_SIGNATURE) <= size:
+        file.seek(offset)
+        if file.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+            return offset
+        offset = 512 if offset == 0 else 2 * offset
+    return None
+
+
+def _hdf5_truncation(file: BinaryIO, signature_at: int, size: int) -> Optional[str]:
+    """How an HDF5 file is cut short, read from its superblock's end-of-file address, or None.
+
+    The superblock (HDF5 File Format Specification, section II.A) follows
+    the signature: its version, then, at a place the version fixes, three
+    addresses of "size of offsets" bytes each, little-endian: the base
+    address, another, and the end-of-file address, relative to the base.
+    """
+    file.seek(signature_at + len(_HDF5_SIGNATURE))
+    head = file.read(8)
+    if len(head) < 8:
+        return f"is cut short (a truncated file): {size} bytes, which end inside its HDF5 superblock"
+    version = head[0]
+    if version in (0, 1):
+        offset_size, addresses_at = head[5], signature_at + (24 if version == 0 else 28)
+    elif version in (2, 3):
+        offset_size, addresses_at = head[1], signature_at + 12
     else:
-        expected = "an intact HDF5 file"
-    return (
-        f"Damaged file received: {path!r}. {damage}. Expected {expected}. "
-        "Load an intact copy (an earlier checkpoint or backup) instead."
+        return None  # a superblock version this reader does not know: h5py's reading decides
+    if offset_size not in (2, 4, 8):
+        return None
+    file.seek(addresses_at)
+    addresses = file.read(3 * offset_size)
+    if len(addresses) < 3 * offset_size:
+        return f"is cut short (a truncated file): {size} bytes, which end inside its HDF5 superblock"
+    base = int.from_bytes(addresses[:offset_size], "little")
+    end = int.from_bytes(addresses[2 * offset_size :], "little")
+    if end == (1 << (8 * offset_size)) - 1:
+        return None  # the undefined address
+    if size < base + end:
+        return f"is cut short (a truncated file): {size} bytes, of the {base + end} its HDF5 superblock records"
+    return None
+
+
+# ---- Mismatch: which layers' weights in the file do not fit -----------------
+
+
+def _model_misfits(model: keras.Model, path: str, kwargs: Dict[str, Any]) -> List[_Misfit]:
+    """The layers of `model` whose weights in the file do not fit, matched as `model.load_weights` matches them."""
+    h5py = _h5py()
+    if h5py is None or kwargs.get("skip_mismatch") or _is_remote(path) or not os.path.isfile(path):
+        return []
+    if path.endswith(".weights.h5"):
+        with h5py.File(path, "r") as weights:
+            return _misfits(h5py, model, weights, kwargs.get("objects_to_skip"))
+    if path.endswith(".keras"):
+        with h5py.File(_archived_weights(path), "r") as weights:
+            return _misfits(h5py, model, weights, None)
+    if path.endswith((".h5", ".hdf5")):
+        with h5py.File(path, "r") as weights:
+            if "layer_names" not in weights.attrs and "model_weights" in weights:
+                return _legacy_misfits(model, weights["model_weights"], by_name=bool(kwargs.get("by_name")))
+            return _legacy_misfits(model, weights, by_name=bool(kwargs.get("by_name")))
+    return []
+
+
+def _config_model_misfits(path: str, kwargs: Dict[str, Any]) -> List[_Misfit]:
+    """The layers of the model the file's config describes whose weights in the file do not fit."""
+    h5py = _h5py()
+    if h5py is None or _is_remote(path):
+        return []
+    custom_objects = kwargs.get("custom_objects")
+    safe_mode = kwargs.get("safe_mode", True)
+    if path.endswith((".h5", ".hdf5")) and os.path.isfile(path):
+        with h5py.File(path, "r") as legacy:
+            config = legacy.attrs["model_config"]
+            config = json.loads(config.decode("utf-8") if isinstance(config, bytes) else config)
+            # A legacy config names Keras' model classes by their old names.
+            models = {"Functional": keras.Model, "Model": keras.Model, "Sequential": keras.Sequential}
+            model = keras.saving.deserialize_keras_object(
+                config, custom_objects={**models, **(custom_objects or {})}, safe_mode=safe_mode
+            )
+            return _legacy_misfits(model, legacy["model_weights"], by_name=False)
+    config = _keras_config(path)
+    if not isinstance(config, dict):
+        return []
+    # Built as Keras builds it, uncompiled: Keras loads an optimizer's state only where it fits.
+    model = keras.saving.deserialize_keras_object(
+        {**config, "compile_config": None}, custom_objects=custom_objects, safe_mode=safe_mode
     )
+    weights_file = os.path.join(path, _WEIGHTS_MEMBER) if os.path.isdir(path) else _archived_weights(path)
+    with h5py.File(weights_file, "r") as weights:
+        return _misfits(h5py, model, weights, None)
+
+
+def _archived_weights(path: str) -> io.BytesIO:
+    """The `model.weights.h5` member of the `.keras` archive at `path`, read into memory."""
+    with zipfile.ZipFile(path) as archive:
+        return io.BytesIO(archive.read(_WEIGHTS_MEMBER))
+
+
+def _misfits(
+    h5py: ModuleType, model: keras.Model, weights: Any, objects_to_skip: Optional[Sequence[Any]]
+) -> List[_Misfit]:
+    """The layers of `model` whose variables in the open weights file `weights` do not fit.
+
+    What `model` expects is what Keras itself writes for it
+    (`model.save_weights`), so the two files are laid out alike: every
+    object's variables in a group `<path>/vars`, keyed `0`, `1`, ..., with
+    the object's name as the group's `name` attribute. Keras ignores groups
+    the model has no object for, and loads an optimizer's variables only
+    where they fit, so neither is a misfit; nor is an object of
+    `objects_to_skip`, or anything inside it.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        reference_path = os.path.join(directory, _WEIGHTS_MEMBER)
+        model.save_weights(reference_path)
+        with h5py.File(reference_path, "r") as reference:
+            expected = _variable_groups(h5py, reference)
+    received = _variable_groups(h5py, weights)
+    skipped = [getattr(item, "name", None) for item in objects_to_skip or ()]
+    skipped.append(getattr(getattr(model, "optimizer", None), "name", None))
+    skipped_paths = [group[: -len("vars")] for group, (name, _) in expected.items() if name in skipped]
+    misfits = []
+    for group, (name, shapes) in expected.items():
+        if not shapes or any(group.startswith(prefix) for prefix in skipped_paths):
+            continue
+        if group not in received:
+            misfits.append(_misfit(name, f"nothing at {group!r} in the file", list(shapes.values()), []))
+        elif received[group][1] != shapes:
+            found = received[group][1]
+            misfits.append(_misfit(name, f"at {group!r} in the file", list(shapes.values()), list(found.values())))
+    return misfits
+
+
+def _variable_groups(h5py: ModuleType, weights: Any) -> Dict[str, Tuple[str, Dict[str, Shape]]]:
+    """Every group of variables in an open Keras weights file: its path, its object's name, and its
+    variables' keys and shapes (in the order of the keys, numbers first)."""
+    groups: Dict[str, Tuple[str, Dict[str, Shape]]] = {}
+
+    def visit(path: str, item: Any) -> None:
+        if isinstance(item, h5py.Group) and path.rsplit("/", 1)[-1] == "vars":
+            keys = sorted(item, key=lambda key: (not key.isdigit(), int(key) if key.isdigit() else 0, key))
+            shapes = {key: tuple(item[key].shape) for key in keys if isinstance(item[key], h5py.Dataset)}
+            groups[path] = (str(item.attrs.get("name", path)), shapes)
+
+    weights.visititems(visit)
+    return groups
+
+
+def _legacy_misfits(model: keras.Model, group: Any, by_name: bool) -> List[_Misfit]:
+    """The layers of `model` whose weights in a legacy `.h5` group do not fit, matched as Keras matches
+    them: the layers with weights in order, or by name."""
+    expected = [
+        (layer.name, [tuple(w.shape) for w in layer.trainable_weights + layer.non_trainable_weights])
+        for layer in model.layers
+        if layer.weights
+    ]
+    saved = {
+        name: [tuple(group[name][weight].shape) for weight in _attribute_strings(group[name], "weight_names")]
+        for name in _attribute_strings(group, "layer_names")
+    }
+    if by_name:
+        pairs = [(name, shapes, name) for name, shapes in expected if name in saved]
+    else:
+        received = [name for name, shapes in saved.items() if shapes]
+        if len(received) != len(expected):
+            account = (
+                f"weights for {_counted(len(received), 'layer')} ({_listed(received)}), where the model "
+                f"has {_counted(len(expected), 'layer')} with weights ({_listed([name for name, _ in expected])}), "
+                "matched in order"
+            )
+            return [_Misfit(model.name, account)]
+        pairs = [(name, shapes, saved_name) for (name, shapes), saved_name in zip(expected, received)]
+    return [
+        _misfit(name, f"layer {saved_name!r} of the file", shapes, saved[saved_name])
+        for name, shapes, saved_name in pairs
+        if saved[saved_name] != shapes
+    ]
+
+
+def _attribute_strings(group: Any, name: str) -> List[str]:
+    """A legacy `.h5` group's list of names, whole or (when long) split over `name0`, `name1`, ..."""
+    if name in group.attrs:
+        chunks = [group.attrs[name]]
+    else:
+        chunks = []
+        while f"{name}{len(chunks)}" in group.attrs:
+            chunks.append(group.attrs[f"{name}{len(chunks)}"])
+    return [item.decode("utf-8") if isinstance(item, bytes) else str(item) for chunk in chunks for item in chunk]
+
+
+def _misfit(layer: str, where: str, expected: Sequence[Shape], received: Sequence[Shape]) -> _Misfit:
+    return _Misfit(
+        layer, f"{_variables(received)} for layer {layer!r} ({where}), where it expects {_variables(expected)}"
+    )
+
+
+def _variables(shapes: Sequence[Shape]) -> str:
+    if not shapes:
+        return "no variables"
+    return f"{_counted(len(shapes), 'variable')} of shape{'s' if len(shapes) > 1 else ''} " + ", ".join(
+        str(shape) for shape in shapes
+    )
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _listed(names: Sequence[str]) -> str:
+    listed = ", ".join(repr(name) for name in names[:_NAMES_LISTED])
+    return listed + (", ..." if len(names) > _NAMES_LISTED else "")
