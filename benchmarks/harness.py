@@ -27,8 +27,9 @@ BENCHMARKS.md) through this module, so that it is written once:
   through the dependency-free `benchmarks/_machine.py`.
 
 The wall-clock timer of `fit` calls is the package's own
-(`stochastic_depth_tf.recipes.Timer`, which the recipes time epochs with):
-benchmarks sit above the recipes, so they use it, never the reverse.
+(`stochastic_depth_tf.experiments.timing.Timer`, which the trainer times
+epochs with): benchmarks sit above the experiments, so they use it, never
+the reverse.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import numpy as np  # noqa: E402
 
 import stochastic_depth_tf as sdt  # noqa: E402
 from benchmarks._machine import date_and_machine, load_average  # noqa: E402
-from stochastic_depth_tf.recipes import Timer  # noqa: E402
+from stochastic_depth_tf.experiments.timing import Timer  # noqa: E402
 
 BACKEND = keras.backend.backend()
 # What `jit_compile=False` and `jit_compile=True` mean under each backend.
