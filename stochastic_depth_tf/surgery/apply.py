@@ -205,8 +205,17 @@ def _apply_with_probabilities(
 
 
 def _stochastic_depth(node: Any, state: Rebuild, *, add: ResidualMerge, residual: Any, **config: Any) -> Any:
-    """The `Replacement` of a residual add: a `StochasticDepth` called as `[shortcut, residual]`."""
-    return StochasticDepth(**config)([state.tensor(add.shortcut), state.tensor(residual)])
+    """The `Replacement` of a residual add: a `StochasticDepth` called as `[shortcut, residual]`.
+
+    A scaled merge's `residual_scale` (`x + s * branch`) goes on the residual
+    first, as a `keras.layers.Rescaling` named `<name>_residual_scale`.
+    """
+    residual = state.tensor(residual)
+    if add.residual_scale != 1.0:
+        residual = keras.layers.Rescaling(
+            add.residual_scale, name=f"{config['name']}_residual_scale", dtype=config["dtype"]
+        )(residual)
+    return StochasticDepth(**config)([state.tensor(add.shortcut), residual])
 
 
 def _before_drop_connect(residual: keras.KerasTensor) -> keras.KerasTensor:
