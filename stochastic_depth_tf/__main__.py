@@ -18,25 +18,55 @@ import csv
 import os
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-# TensorFlow reads its log level when it is first imported, so it is set before
-# the imports below (keras, and the package, import TensorFlow). Ruff allows
-# imports after an `os.environ` assignment: no E402 exception is needed.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
 import numpy as np
 
-import stochastic_depth_tf as sdt
-from stochastic_depth_tf import backend, datasets, recipes
-from stochastic_depth_tf._requirements import import_tensorflow
+from stochastic_depth_tf.experiments.statistics import describe_difference
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras, and with it TensorFlow, is imported only once the arguments are parsed:
+# `--help` and a usage error answer at once, with no backend log line.
 
 MODELS = ("plain", "stochastic depth")
 DEFAULT_RECIPE = {"digits": "digits", "cifar10": "paper"}
+# One sentence per choice, for --help (which imports no recipe: see above).
+DATASETS = {
+    "digits": "scikit-learn's bundled 8x8 digits, zero-padded to 12x12 (offline; the default)",
+    "cifar10": "CIFAR-10, which keras.datasets downloads on first use; 5,000 training images are held out "
+    "for validation, as in the paper",
+}
+RECIPE_HELP = {
+    "digits": "sized for a CPU and the default for --dataset digits; 15 epochs of batch 64, a 2-epoch warm-up, "
+    "cosine decay, shifts of up to 2 pixels",
+    "mnist1d": "the settings of the MNIST-1D sweep (notebooks/mnist1d_sweep.py; the demo does not load MNIST-1D "
+    "itself) on the chosen --dataset; 20 epochs of batch 50, a 2-epoch warm-up, cosine decay, no shifts or flips",
+    "paper": "the paper's CIFAR-10 setting and the default for --dataset cifar10; 500 epochs of batch 128, the "
+    "learning rate divided by 10 at half and three quarters of training, 4-pixel shifts and horizontal flips",
+}
+MODES = {
+    "batch": "one gate per block and step, and a dropped block is not computed (the paper's; the default)",
+    "sample": "one gate per example (timm's DropPath)",
+}
+VERBOSITY = {
+    0: "silent",
+    1: "a progress bar redrawn in place, for a terminal",
+    2: "one line per epoch, for a log",
+}
+
+
+def described(choices: Dict[Any, str]) -> str:
+    """`choice: sentence; choice: sentence`, for a help text."""
+    return "; ".join(f"{choice}: {sentence}" for choice, sentence in choices.items())
 
 
 def load_data(name: str) -> Dict[str, Tuple[Any, Any]]:
+    import keras
+
+    from stochastic_depth_tf import datasets
+
     if name == "digits":
         return datasets.load_digits()
     try:
@@ -60,6 +90,8 @@ def load_data(name: str) -> Dict[str, Tuple[Any, Any]]:
 
 def check_export(model: keras.Model, images: np.ndarray) -> float:
     """Exports, reloads and returns the largest difference of the predictions."""
+    from stochastic_depth_tf._requirements import import_tensorflow
+
     tf = import_tensorflow("The demo's SavedModel check")
     with tempfile.TemporaryDirectory() as directory:
         model.export(directory, verbose=False)
@@ -121,7 +153,7 @@ def conclusion(
             "Invalid values received for arguments `plain_accuracies` and `stochastic_accuracies`. "
             f"Expected one value per seed in each. Received: {len(plain)} and {len(stochastic)} values"
         )
-    accuracy = "Test accuracy, " + recipes.describe_difference(stochastic - plain, "stochastic depth", "plain") + "."
+    accuracy = "Test accuracy, " + describe_difference(stochastic - plain, "stochastic depth", "plain") + "."
     saving = 1.0 - time_ratio
     speed = (
         f"Time per epoch: stochastic depth took {time_ratio:.2f} of the plain network's "
@@ -174,20 +206,15 @@ def _check_output_directory(directory: str) -> Optional[str]:
     return None
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's arguments, each choice with its sentence."""
     parser = argparse.ArgumentParser(prog="python -m stochastic_depth_tf", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset",
-        choices=["digits", "cifar10"],
-        default="digits",
-        help="digits ships with scikit-learn (default); cifar10 downloads through keras.datasets",
-    )
+    parser.add_argument("--dataset", choices=list(DATASETS), default="digits", help=described(DATASETS))
     parser.add_argument(
         "--recipe",
-        choices=sorted(recipes.RECIPES),
+        choices=sorted(RECIPE_HELP),
         default=None,
-        help="training recipe of sdt.recipes: digits (15 epochs, cosine) or paper "
-        "(500 epochs, step decay); default: digits for --dataset digits, paper for cifar10",
+        help="the training recipe, from sdt.recipes: " + described(RECIPE_HELP),
     )
     parser.add_argument("--depth", type=int, default=32, help="ResNet depth, 6n + 2 (default 32: 15 blocks)")
     parser.add_argument(
@@ -210,9 +237,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "15 epochs; at 12 epochs it measured no cost at 0.8-0.9 for ResNet-56 and -110 but "
         "4-30 points at 0.5, the paper's setting for 500 epochs of CIFAR)",
     )
-    parser.add_argument(
-        "--mode", choices=["batch", "sample"], default="batch", help="gate per batch (skips compute) or per example"
-    )
+    parser.add_argument("--mode", choices=list(MODES), default="batch", help="the gates: " + described(MODES))
     parser.add_argument(
         "--jit-compile",
         action="store_true",
@@ -221,8 +246,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the recipe's)")
     parser.add_argument("--output", default=None, help="directory for results.md, results.csv and curves.png")
-    parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (default 1)")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=None,
+        choices=list(VERBOSITY),
+        help="Keras' progress output: " + described(VERBOSITY) + " (default: 1 when the output is a terminal, 2 "
+        "otherwise)",
+    )
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose is None:
+        # Keras redraws its progress bar with carriage returns and escape codes
+        # wherever it runs on POSIX, terminal or not: a log gets one line per epoch.
+        args.verbose = 1 if sys.stdout.isatty() else 2
 
     # Everything is checked here, before minutes of training can be lost.
     for name in ("epochs", "seeds", "batch_size"):
@@ -234,8 +275,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             "Invalid value received for argument `depth`. Expected an int of the form 6n + 2 "
             f"with n >= 1 (20, 32, 44, 56, 110). Received: depth={args.depth}"
         )
+
+    # From here on Keras, hence TensorFlow, is imported. TensorFlow reads its
+    # log level when it is first imported; a level the user set is kept.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from stochastic_depth_tf import recipes, schedules
+
     try:
-        sdt.schedules.linear_decay(1, args.final_survival_probability)
+        schedules.linear_decay(1, args.final_survival_probability)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     recipe = recipes.RECIPES[args.recipe or DEFAULT_RECIPE[args.dataset]]
@@ -263,6 +310,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def compilation(jit_compile: bool) -> str:
     """How Keras compiled the training step, in words (`model.jit_compile` once compiled)."""
+    from stochastic_depth_tf import backend
+
     names = {
         "tensorflow": ("graph mode", "XLA"),
         "jax": ("un-jitted JAX", "jitted JAX (XLA)"),
@@ -273,6 +322,10 @@ def compilation(jit_compile: bool) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    import stochastic_depth_tf as sdt
+    from stochastic_depth_tf import backend, schedules
+    from stochastic_depth_tf.experiments.training import Trainer
+
     recipe = args.recipe
     data = load_data(args.dataset)
     print(
@@ -282,7 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     survival = {"plain": 1.0, "stochastic depth": args.final_survival_probability}
     # One compiled step per model for all seeds; each run starts from its seed's fresh weights.
     trainers = {
-        name: recipes.Trainer(
+        name: Trainer(
             data,
             recipe,
             depth=args.depth,
@@ -317,7 +370,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             [r["test_accuracy"] for r in results["plain"]],
             [r["test_accuracy"] for r in results["stochastic depth"]],
             rows[1]["time_ratio"],
-            float(np.mean(sdt.schedules.linear_decay(num_blocks, args.final_survival_probability))),
+            float(np.mean(schedules.linear_decay(num_blocks, args.final_survival_probability))),
         )
     )
     exit_code = 0
