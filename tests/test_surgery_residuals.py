@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from stochastic_depth_tf import schedules
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
 from stochastic_depth_tf.surgery.graph import residual_merges
@@ -252,3 +253,72 @@ def test_other_merge_layers_are_not_scaled_adds(merge):
     inputs = keras.Input((4,))
     outputs = merge(name="merge")([inputs, keras.layers.Dense(4)(inputs)])
     assert residual_merges(keras.Model(inputs, outputs)) == []
+
+
+# keras.applications InceptionResNetV2: 40 scaled merges (CustomScaleLayer), at its smallest input.
+# Big (780 layers, a minute to build and rewrite under load): slow, and one
+# backend, as the small scaled-merge tests above carry the maths to every backend.
+
+
+@pytest.fixture(scope="module")
+def inception_resnet():
+    original = keras.applications.InceptionResNetV2(weights=None, input_shape=(75, 75, 3), include_top=False)
+    model = apply_stochastic_depth(original, final_survival_probability=0.5, inverted=True, seed=0)
+    return original, model
+
+
+def images(n=2, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 75, 75, 3)).astype("float32")
+
+
+@pytest.mark.slow
+@pytest.mark.one_backend
+@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
+def test_inception_resnet_scaled_residuals_gated_with_their_scales(inception_resnet):
+    original, model = inception_resnet
+    layers = stochastic_depth_layers(model)
+    assert len(layers) == 40
+    assert not [layer for layer in model.layers if type(layer).__name__ == "CustomScaleLayer"]
+    assert [layer.survival_probability for layer in layers] == schedules.linear_decay(40, 0.5)
+    scales = [layer.scale for layer in model.layers if isinstance(layer, keras.layers.Rescaling)]
+    # block35 x 10, block17 x 20, block8 x 9 and a last block8 of scale 1 (a plain add).
+    assert scales == pytest.approx([0.17] * 10 + [0.1] * 20 + [0.2] * 9, rel=1e-7)
+    assert len(model.get_weights()) == len(original.get_weights())
+    for old, new in zip(original.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(new, old)
+
+
+@pytest.mark.slow
+@pytest.mark.one_backend
+@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
+def test_inception_resnet_inverted_inference_is_the_original(inception_resnet):
+    original, model = inception_resnet
+    expected = numpy(original(images(), training=False))
+    np.testing.assert_allclose(numpy(model(images(), training=False)), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.one_backend
+@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
+def test_inception_resnet_strip_is_the_inverse(inception_resnet):
+    original, model = inception_resnet
+    stripped = strip_stochastic_depth(model)
+    assert not stochastic_depth_layers(stripped)
+    expected = numpy(original(images(), training=False))
+    np.testing.assert_allclose(numpy(stripped(images(), training=False)), expected, rtol=1e-6, atol=1e-7)
+    for old, new in zip(original.get_weights(), stripped.get_weights()):
+        np.testing.assert_array_equal(new, old)
+
+
+@pytest.mark.slow
+@pytest.mark.one_backend
+@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
+def test_inception_resnet_fits(inception_resnet):
+    _, model = inception_resnet
+    weights = model.get_weights()
+    model.compile("sgd", "mse")
+    try:
+        history = model.fit(images(), np.zeros((2, 1, 1, 1536), "float32"), epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    finally:
+        model.set_weights(weights)  # the other tests take the weights as built
