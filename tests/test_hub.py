@@ -1,4 +1,4 @@
-"""Tests of stochastic_depth_tf.hub: KerasHub backbones with stochastic depth, class kept.
+"""Tests of stochastic_depth_tf.hub: KerasHub backbones with stochastic depth, class kept, through either door.
 
 Every backbone is built small from constructor arguments and saved to a
 temporary preset directory: nothing is downloaded.
@@ -49,6 +49,11 @@ def _resnet_v2():
         block_type="bottleneck_block",
         use_pre_activation=True,
     )
+
+
+def _resnet_vd():
+    # ResNet-vd: the projection shortcut pools, then convolves (KerasHub builds it without pre-activation only).
+    return _resnet(block_type="bottleneck_block_vd")
 
 
 def _xception():
@@ -277,6 +282,7 @@ def _mit():
 BACKBONES = {
     "resnet_v1": (_resnet, keras_hub.models.ResNetImageClassifier, 4),
     "resnet_v2": (_resnet_v2, keras_hub.models.ResNetImageClassifier, 4),
+    "resnet_vd": (_resnet_vd, keras_hub.models.ResNetImageClassifier, 4),
     "xception": (_xception, keras_hub.models.XceptionImageClassifier, 2),
     "cspnet": (_cspnet, keras_hub.models.CSPNetImageClassifier, 3),
     "mobilenet": (_mobilenet, keras_hub.models.MobileNetImageClassifier, 3),
@@ -672,9 +678,12 @@ def test_unsupported_backbone_is_named():
         hub.apply_stochastic_depth(backbone)
 
 
-def test_not_a_backbone_is_refused():
-    with pytest.raises(TypeError, match="Invalid type received for argument `backbone`"):
+def test_not_a_backbone_goes_to_surgery_which_refuses_it():
+    # The front door hands any other model to graph surgery, which takes functional models only.
+    with pytest.raises(ValueError, match="Invalid value received for argument `model`"):
         hub.apply_stochastic_depth(keras.Sequential([keras.layers.Dense(1)]))
+    with pytest.raises(TypeError, match="Invalid type received for argument `model`"):
+        hub.apply_stochastic_depth(object())
 
 
 def test_applying_twice_is_refused():
@@ -696,13 +705,13 @@ def test_bad_settings_are_refused():
 
 
 def test_changed_block_fails_loudly(monkeypatch):
-    from stochastic_depth_tf import _hub_backbones
+    from stochastic_depth_tf.hub import _compat
 
     def changed_call(self, inputs):
         return inputs * 2.0
 
     # A KerasHub release whose block computes something else than the adapter.
-    monkeypatch.setattr(_hub_backbones.ViTEncoderBlock, "call", changed_call)
+    monkeypatch.setattr(_compat.ViTEncoderBlock, "call", changed_call)
     with pytest.raises(RuntimeError, match="no longer computes"):
         hub.apply_stochastic_depth(_vit())
 
@@ -840,7 +849,7 @@ def test_skipping_examples_under_xla_equals_the_merge():
     ],
 )
 def test_branches_run_on_kept_examples_in_training_only(monkeypatch, settings, training, skipped):
-    from stochastic_depth_tf import _hub_backbones
+    from stochastic_depth_tf.hub import _adapter
 
     rows = []
 
@@ -849,10 +858,10 @@ def test_branches_run_on_kept_examples_in_training_only(monkeypatch, settings, t
             rows.append(int(keras.ops.shape(kept)[0]))
             return branch(kept)
 
-        return _hub_backbones_skip(merge, counted, inputs, shortcut, **kwargs)
+        return skip_dropped_examples(merge, counted, inputs, shortcut, **kwargs)
 
-    _hub_backbones_skip = _hub_backbones.skip_dropped_examples
-    monkeypatch.setattr(_hub_backbones, "skip_dropped_examples", spy)
+    skip_dropped_examples = _adapter.skip_dropped_examples
+    monkeypatch.setattr(_adapter, "skip_dropped_examples", spy)
     settings = {"final_survival_probability": 0.5, "distribution": "uniform", "seed": 0, **settings}
     model = hub.apply_stochastic_depth(_vit(), **settings)
     model(_images(8), training=training)
@@ -863,3 +872,160 @@ def test_branches_run_on_kept_examples_in_training_only(monkeypatch, settings, t
 def test_bad_skip_compute_is_refused():
     with pytest.raises(TypeError, match="Invalid type received for argument `skip_compute`"):
         hub.apply_stochastic_depth(_vit(), skip_compute="yes")
+
+
+# The front door: `sdt.apply_stochastic_depth` and `sdt.strip_stochastic_depth` take KerasHub backbones.
+
+
+@pytest.mark.one_backend
+def test_hub_apply_is_the_front_door():
+    import stochastic_depth_tf as sdt
+
+    assert hub.apply_stochastic_depth is sdt.apply_stochastic_depth
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize("name", ["resnet_v1", "vit"])
+def test_front_door_keeps_the_backbone_class_with_the_hub_defaults(name):
+    import stochastic_depth_tf as sdt
+
+    original = BACKBONES[name][0]()
+    model = sdt.apply_stochastic_depth(original, seed=0)
+    assert type(model) is hub.stochastic_depth_class(type(original))
+    assert model.stochastic_depth_settings == {
+        "final_survival_probability": 0.9,
+        "distribution": "linear",
+        "mode": "sample",
+        "inverted": True,
+        "seed": 0,
+        "skip_compute": True,
+    }
+    assert type(sdt.strip_stochastic_depth(model)) is type(original)
+
+
+@pytest.mark.one_backend
+def test_front_door_forwards_the_arguments_passed():
+    import stochastic_depth_tf as sdt
+
+    model = sdt.apply_stochastic_depth(_resnet(), final_survival_probability=0.5, mode="batch", inverted=False)
+    assert model.stochastic_depth_settings["mode"] == "batch"
+    assert model.stochastic_depth_settings["inverted"] is False
+    np.testing.assert_allclose(_survival(model), [0.875, 0.75, 0.625, 0.5], rtol=1e-6)
+
+
+@pytest.mark.one_backend
+def test_front_door_keeps_the_functional_defaults():
+    import stochastic_depth_tf as sdt
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4)(inputs)
+    model = sdt.apply_stochastic_depth(keras.Model(inputs, keras.layers.Add()([x, keras.layers.Dense(4)(x)])))
+    (gate,) = stochastic_depth_layers(model)
+    assert (gate.mode, gate.inverted, gate.survival_probability) == ("batch", False, 0.5)
+
+
+@pytest.mark.one_backend
+def test_front_door_refuses_keeping_a_backbones_drop_connect():
+    import stochastic_depth_tf as sdt
+
+    with pytest.raises(ValueError, match="Invalid value received for argument `replace_drop_connect`"):
+        sdt.apply_stochastic_depth(_resnet(), replace_drop_connect=False)
+
+
+@pytest.mark.one_backend
+def test_front_door_refuses_skipping_compute_in_a_functional_model():
+    import stochastic_depth_tf as sdt
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4)(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([x, keras.layers.Dense(4)(x)]))
+    with pytest.raises(ValueError, match="Invalid value received for argument `skip_compute`"):
+        sdt.apply_stochastic_depth(model, skip_compute=True)
+
+
+# The keras-hub version gate: `_compat` imports every private KerasHub module, with the supported range.
+
+
+def _import_compat_afresh():
+    """Runs `stochastic_depth_tf.hub._compat` again as a new module (the loaded one stays in sys.modules)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("stochastic_depth_tf.hub._compat")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.one_backend
+def test_the_tested_version_is_supported_and_installed_by_the_install_line():
+    from stochastic_depth_tf.hub import _compat
+
+    for version in _compat.TESTED_VERSIONS:
+        assert _compat.is_supported(version)
+        assert f'"keras-hub=={version}"' in hub.INSTALL
+    assert not _compat.is_supported("0.31.0")
+    assert not _compat.is_supported("not a version")
+
+
+@pytest.mark.one_backend
+def test_a_supported_version_imports_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _import_compat_afresh()
+
+
+@pytest.mark.one_backend
+def test_the_version_falls_back_to_the_distributions(monkeypatch):
+    import importlib.metadata
+
+    from stochastic_depth_tf.hub import _compat
+
+    def version(name):
+        return {"keras-hub": "0.31.0"}[name]
+
+    monkeypatch.delattr(keras_hub, "__version__")
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert _compat.installed_version() == "0.31.0"
+
+
+@pytest.mark.one_backend
+def test_a_version_outside_the_range_that_works_is_used_with_a_warning(monkeypatch):
+    monkeypatch.setattr(keras_hub, "__version__", "0.31.0")
+    with pytest.warns(UserWarning, match=r"keras-hub 0\.31\.0 is outside the range .* >=0\.32\.0"):
+        _import_compat_afresh()
+    # Every adapter's check against its block passes: the backbone is given stochastic depth.
+    model = hub.apply_stochastic_depth(_vit(), seed=0)
+    assert len(model.stochastic_depth_layers) == 4
+
+
+@pytest.mark.one_backend
+def test_a_version_outside_the_range_whose_block_changed_fails_naming_both(monkeypatch):
+    from stochastic_depth_tf.hub import _compat
+
+    def changed_call(self, inputs):
+        return inputs * 2.0
+
+    monkeypatch.setattr(keras_hub, "__version__", "0.31.0")
+    monkeypatch.setattr(_compat.ViTEncoderBlock, "call", changed_call)
+    with pytest.raises(
+        RuntimeError, match=r"no longer computes .* installed keras-hub is 0\.31\.0; .* supports keras-hub >=0\.32\.0"
+    ):
+        hub.apply_stochastic_depth(_vit())
+
+
+@pytest.mark.one_backend
+def test_a_version_outside_the_range_without_a_module_fails_at_import_naming_both(monkeypatch):
+    import sys
+    import warnings
+
+    monkeypatch.setattr(keras_hub, "__version__", "0.31.0")
+    # None in sys.modules makes the import of that module fail, as a release without it would.
+    monkeypatch.setitem(sys.modules, "keras_hub.src.models.vit.vit_layers", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the out-of-range warning, tested above
+        with pytest.raises(
+            ImportError, match=r"cannot import .* installed keras-hub is 0\.31\.0; .* supports keras-hub >=0\.32\.0"
+        ):
+            _import_compat_afresh()

@@ -1,12 +1,23 @@
-"""`apply_stochastic_depth`: every residual add of a functional model made a `StochasticDepth`."""
+"""`apply_stochastic_depth`: every residual add of a model made a `StochasticDepth`.
+
+The one front door for every kind of model: a functional model is rewritten
+here (graph surgery); a kind of model whose residual adds surgery cannot
+reach, or whose class must be kept, is handed to the `ModelKind` registered
+for it. `stochastic_depth_tf.hub` registers KerasHub backbones: it sits above
+surgery, so surgery never imports it. `apply_survival_probabilities` is the
+entry with one given survival probability per residual add.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Final, List, Optional, Sequence, Union
 
 import keras
 
+from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
     block_seed,
     validate_bool,
@@ -17,23 +28,77 @@ from stochastic_depth_tf._validation import (
     validate_survival_probability,
 )
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
-from stochastic_depth_tf.schedules import DISTRIBUTIONS, survival_probabilities
 from stochastic_depth_tf.surgery.graph import ResidualMerge, check_functional, producer_node, residual_merges
 from stochastic_depth_tf.surgery.rebuild import Rebuild, rebuild
 
 
+class Default(enum.Enum):
+    """The value of an argument left out: the default of the model's kind applies."""
+
+    OF_THE_MODEL_KIND = "the default of the model's kind"
+
+
+KIND_DEFAULT: Final = Default.OF_THE_MODEL_KIND
+
+# What a functional model gets for the arguments left out (a registered kind
+# has its own defaults).
+FUNCTIONAL_DEFAULTS: Final = {"final_survival_probability": 0.5, "mode": "batch", "inverted": False}
+
+# One survival probability per residual add, in block order: a list, or a
+# function of the adds (which `drop_connect_rate` can read).
+SurvivalProbabilities = Union[Sequence[float], Callable[[List[ResidualMerge]], Sequence[float]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """A kind of model with an `apply` and a `strip` of its own, which the front doors hand it to.
+
+    Attributes:
+        name: what the kind is called in messages, say "KerasHub backbone".
+        is_kind: whether a model is of this kind; `apply_stochastic_depth`
+            hands such a model to `apply`.
+        apply: called as `apply(model, **arguments)` with the arguments of
+            `apply_stochastic_depth` the caller passed (left-out ones are
+            not passed: `apply`'s own defaults fill them in); returns the
+            model with stochastic depth.
+        has_stochastic_depth: whether a model came from `apply`;
+            `strip_stochastic_depth` hands such a model to `strip`.
+        strip: the inverse of `apply`, for export.
+    """
+
+    name: str
+    is_kind: Callable[[Any], bool]
+    apply: Callable[..., keras.Model]
+    has_stochastic_depth: Callable[[Any], bool]
+    strip: Callable[[Any], keras.Model]
+
+
+_KINDS: Dict[str, ModelKind] = {}
+
+
+def register_model_kind(kind: ModelKind) -> None:
+    """Hands models of `kind` to its own `apply` and `strip`; a kind of the same name is replaced."""
+    _KINDS[kind.name] = kind
+
+
+def model_kind(model: Any) -> Optional[ModelKind]:
+    """The registered kind `model` is of, or None (a model for graph surgery)."""
+    return next((kind for kind in _KINDS.values() if kind.is_kind(model)), None)
+
+
 def apply_stochastic_depth(
     model: keras.Model,
-    final_survival_probability: float = 0.5,
+    final_survival_probability: Union[float, None, Default] = KIND_DEFAULT,
     distribution: str = "linear",
-    mode: str = "batch",
-    inverted: bool = False,
+    mode: Union[str, Default] = KIND_DEFAULT,
+    inverted: Union[bool, Default] = KIND_DEFAULT,
     seed: Optional[int] = None,
     replace_drop_connect: bool = True,
+    skip_compute: Union[bool, Default] = KIND_DEFAULT,
 ) -> keras.Model:
-    """Returns a copy of a functional model with stochastic depth on every residual add.
+    """Returns a copy of a model with stochastic depth on every residual add: a functional model or a KerasHub backbone.
 
-    Every residual add of `model` becomes a `stochastic_depth_tf.StochasticDepth`
+    Every residual add becomes a `stochastic_depth_tf.StochasticDepth`
     called as `[shortcut, residual]`: in training `shortcut + b * residual`
     with `b ~ Bernoulli(p_l)`, at inference `shortcut + p_l * residual` (or,
     with `inverted=True`, `(b / p_l)` in training and a plain add at
@@ -43,19 +108,32 @@ def apply_stochastic_depth(
     `distribution="linear"` (the paper's rule: the last block gets `p_L`), or
     `p_L` everywhere with `distribution="uniform"`.
 
-    A residual add is a `keras.layers.Add` with exactly two inputs, or the op
-    node that `x + y` / `keras.ops.add(x, y)` leaves in the graph (ConvNeXt
-    writes its residuals so), whose two inputs have the same shape and are in
-    a residual relation. Which input is the shortcut is read from the graph,
-    never from the argument order (keras.applications ResNet adds
-    `[shortcut, x]`, EfficientNet `[x, inputs]`): the nearest common ancestor
-    of the two inputs is the block input, and the shortcut is the input with
-    the shorter path back to it. It is the block input itself in an identity
+    Two kinds of model, each with its own defaults for the arguments left
+    out (`KIND_DEFAULT`); arguments passed are used as given:
+
+    | argument left out | functional model | KerasHub backbone |
+    |---|---|---|
+    | `final_survival_probability` | `0.5` | `0.9` |
+    | `mode` | `"batch"` (the paper) | `"sample"` (timm's drop path) |
+    | `inverted` | `False` (the paper) | `True` (inference is the plain backbone's) |
+    | `skip_compute` | `False` (surgery writes merges) | `True` |
+
+    **Functional models** (`keras.Model(inputs, outputs)`, as every
+    keras.applications model is). A residual add is a `keras.layers.Add`
+    with exactly two inputs, or the op node that `x + y` /
+    `keras.ops.add(x, y)` leaves in the graph (ConvNeXt writes its residuals
+    so), whose two inputs have the same shape and are in a residual
+    relation. Which input is the shortcut is read from the graph, never from
+    the argument order (keras.applications ResNet adds `[shortcut, x]`,
+    EfficientNet `[x, inputs]`): the nearest common ancestor of the two
+    inputs is the block input, and the shortcut is the input with the
+    shorter path back to it. It is the block input itself in an identity
     block, and one projection (convolution and normalization, or pooling)
     away from it in a projection block. Adds with more than two inputs, of
-    inputs with no common ancestor (say, two model inputs), or of two paths of
-    equal length are left as they are. Residual adds inside nested functional
-    models are replaced too, numbered where the nested model is called.
+    inputs with no common ancestor (say, two model inputs), or of two paths
+    of equal length are left as they are. Residual adds inside nested
+    functional models are replaced too, numbered where the nested model is
+    called.
 
     Keras' EfficientNet puts a drop-connect `Dropout(noise_shape=(None, 1, 1,
     1))` on the residual just before the add, which is per-example inverted
@@ -83,13 +161,31 @@ def apply_stochastic_depth(
     and `set_weights`. To skip compute, build the network on blocks
     (`stochastic_depth_tf.models`, or `StochasticDepthBlock` in your own).
 
+    **KerasHub backbones** (`keras_hub.models.Backbone`, handed to
+    `stochastic_depth_tf.hub`): the result is of the class
+    `StochasticDepth<Name>` (say `StochasticDepthResNetBackbone`), a
+    registered subclass of the backbone's own class holding a copy of every
+    weight, so task models take it and `save_to_preset` / `from_preset`
+    round-trip it (its config is the original's plus the settings). The
+    residual adds of graph backbones (ResNet, Xception, CSPNet, EfficientNet
+    v1) are rewritten as above; those inside encoder blocks (ViT, DeiT,
+    DINOv2, DINOv3, Swin, ViTDet, MiT, MobileNet, MobileNetV5, EfficientNet
+    v2, HGNetV2) are routed through gates by block adapters, two per
+    transformer block (attention and MLP branches, same probability,
+    independent draws). A backbone's own drop path is replaced;
+    `final_survival_probability=None` keeps its rates as `p_l = 1 - rate_l`.
+    Which backbones, where their blocks are and which KerasHub versions:
+    the KerasHub guide (docs/guides/keras-hub.md).
+
     Args:
-        model: a functional `keras.Model` (built with `keras.Model(inputs,
-            outputs)`, as every keras.applications model is), with at least
-            one residual add.
+        model: a functional `keras.Model` with at least one residual add,
+            or a KerasHub backbone of `stochastic_depth_tf.hub.SUPPORTED_BACKBONES`.
         final_survival_probability: `p_L` in `[0, 1]`: the last block's
             survival probability with `"linear"`, every block's with
-            `"uniform"`. Must be greater than 0 with `inverted=True`.
+            `"uniform"`. Must be greater than 0 with `inverted=True`. None
+            (KerasHub backbones with a drop path of their own only: MiT,
+            Swin, DINOv2, DINOv3, MobileNetV5, EfficientNet) keeps the
+            backbone's own per-block rates.
         distribution: `"linear"` (the paper's decay) or `"uniform"`.
         mode: `"batch"` (one gate per call, the paper), `"sample"` (one gate
             per example, as Keras' EfficientNet drop-connect and timm) or
@@ -97,25 +193,42 @@ def apply_stochastic_depth(
         inverted: False for the paper's scaling at inference, True for the
             inverted scaling in training.
         seed: None or a non-negative int. With an int, the `l`-th layer (from
-            0) gets the seed `seed + l`, so runs are reproducible and the
-            layers draw different gates; with None every layer is unseeded.
+            0, in block order) gets the seed `seed + l`, so runs are
+            reproducible and the layers draw different gates; with None every
+            layer is unseeded.
         replace_drop_connect: whether to remove an EfficientNet-style
             drop-connect `Dropout` (noise shape 1 on every axis but the batch)
-            found directly on a residual branch.
+            found directly on a residual branch. A KerasHub backbone's own
+            drop path is always replaced (False is refused).
+        skip_compute: KerasHub transformer backbones (ViT, DeiT, DINOv2,
+            DINOv3, MiT, Swin, ViTDet): True to compute the attention and MLP
+            branches on the kept examples only, in training with
+            `mode="sample"` or `"subset"`, as `StochasticDepthBlock` does;
+            False to compute them and multiply by the gate (the same seed
+            draws the same gates either way). Convolutional blocks always
+            compute their branch, and so do the merges of a functional
+            model (True is refused there).
 
     Returns:
-        A new functional `keras.Model`, with the name of `model`; of
-        `model`'s own class when that class is built as `cls(inputs,
-        outputs)` (the rule of `keras.models.clone_model`, which rebuilds it).
+        For a functional model, a new functional `keras.Model`, with the name
+        of `model`; of `model`'s own class when that class is built as
+        `cls(inputs, outputs)` (the rule of `keras.models.clone_model`,
+        which rebuilds it). For a KerasHub backbone, a backbone of class
+        `stochastic_depth_tf.hub.stochastic_depth_class(type(model))`, with
+        the same name.
 
     Raises:
-        TypeError: `model` is not a `keras.Model`; `seed`, `inverted`,
-            `replace_drop_connect` or `final_survival_probability` has the
-            wrong type; a layer that holds weights cannot be re-created from
-            its config.
+        TypeError: `model` is not a `keras.Model`; a setting has the wrong
+            type; a layer that holds weights cannot be re-created from its
+            config.
         ValueError: `model` is Sequential, subclassed, or has no residual
-            add; a bad `distribution`, `mode`, `seed` or
-            `final_survival_probability`.
+            add; a KerasHub backbone of a class not supported (the message
+            says why) or that has stochastic depth already; a bad
+            `distribution`, `mode`, `seed` or `final_survival_probability`.
+        ImportError: a KerasHub version whose modules the adapters need are
+            gone (the message names the installed and supported versions).
+        RuntimeError: the installed KerasHub's block no longer computes what
+            its adapter assumes (the same message).
 
     Example:
 
@@ -127,20 +240,58 @@ def apply_stochastic_depth(
     model = sdt.apply_stochastic_depth(base, final_survival_probability=0.5, seed=0)
     # 16 StochasticDepth layers, 0.96875, 0.9375, ..., 0.5 in block order
     ```
-    """
-    check_functional(model)
-    inverted = validate_inverted(inverted)
-    mode = validate_mode(mode)
-    final_survival_probability = validate_survival_probability(
-        final_survival_probability, inverted=inverted, name="final_survival_probability"
+
+    A KerasHub backbone keeps its class, so its task model takes it:
+
+    ```python
+    import keras_hub
+    import stochastic_depth_tf as sdt
+
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16], stackwise_num_blocks=[2, 2],
+        stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(32, 32, 3),
     )
-    validate_choice(distribution, tuple(DISTRIBUTIONS), name="distribution")
+    backbone = sdt.apply_stochastic_depth(backbone, final_survival_probability=0.8, seed=0)
+    classifier = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=10)
+    ```
+    """
+    kind = model_kind(model)
+    if kind is not None:
+        arguments = {
+            "final_survival_probability": final_survival_probability,
+            "distribution": distribution,
+            "mode": mode,
+            "inverted": inverted,
+            "seed": seed,
+            "replace_drop_connect": replace_drop_connect,
+            "skip_compute": skip_compute,
+        }
+        return kind.apply(model, **{name: value for name, value in arguments.items() if value is not KIND_DEFAULT})
+    check_functional(model)
+    inverted = validate_inverted(FUNCTIONAL_DEFAULTS["inverted"] if inverted is KIND_DEFAULT else inverted)
+    mode = validate_mode(FUNCTIONAL_DEFAULTS["mode"] if mode is KIND_DEFAULT else mode)
+    final = validate_survival_probability(
+        FUNCTIONAL_DEFAULTS["final_survival_probability"]
+        if final_survival_probability is KIND_DEFAULT
+        else final_survival_probability,
+        inverted=inverted,
+        name="final_survival_probability",
+    )
+    validate_choice(distribution, tuple(schedules.DISTRIBUTIONS), name="distribution")
     seed = validate_seed(seed)
     replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
-
-    return _apply_with_probabilities(
+    if skip_compute is not KIND_DEFAULT and validate_bool(skip_compute, name="skip_compute"):
+        raise ValueError(
+            "Invalid value received for argument `skip_compute`. Expected False "
+            "or left out for a functional model (surgery writes merge layers, "
+            "which compute every branch; StochasticDepthBlock skips). Received: "
+            "skip_compute=True"
+        )
+    return _rewrite(
         model,
-        lambda adds: survival_probabilities(len(adds), final_survival_probability, distribution),
+        lambda adds: schedules.survival_probabilities(len(adds), final, distribution),
         mode=mode,
         inverted=inverted,
         seed=seed,
@@ -148,7 +299,92 @@ def apply_stochastic_depth(
     )
 
 
-def _apply_with_probabilities(
+def apply_survival_probabilities(
+    model: keras.Model,
+    survival_probabilities: SurvivalProbabilities,
+    *,
+    mode: str = "batch",
+    inverted: bool = False,
+    seed: Optional[int] = None,
+    replace_drop_connect: bool = True,
+) -> keras.Model:
+    """Returns a copy of a functional model with stochastic depth on every residual add, at given probabilities.
+
+    `apply_stochastic_depth` for a functional model, with one survival
+    probability per residual add instead of a schedule: the adds are found,
+    numbered, seeded and replaced as there, and the new model is a copy.
+
+    Args:
+        model: a functional `keras.Model` with at least one residual add.
+        survival_probabilities: one survival probability in `[0, 1]` per
+            residual add, in block order (greater than 0 with
+            `inverted=True`); or a function that takes the residual adds
+            (`stochastic_depth_tf.surgery.graph.ResidualMerge`, in block
+            order) and returns them, say from their drop-connect rates
+            (`drop_connect_rate`).
+        mode: `"batch"`, `"sample"` or `"subset"`.
+        inverted: False for the paper's scaling at inference, True for the
+            inverted scaling in training.
+        seed: None or a non-negative int; the `l`-th layer gets `seed + l`.
+        replace_drop_connect: whether to remove an EfficientNet-style
+            drop-connect `Dropout` found directly on a residual branch.
+
+    Returns:
+        A new functional `keras.Model`, as `apply_stochastic_depth` returns.
+
+    Raises:
+        TypeError: `model` is not a `keras.Model`, or a setting or survival
+            probability has the wrong type.
+        ValueError: `model` is Sequential, subclassed, or has no residual
+            add; not one survival probability per residual add; a bad
+            `mode`, `seed` or survival probability.
+
+    Example:
+
+    ```python
+    import keras
+    from stochastic_depth_tf.surgery import apply_survival_probabilities
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(8)(inputs)
+    x = keras.layers.Add()([x, keras.layers.Dense(8)(x)])
+    x = keras.layers.Add()([x, keras.layers.Dense(8)(x)])
+    model = apply_survival_probabilities(keras.Model(inputs, x), [0.9, 0.7], seed=0)
+    ```
+    """
+    check_functional(model)
+    inverted = validate_inverted(inverted)
+    mode = validate_mode(mode)
+    seed = validate_seed(seed)
+    replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
+
+    def probabilities_of(adds: List[ResidualMerge]) -> List[float]:
+        probabilities = list(
+            survival_probabilities(adds) if callable(survival_probabilities) else survival_probabilities
+        )
+        if len(probabilities) != len(adds):
+            raise ValueError(
+                "Invalid value received for argument `survival_probabilities`. "
+                f"Expected one survival probability per residual add of model '{model.name}' "
+                f"({len(adds)}, in block order). Received: {len(probabilities)}"
+            )
+        return [
+            validate_survival_probability(probability, inverted=inverted, name=f"survival_probabilities[{index}]")
+            for index, probability in enumerate(probabilities)
+        ]
+
+    return _rewrite(
+        model, probabilities_of, mode=mode, inverted=inverted, seed=seed, replace_drop_connect=replace_drop_connect
+    )
+
+
+def drop_connect_rate(add: ResidualMerge) -> float:
+    """The rate of the EfficientNet-style drop-connect `Dropout` on a residual add's branch, 0 if it has none."""
+    layer = _drop_connect(add.residual) if add.residual is not None else None
+    return 0.0 if layer is None else float(layer.rate)
+
+
+def _rewrite(
     model: keras.Model,
     probabilities_of: Callable[[List[ResidualMerge]], Sequence[float]],
     *,
@@ -157,12 +393,7 @@ def _apply_with_probabilities(
     seed: Optional[int],
     replace_drop_connect: bool,
 ) -> keras.Model:
-    """`apply_stochastic_depth` with validated settings and one survival probability per add.
-
-    `probabilities_of` gets the residual adds in block order and returns their
-    survival probabilities (`stochastic_depth_tf.hub` keeps a KerasHub
-    EfficientNet's own drop-connect rates with it).
-    """
+    """The surgery of both entries, with validated settings and one survival probability per add."""
     adds = [merge for merge in residual_merges(model) if merge.is_add]
     if not adds:
         raise ValueError(
@@ -235,12 +466,6 @@ def _drop_connect(residual: keras.KerasTensor) -> Optional[keras.layers.Dropout]
     if len(noise_shape) != len(residual.shape) or any(size != 1 for size in noise_shape[1:]):
         return None
     return layer
-
-
-def _drop_connect_rate(add: ResidualMerge) -> float:
-    """The rate of the drop-connect `Dropout` on a residual add's branch, 0 if it has none."""
-    layer = _drop_connect(add.residual) if add.residual is not None else None
-    return 0.0 if layer is None else float(layer.rate)
 
 
 class _NameScope:

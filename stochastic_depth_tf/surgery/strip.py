@@ -10,6 +10,7 @@ from stochastic_depth_tf import ops
 from stochastic_depth_tf.layers import stochastic_depth_layers
 from stochastic_depth_tf.layers.shake_drop import ShakeDrop
 from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
+from stochastic_depth_tf.surgery.apply import model_kind
 from stochastic_depth_tf.surgery.graph import check_functional
 from stochastic_depth_tf.surgery.rebuild import Rebuild, rebuild
 
@@ -41,15 +42,16 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     copies of the original's weights. `StochasticDepth` layers inside nested
     functional models are stripped too.
 
+    A KerasHub backbone made by `apply_stochastic_depth` is handed to
+    `stochastic_depth_tf.hub.strip_stochastic_depth` (the `ModelKind`
+    registered for it), which returns a backbone of its original KerasHub
+    class (say `ResNetBackbone`) and, as that class has no place for a
+    scale, refuses `inverted=False` with a survival probability below 1.
+
     Args:
         model: a functional `keras.Model` with at least one `StochasticDepth`,
-            `StochasticDepthBlock` or `ShakeDrop` layer.
-
-    A KerasHub backbone made by `stochastic_depth_tf.hub.apply_stochastic_depth`
-    is handed to `stochastic_depth_tf.hub.strip_stochastic_depth`, which
-    returns a backbone of its original KerasHub class (say `ResNetBackbone`)
-    and, as that class has no place for a scale, refuses `inverted=False`
-    with a survival probability below 1.
+            `StochasticDepthBlock` or `ShakeDrop` layer, or a KerasHub
+            backbone made by `apply_stochastic_depth`.
 
     Returns:
         A new functional `keras.Model`, with the name of `model` (and its
@@ -59,7 +61,9 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     Raises:
         TypeError: `model` is not a `keras.Model`.
         ValueError: `model` is Sequential, subclassed, or has neither a
-            `StochasticDepth`, `StochasticDepthBlock` nor `ShakeDrop` layer.
+            `StochasticDepth`, `StochasticDepthBlock` nor `ShakeDrop` layer;
+            a KerasHub backbone with `inverted=False` and a survival
+            probability below 1.
 
     Example:
 
@@ -73,13 +77,11 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     export = sdt.strip_stochastic_depth(model)  # Add + Rescaling, same inference
     ```
     """
-    # A KerasHub backbone from `stochastic_depth_tf.hub` strips back to its own
-    # class: its class provides the hook, so neither `hub` nor `keras_hub` is
-    # imported here (surgery sits below hub, and KerasHub is optional).
-    strip_to_base_class = getattr(model, "_stochastic_depth_strip", None)
-    if strip_to_base_class is not None:
-        stripped: keras.Model = strip_to_base_class()
-        return stripped
+    # A KerasHub backbone strips back to its own class, through the kind that
+    # `stochastic_depth_tf.hub` registered (surgery sits below hub).
+    kind = model_kind(model)
+    if kind is not None and kind.has_stochastic_depth(model):
+        return kind.strip(model)
     check_functional(model)
     layers = stochastic_depth_layers(model)
     if not layers:
