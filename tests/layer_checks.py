@@ -15,6 +15,11 @@
 
 Layers with more than one input take a list of input shapes (without batch).
 
+`run_keras_layer_test(layer_cls, init_kwargs, **kwargs)` runs Keras' own
+contract, `keras.src.testing.TestCase.run_layer_test` (build, weight and
+seed-generator counts, `torch_params` under PyTorch, serialization, symbolic
+and eager calls, a training step of `fit`, mixed precision), from pytest.
+
 For tests that hold on every backend: `outputs_and_gradients`
 differentiates a function of layers on whichever backend Keras runs, and
 `GateLog` records the gate of each step inside a compiled `fit`.
@@ -30,6 +35,7 @@ from typing import Any, Callable, List, Sequence, Tuple
 import keras
 import numpy as np
 import pytest
+from keras.src import testing as keras_testing
 
 BATCH = 4
 
@@ -139,6 +145,37 @@ def run_standard_layer_checks(make_layer: Callable[..., Any], input_shapes: Sequ
     assert_keras_file_round_trip(make_layer, input_shapes)
     assert_training_step(make_layer, input_shapes)
     assert_mixed_precision(make_layer, input_shapes)
+
+
+def holds_survival_probability(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` holds its survival probability as state: a Keras variable, under PyTorch a module buffer.
+
+    Under PyTorch it is no Keras variable, which Keras would make a torch
+    parameter (see `stochastic_depth_tf.backend.torch.hold_state`).
+    """
+    variable = layer.survival_probability_variable
+    if keras.backend.backend() == "torch":
+        return any(buffer is variable.value for buffer in layer.buffers())
+    return any(v is variable for v in layer.non_trainable_variables)
+
+
+class _KerasLayerTest(keras_testing.TestCase):
+    """Keras' own test case, held to call its `run_layer_test` from a pytest test."""
+
+    def runTest(self):
+        """Nothing: pytest tests call `run_layer_test` themselves (unittest needs a method to name)."""
+
+
+def run_keras_layer_test(layer_cls: Callable[..., Any], init_kwargs: dict, **kwargs: Any) -> None:
+    """Keras' `run_layer_test(layer_cls, init_kwargs, **kwargs)`, as Keras' own layer tests call it.
+
+    `layer_cls` is the class, or a function making a fresh layer from
+    `init_kwargs` (a block needs a fresh branch per layer: the test makes
+    several). The training and mixed-precision checks are on, as Keras'
+    defaults have them (Keras itself skips mixed precision under PyTorch
+    on the CPU).
+    """
+    _KerasLayerTest().run_layer_test(layer_cls, init_kwargs, **kwargs)
 
 
 def outputs_and_gradients(

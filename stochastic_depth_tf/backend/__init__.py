@@ -18,6 +18,9 @@ provides them:
   or None when skipping it would be slower than multiplying (convolutions
   under XLA on the CPU, TensorFlow's or JAX's).
 - `branch_synchronizes_replicas(layer)`, `track_in_checkpoints(...)`.
+- `hold_state(layer, variable, name)`: keeps a variable that is state, not
+  a weight (the survival probability), where the backend's own tools look
+  for such state, and out of its parameters.
 """
 
 import importlib
@@ -30,6 +33,7 @@ INTERFACE = (
     "branch_gradient_scope",
     "branch_synchronizes_replicas",
     "conditional",
+    "hold_state",
     "host_device",
     "host_variables",
     "num_replicas_in_sync",
@@ -50,6 +54,7 @@ def _function(name: str) -> Any:
 branch_gradient_scope = _function("branch_gradient_scope")
 branch_synchronizes_replicas = _function("branch_synchronizes_replicas")
 conditional = _function("conditional")
+hold_state = _function("hold_state")
 host_device = _function("host_device")
 host_variables = _function("host_variables")
 num_replicas_in_sync = _function("num_replicas_in_sync")

@@ -56,3 +56,13 @@ def branch_gradient_scope(
 
 def track_in_checkpoints(layer: keras.layers.Layer, variable: Any, name: str) -> None:
     """Nothing to do: Keras' own saving (`save_own_variables`) is the only checkpoint."""
+
+
+def hold_state(layer: keras.layers.Layer, variable: Any, name: str) -> None:
+    """Nothing to do: Keras' tracking is what JAX needs.
+
+    JAX's jitted step takes every variable of `layer.variables` as an
+    argument and returns their new values; a variable it did not take would
+    be a constant of the compiled step, and a schedule's assignment would
+    not reach the step until it is traced again.
+    """

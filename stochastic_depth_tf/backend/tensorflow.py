@@ -169,3 +169,12 @@ def track_in_checkpoints(layer: keras.layers.Layer, variable: Any, name: str) ->
     `save_own_variables` instead.
     """
     layer._track_trackable(variable, name=name, overwrite=True)
+
+
+def hold_state(layer: keras.layers.Layer, variable: Any, name: str) -> None:
+    """Nothing to do: Keras' tracking is what TensorFlow needs.
+
+    A `tf.function` step reads the variable by reference, and as one of the
+    layer's Keras variables it is in `tf.train.Checkpoint`s, SavedModels and
+    `tf.distribute`'s mirrored state.
+    """

@@ -13,6 +13,10 @@ tracks them as parameters). So every rank draws the same gates, which is
 what batch mode wants (one gate per global step, and every rank takes the
 same branch of a skipping block); per-example draws fold the rank in, as
 `tensorflow.py` folds the replica id.
+
+Keras makes every variable a layer tracks a `torch.nn.Parameter` of the
+layer's module (`layer.torch_params`, built from `layer.variables`). State
+that is not a weight, the survival probability, is a buffer instead.
 """
 
 from __future__ import annotations
@@ -83,3 +87,23 @@ def conditional(
         return output
     zero = keras.ops.multiply(sum(keras.ops.sum(weight) for weight in weights), 0.0)
     return keras.ops.add(output, keras.ops.cast(zero, output.dtype))
+
+
+def hold_state(layer: keras.layers.Layer, variable: Any, name: str) -> None:
+    """Makes `variable` a buffer of `layer`'s module, not one of its Keras variables or torch parameters.
+
+    Keras turns each variable a layer tracks into a parameter of the
+    module, and its layer contract (`keras.src.testing.TestCase.run_layer_test`)
+    holds those to the layer's weights plus its seed generators' states.
+    The survival probability is neither: it is state, and PyTorch keeps a
+    module's state in buffers (as `BatchNorm2d` keeps its running
+    statistics): in `state_dict()`, restored by `load_state_dict()`,
+    broadcast from rank 0 by DDP, not in `parameters()`. The buffer is the
+    variable's own tensor, so an `assign` is what the next step reads (steps
+    run eagerly and read the current value; no Keras tracking is needed),
+    and Keras' saving reaches it through the layer's `save_own_variables`.
+    Like every Keras variable it lives on the device Keras chose when it
+    was made (a later `module.to(device)` would move a copy of the buffer).
+    """
+    layer._untrack_variable(variable)
+    layer.register_buffer(name, variable.value)

@@ -9,6 +9,7 @@ import keras
 from stochastic_depth_tf import backend
 from stochastic_depth_tf._validation import (
     Shape,
+    check_pair,
     check_pair_shapes,
     validate_inverted,
     validate_seed,
@@ -17,6 +18,9 @@ from stochastic_depth_tf._validation import (
 
 # Files written before the seed state was saved hold only "0" and still load.
 SEED_STATE_KEY = "seed_generator_state"
+# The survival probability's name where a backend holds it outside Keras'
+# variables (a PyTorch buffer): not `survival_probability`, the property.
+SURVIVAL_PROBABILITY_STATE = "survival_probability_state"
 
 
 class StochasticMerge(keras.layers.Layer):
@@ -36,9 +40,17 @@ class StochasticMerge(keras.layers.Layer):
     - `weights` without those two: a model with the merge in place of
       `keras.layers.Add` has exactly the plain model's weights, so
       `set_weights` and legacy `.h5` files transfer between the two.
+      Under PyTorch the survival probability is a buffer of the module
+      (`survival_probability_state`), not a Keras variable: Keras makes
+      every tracked variable a torch parameter, and counts those as the
+      weights plus the seed generators' states (`backend.hold_state`).
     - Saving and loading both with the layer (`.keras` files,
       `save_weights`, TensorFlow checkpoints), so a resumed run draws the
       gates an uninterrupted one would have drawn.
+    - What `keras.layers.Add` does besides adding: the output's mask is the
+      inputs' masks OR-ed (None unless both have one), and the symbolic
+      call (`keras.Input`) refuses what the call refuses (inputs that are
+      not floating point, shapes that differ).
     - `compute_output_shape` of a pair of equal shapes, and the part of
       `get_config` this class takes (`survival_probability`, `seed`).
 
@@ -73,6 +85,7 @@ class StochasticMerge(keras.layers.Layer):
                 name="survival_probability",
             )
         backend.track_in_checkpoints(self, self.seed_generator.state, SEED_STATE_KEY)
+        backend.hold_state(self, self.survival_probability_variable, SURVIVAL_PROBABILITY_STATE)
 
     @property
     def survival_probability(self) -> float:
@@ -104,6 +117,19 @@ class StochasticMerge(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Optional[Shape]:
         return check_pair_shapes(input_shape)
+
+    def compute_output_spec(self, inputs: Any, training: Optional[bool] = None) -> Any:
+        check_pair(inputs)
+        return super().compute_output_spec(inputs)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """The output's mask as `keras.layers.Add` computes it: both masks OR-ed, or None unless both exist."""
+        if mask is None:
+            return None
+        shortcut_mask, residual_mask = mask
+        if shortcut_mask is None or residual_mask is None:
+            return None
+        return keras.ops.logical_or(shortcut_mask, residual_mask)
 
     def get_config(self) -> Dict[str, Any]:
         base_config = super().get_config()

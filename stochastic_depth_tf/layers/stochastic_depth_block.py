@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 import keras
 
 from stochastic_depth_tf import backend, ops
-from stochastic_depth_tf._validation import Shape, check_same_shape, validate_bool, validate_training
+from stochastic_depth_tf._validation import Shape, check_pair, check_same_shape, validate_bool, validate_training
 from stochastic_depth_tf.layers._skipping import skip_dropped_examples, skips
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 
@@ -186,6 +186,10 @@ class StochasticDepthBlock(keras.layers.Layer):
     def call(self, inputs: Any, training: Optional[bool] = None) -> Any:
         training = validate_training(training)
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
+        # Every path adds in the block's compute dtype: a shortcut layer with
+        # a policy of its own (float32 in a mixed-precision block) would
+        # otherwise give the skipping paths its dtype.
+        shortcut = keras.ops.cast(_floating_shortcut(shortcut), self.compute_dtype)
         static = backend.static_shapes()
         if self._skips(training) and self.mode == "batch":
             gradients = backend.branch_gradient_scope(
@@ -224,6 +228,22 @@ class StochasticDepthBlock(keras.layers.Layer):
         """Whether this call may skip dropped branches or examples (before static shapes are considered)."""
         return skips(self.merge, self.branch, training=training, skip_compute=self.skip_compute)
 
+    def compute_output_spec(self, inputs: Any, training: Optional[bool] = None) -> Any:
+        _floating_shortcut(inputs if self.shortcut is None else self.shortcut.compute_output_spec(inputs))
+        return super().compute_output_spec(inputs)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """The output's mask as `keras.layers.Add()([shortcut(x), branch(x)])` leaves it.
+
+        The masks of the two terms, OR-ed (None unless both have one): the
+        input's mask for the identity shortcut, and for a layer the mask
+        Keras leaves on its output (`_output_mask`).
+        """
+        if mask is None:
+            return None
+        shortcut_mask = mask if self.shortcut is None else _output_mask(self.shortcut, inputs, mask)
+        return self.merge.compute_mask([inputs, inputs], [shortcut_mask, _output_mask(self.branch, inputs, mask)])
+
     def compute_output_shape(self, input_shape: Any) -> Optional[Shape]:
         spec = keras.KerasTensor(input_shape, dtype=self.compute_dtype)
         residual_shape = self.branch.compute_output_spec(spec).shape
@@ -250,3 +270,35 @@ class StochasticDepthBlock(keras.layers.Layer):
         if config.get("shortcut") is not None:
             config["shortcut"] = keras.saving.deserialize_keras_object(config["shortcut"])
         return cls(**config)
+
+
+def _floating_shortcut(shortcut: Any) -> Any:
+    """Refuses a shortcut that is not floating point, as the merge layer refuses it (the same message).
+
+    The branch output is cast to the shortcut's dtype, so the shortcut is
+    the one term whose dtype the block does not choose: the input itself
+    for the identity shortcut.
+    """
+    check_pair((shortcut, shortcut))
+    return shortcut
+
+
+def _output_mask(layer: keras.layers.Layer, inputs: Any, mask: Any) -> Any:
+    """The mask Keras leaves on `layer(inputs)` when `inputs` carries `mask`.
+
+    A layer that supports masking computes it; one that does not drops it
+    (Keras warns that it does). A model (a `Sequential` branch) runs its
+    layers in turn and each passes the mask on or drops it, though Keras
+    reports no masking support for models: so a model keeps the mask when
+    each of its layers does. Inner layers get the block input for
+    `inputs`, which only layers that make a mask from their input (an
+    `Embedding`, `Masking`) would read.
+    """
+    if isinstance(layer, keras.Model):
+        for inner in layer.layers:
+            if not isinstance(inner, keras.layers.InputLayer):
+                mask = _output_mask(inner, inputs, mask)
+        return mask
+    if mask is None or not layer.supports_masking:
+        return None
+    return layer.compute_mask(inputs, mask)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from tests.layer_checks import JIT_COMPILE, assert_training_step, run_standard_layer_checks, skip_torch_compile
+from tests.layer_checks import (
+    JIT_COMPILE,
+    assert_training_step,
+    holds_survival_probability,
+    run_standard_layer_checks,
+    skip_torch_compile,
+)
 
 SIGMAS = 5.0  # see tests/test_ops.py: 5-sigma binomial bounds, fixed seeds
 
@@ -196,7 +202,7 @@ def test_survival_probability_is_not_a_weight():
     layer = sdt.StochasticDepth(0.5)
     model = residual_model(layer)
     assert layer.weights == [] and layer.count_params() == 0
-    assert any(v is layer.survival_probability_variable for v in layer.non_trainable_variables)
+    assert holds_survival_probability(layer)
     assert len(model.get_weights()) == len(residual_model(keras.layers.Add()).get_weights())
 
 

@@ -11,6 +11,7 @@ from tests.layer_checks import (
     JIT_COMPILE,
     GateLog,
     assert_training_step,
+    holds_survival_probability,
     outputs_and_gradients,
     run_standard_layer_checks,
     skip_torch_compile,
@@ -402,7 +403,7 @@ def test_weights_are_those_of_branch_and_shortcut():
     block = sdt.StochasticDepthBlock(conv_branch(filters=8, strides=2), shortcut=shortcut)
     block.build((None, 8, 8, 4))
     assert len(block.weights) == len(block.branch.weights) + len(shortcut.weights)
-    assert any(v is block.survival_probability_variable for v in block.non_trainable_variables)
+    assert holds_survival_probability(block)
 
 
 def test_scheduler_finds_and_ramps_the_block():
