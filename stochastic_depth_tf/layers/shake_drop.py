@@ -53,7 +53,8 @@ class ShakeDrop(StochasticMerge):
     (`stochastic_depth_tf.callbacks.SurvivalProbabilityScheduler`) changes it
     without a retrace, checkpoints and `.keras` files keep it (with the seed
     generator's state), and it is not one of `layer.weights`, so a model with
-    `ShakeDrop` in place of `Add` has the plain model's weights.
+    `ShakeDrop` in place of `Add` has the plain model's weights (under
+    PyTorch it is a buffer of the module). Masks pass as through `Add`.
     `stochastic_depth_tf.strip_stochastic_depth` folds the inference scale
     into a `Rescaling` in front of an `Add`.
 

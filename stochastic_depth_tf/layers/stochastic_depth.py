@@ -42,9 +42,14 @@ class StochasticDepth(StochasticMerge):
     `layer.weights` (nor `get_weights()` or `count_params()`): a model with
     `StochasticDepth` in place of `Add` has exactly the weights of the plain
     model, so `set_weights` and `load_weights` of legacy `.h5` files (such as
-    `keras.applications` weights) transfer between the two.
-    `layer.survival_probability` is the configured value that `get_config`
-    records; a schedule moves the variable towards it.
+    `keras.applications` weights) transfer between the two. Under PyTorch it
+    is a buffer of the layer's module (in `state_dict()`), not a parameter,
+    and so not one of `layer.variables` either: Keras makes each of those a
+    parameter. `layer.survival_probability` is the configured value that
+    `get_config` records; a schedule moves the variable towards it.
+
+    Masks pass as through `keras.layers.Add`: the output's mask is the two
+    inputs' masks OR-ed, or none unless both have one.
 
     Args:
         survival_probability: probability `p` in `[0, 1]` that the residual

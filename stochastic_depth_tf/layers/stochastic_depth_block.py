@@ -78,7 +78,12 @@ class StochasticDepthBlock(keras.layers.Layer):
         training: Python bool or None, as for `StochasticDepth`.
 
     Returns:
-        `shortcut(x)` plus the gated branch, in the block's compute dtype.
+        `shortcut(x)` plus the gated branch, in the block's compute dtype
+        on every path (a shortcut layer of another dtype policy included).
+        Its mask is the one `keras.layers.Add()([shortcut(x), branch(x)])`
+        would carry: the input's mask when the shortcut and the branch keep
+        it (a `Sequential` branch keeps it when each of its layers does),
+        none when one of them drops it (a `Conv1D`).
 
     Example:
 
