@@ -117,7 +117,11 @@ EXPORTS = [f"{case}-{saver}" for case in CASES for saver in SAVERS]
 
 def build(case):
     """The model of a case, with state moved as training would leave it."""
-    model = CASES[case]()
+    return as_trained(CASES[case]())
+
+
+def as_trained(model):
+    """`model` with its BatchNormalization statistics and survival probabilities moved, as training leaves them."""
     rng = np.random.default_rng(0)
     for weight in model.weights:
         if weight.path.endswith("moving_mean"):
