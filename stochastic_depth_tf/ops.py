@@ -530,8 +530,9 @@ def _coefficient_seed(seed: SeedLike) -> SeedLike:
     A generator (or None, Keras' global one) advances between the two draws.
     An int seed is stateless: with the same int the gate's uniform would be
     the first of the coefficients' uniforms, so `b` and `alpha` would be
-    correlated; the coefficients get another int, derived from it.
+    correlated; the coefficients get another int, derived from it, kept
+    below 2**31: Keras before 3.11 hands an int seed to PyTorch as int32.
     """
     if isinstance(seed, int):
-        return (seed + 0x9E3779B9) % 2**32
+        return (seed + 0x9E3779B9) % 2**31
     return seed

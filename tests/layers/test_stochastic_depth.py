@@ -288,6 +288,7 @@ def test_saved_model_export_serves_deterministic_inference(tmp_path, inverted):
 def test_inference_traces_with_a_symbolic_batch_size(make_layer):
     """As `model.export()` traces under JAX: the shapes are checked without comparing a symbolic size."""
     import jax
+    import jax.export  # JAX before 0.4.35 does not load it with jax
 
     model = residual_model(make_layer())
     trainable = [v.value for v in model.trainable_variables]
