@@ -13,20 +13,18 @@ short raises h5py's `OSError`, the weights of another architecture a
   Keras is called;
 - when Keras fails, whatever it raised, the file is examined on its own,
   and what is wrong is decided from its bytes, never from the words of
-  Keras' error (which another Keras release may change):
-  - a `.keras` zip archive: empty, not a zip archive (or the start of one
-    cut short), a member failing the archive's CRC-32 check, no
-    `config.json` or no `model.weights.h5` member, a `config.json` that is
-    not a JSON object, or damaged weights inside;
-  - an HDF5 file (`.weights.h5`, `.h5`, `.hdf5`, and the weights inside a
-    `.keras` archive): no HDF5 signature, fewer bytes than its superblock
-    records (cut short), or content h5py cannot read back (every
-    attribute and dataset is read);
-  - a directory in Keras' unzipped format (a `config.json` beside the
-    weights): the same checks on its two files;
-
-  any of these raises `DamagedFileError`, which names the file and says
-  what is damaged;
+  Keras' error (which another Keras release may change); damage raises
+  `DamagedFileError`, which names the file and says what is damaged;
+- damage in a `.keras` zip archive: empty, not a zip archive (or the start
+  of one cut short), a member failing the archive's CRC-32 check, no
+  `config.json` or no `model.weights.h5` member, a `config.json` that is
+  not a JSON object, or damaged weights inside;
+- damage in an HDF5 file (`.weights.h5`, `.h5`, `.hdf5`, and the weights
+  inside a `.keras` archive): no HDF5 signature, fewer bytes than its
+  superblock records (cut short), or content h5py cannot read back (every
+  attribute and dataset is read);
+- damage in a directory in Keras' unzipped format (a `config.json` beside
+  the weights): the same checks on its two files;
 - an intact file whose weights do not fit the model raises
   `WeightsMismatchError`, naming the file, the first layer that does not
   fit, and the variables' shapes expected and received. The model's side

@@ -13,4 +13,4 @@ def test_missing_keras_hub_names_the_install_line(monkeypatch):
     with pytest.raises(ImportError, match="needs KerasHub, which is not installed"):
         hub.register_backbones()
     with pytest.raises(ImportError, match="--no-deps"):
-        hub.apply_stochastic_depth(object())
+        hub.strip_stochastic_depth(object())

@@ -659,3 +659,41 @@ def test_functional_subclass_kept():
     model = apply_stochastic_depth(original)
     assert type(model) is Residual
     assert type(strip_stochastic_depth(model)) is Residual
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    "survival_probabilities, error, message",
+    [
+        (
+            [0.9, 0.8],
+            ValueError,
+            r"Expected one survival probability per residual add of model 'chain' \(3, in block order\). Received: 2",
+        ),
+        (
+            [0.9, 1.5, 0.8],
+            ValueError,
+            r"`survival_probabilities\[1\]`. Expected a float between 0 and 1. Received: survival_probabilities\[1\]=1.5",
+        ),
+        (
+            [0.9, "a", 0.8],
+            TypeError,
+            r"`survival_probabilities\[1\]`. Expected a float between 0 and 1. Received: survival_probabilities\[1\]='a' of type str",
+        ),
+    ],
+    ids=["wrong_length", "out_of_range", "not_a_number"],
+)
+def test_per_block_entry_refuses_bad_probabilities(survival_probabilities, error, message):
+    from stochastic_depth_tf.surgery import apply_survival_probabilities
+
+    with pytest.raises(error, match=message):
+        apply_survival_probabilities(residual_chain(), survival_probabilities)
+
+
+@pytest.mark.one_backend
+def test_per_block_entry_sets_each_probability_in_block_order():
+    from stochastic_depth_tf.surgery import apply_survival_probabilities
+
+    model = apply_survival_probabilities(residual_chain(), [0.9, 0.7, 0.5])
+    probabilities = [float(model.get_layer(f"chain_add_{i}").survival_probability_variable.numpy()) for i in range(3)]
+    assert probabilities == pytest.approx([0.9, 0.7, 0.5])

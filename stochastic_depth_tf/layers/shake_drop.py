@@ -34,6 +34,7 @@ class ShakeDrop(StochasticMerge):
     is `stochastic_depth_tf.ops.shake_drop`).
 
     Choices others disagree on, made explicit:
+
     - `mode="batch"` (default) draws one `b` per call, the whole batch keeps
       or shakes the branch, as the reference PyramidNet implementation does
       (and its common PyTorch port, used by Fast AutoAugment); `mode="sample"`

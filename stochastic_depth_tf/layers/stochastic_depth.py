@@ -24,6 +24,7 @@ class StochasticDepth(StochasticMerge):
     residual` in training and `shortcut + residual` at inference.
 
     Choices others disagree on, made explicit:
+
     - `mode="batch"` (default) draws one gate per call: the whole batch keeps
       or drops the block, as in the paper, TensorFlow Addons and KerasCV.
       `mode="sample"` draws one gate per example (timm's DropPath).

@@ -34,8 +34,9 @@ def strip_stochastic_depth(model: keras.Model) -> keras.Model:
     `Rescaling` and `Add`, named after the block.
 
     Each `stochastic_depth_tf.ShakeDrop` becomes the same `Rescaling` and
-    `Add`, with its inference scale `E[b + alpha - b * alpha] = p + (1 - p)
-    * (low + high) / 2` (`alpha_range=(low, high)`; `p` for the default
+    `Add`, with its inference scale
+    `E[b + alpha - b * alpha] = p + (1 - p) * (low + high) / 2`
+    (`alpha_range=(low, high)`; `p` for the default
     `(-1, 1)`), from the current `p`; no `Rescaling` when that scale is 1.
 
     Like `apply_stochastic_depth`, the new model is a copy: new layers with
