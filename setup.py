@@ -22,7 +22,12 @@ setup(
     # requiring one of them would pull it in beside the one a user already
     # has. So TensorFlow comes through an extra, and importing the package
     # checks that some TensorFlow >= 2.16 is there.
-    install_requires=["keras>=3.0", "numpy"],
+    # The floors are the oldest versions the CI subset passes on
+    # (tests/oldest_versions.sh, run by .ci/run): Keras 3.10 with TensorFlow
+    # 2.16, JAX 0.4.34 and PyTorch 2.13. Below Keras 3.10 the layers cannot
+    # be built or saved (docs/development.md, "Versions"). No upper bounds:
+    # no release is known to break.
+    install_requires=["keras>=3.10", "numpy"],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
@@ -30,15 +35,17 @@ setup(
         # Keras' other backends (TensorFlow stays needed for the tests and
         # for SavedModel export). PyTorch's default wheel pulls CUDA; for a
         # CPU-only machine install `torch==2.13.0+cpu` (PyTorch's CPU index).
-        "jax": ["jax[cpu]"],
-        "torch": ["torch>=2.1"],
+        "jax": ["jax[cpu]>=0.4.34"],
+        "torch": ["torch>=2.13"],
         "demo": ["scikit-learn", "matplotlib"],
         # `sdt.datasets.load_mnist1d` generates MNIST-1D offline with the
         # `mnist1d` package's own generator (never its download URL).
         "mnist1d": ["mnist1d"],
-        # What keras-hub's vision backbones import. keras-hub itself goes in
-        # with `pip install --no-deps "keras-hub==0.32.0"`: its declared
+        # What keras-hub's backbones import. keras-hub itself goes in with
+        # `pip install --no-deps "keras-hub==0.32.0"`: its declared
         # tensorflow-text pulls the full `tensorflow` beside tensorflow-cpu.
+        # stochastic_depth_tf.hub supports keras-hub 0.30 and newer (tested:
+        # 0.30.0 and 0.32.0), which need Keras 3.15 or newer.
         "hub": [
             "kagglehub",
             "kagglesdk==0.1.28",

@@ -93,7 +93,7 @@ def test_wheel_holds_the_package_only(distributions):
 def test_wheel_declares_its_requirements(distributions):
     text = zipfile.ZipFile(distributions["wheel"]).read(f"{DIST_INFO}/METADATA").decode("utf-8")
     requires = re.findall(r"^Requires-Dist: (.+)$", text, flags=re.MULTILINE)
-    assert {"keras>=3.0", "numpy"} <= set(requires), requires
+    assert {"keras>=3.10", "numpy"} <= set(requires), requires
     # TensorFlow through an extra only (setup.py says why), never as a plain requirement.
     assert not [line for line in requires if line.startswith("tensorflow") and "extra ==" not in line], requires
     assert 'tensorflow-cpu>=2.16; extra == "cpu"' in requires, requires
