@@ -3,7 +3,9 @@
 Every public function, layer, builder and callback checks its arguments with
 these, once, where the argument comes in; the maths in `ops.py` then trusts
 them. Every error has the house's three parts: what is invalid (naming the
-argument), what was expected, what was received.
+argument), what was expected, what was received. The settings that model
+surgery, the KerasHub backbones and the model builders share are checked
+together, once, by `_settings.StochasticDepthSettings`, through these.
 
 The seed policy follows `keras.random.draw_seed`, in two tiers:
 
@@ -107,6 +109,35 @@ def validate_positive_int(value: Any, *, name: str, expected: str = "a positive 
             f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def validate_depth(depth: Any, *, multiple: int, examples: str) -> int:
+    """Checks the depth of a CIFAR-style residual network, `multiple * n + 2` with `n >= 1`, and returns `n`.
+
+    Three stages of `n` blocks of `multiple / 3` layers each, plus the stem
+    convolution and the classifier: `6n + 2` for basic blocks, `9n + 2` for
+    bottleneck blocks.
+
+    Args:
+        depth: the argument received.
+        multiple: the layers per block times the three stages.
+        examples: what the error adds after the form, say
+            `"(20, 32, 44, 56, 110, 1202)"`.
+
+    Raises:
+        ValueError: `depth` is not an int (a bool is refused) of that form.
+    """
+    if (
+        isinstance(depth, (bool, np.bool_))
+        or not isinstance(depth, numbers.Integral)
+        or int(depth) < multiple + 2
+        or (int(depth) - 2) % multiple != 0
+    ):
+        raise ValueError(
+            "Invalid value received for argument `depth`. Expected an int of "
+            f"the form {multiple}n + 2 with n >= 1 {examples}. Received: depth={depth!r}"
+        )
+    return (int(depth) - 2) // multiple
 
 
 def validate_survival_probability(value: Any, *, inverted: bool = False, name: str = "survival_probability") -> float:

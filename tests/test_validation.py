@@ -154,3 +154,113 @@ def test_merge_layers_share_one_base_and_are_collected_with_blocks():
     assert isinstance(model.get_layer("shake"), StochasticMerge)
     assert [layer.name for layer in stochastic_depth_layers(model)] == ["merge", "shake", "block"]
     assert [layer.inverted for layer in stochastic_depth_layers(model)] == [False, False, False]
+
+
+# The depth of the CIFAR-style builders, checked once for both.
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize("depth, multiple, blocks", [(20, 6, 3), (np.int64(110), 6, 18), (272, 9, 30)])
+def test_depth_gives_the_blocks_per_stage(depth, multiple, blocks):
+    assert validation.validate_depth(depth, multiple=multiple, examples="(...)") == blocks
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize("depth", [2, 21, 20.0, "20", True, None])
+def test_depth_refuses_anything_else_naming_the_form(depth):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `depth`. Expected an int of the form 6n \+ 2 with n >= 1 for basic blocks \(20\). Received: depth=",
+    ):
+        validation.validate_depth(depth, multiple=6, examples="for basic blocks (20)")
+
+
+# The one settings object: surgery, the KerasHub backbones and the builders validate through it once.
+
+
+def _settings(**overrides):
+    from stochastic_depth_tf._settings import StochasticDepthSettings
+
+    arguments = dict(
+        final_survival_probability=0.9,
+        distribution="linear",
+        mode="sample",
+        inverted=True,
+        seed=None,
+        skip_compute=True,
+    )
+    return StochasticDepthSettings(**{**arguments, **overrides})
+
+
+@pytest.mark.one_backend
+def test_settings_are_normalized_when_made():
+    settings = _settings(final_survival_probability=np.float32(0.5), inverted=np.bool_(False), seed=np.int64(3))
+    assert (settings.final_survival_probability, settings.inverted, settings.seed) == (0.5, False, 3)
+    assert (type(settings.final_survival_probability), type(settings.inverted), type(settings.seed)) == (
+        float,
+        bool,
+        int,
+    )
+
+
+@pytest.mark.one_backend
+def test_settings_are_frozen():
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _settings().mode = "batch"
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        ({"final_survival_probability": 1.5}, ValueError, r"argument `final_survival_probability`. Expected a float"),
+        ({"final_survival_probability": "0.5"}, TypeError, r"argument `final_survival_probability`. Expected a float"),
+        ({"final_survival_probability": 0.0}, ValueError, r"`final_survival_probability`. Expected a value greater"),
+        ({"distribution": "cosine"}, ValueError, r"argument `distribution`. Expected one of \('linear', 'uniform'\)"),
+        ({"mode": "row"}, ValueError, r"argument `mode`. Expected one of \('batch', 'sample', 'subset'\)"),
+        ({"inverted": "yes"}, TypeError, r"argument `inverted`. Expected a bool"),
+        ({"seed": -1}, ValueError, r"argument `seed`. Expected a non-negative int"),
+        ({"seed": keras.random.SeedGenerator(0)}, TypeError, r"argument `seed`. Expected None or an int"),
+        ({"skip_compute": None}, TypeError, r"argument `skip_compute`. Expected a bool"),
+    ],
+)
+def test_settings_refuse_a_bad_setting_naming_it(overrides, error, message):
+    with pytest.raises(error, match=message):
+        _settings(**overrides)
+
+
+@pytest.mark.one_backend
+def test_settings_take_the_choices_of_their_entry_point():
+    # EfficientNet adds Keras' rule; ShakeDrop has two modes. None: the rates come from elsewhere.
+    settings = _settings(final_survival_probability=None, distribution="keras", distributions=("keras", "linear"))
+    assert (settings.final_survival_probability, settings.distribution) == (None, "keras")
+    with pytest.raises(ValueError, match=r"argument `mode`. Expected one of \('batch', 'sample'\). Received: mode="):
+        _settings(mode="subset", modes=("batch", "sample"))
+
+
+@pytest.mark.one_backend
+def test_settings_read_as_the_mapping_a_backbone_config_stores():
+    settings = _settings(seed=0)
+    expected = {
+        "final_survival_probability": 0.9,
+        "distribution": "linear",
+        "mode": "sample",
+        "inverted": True,
+        "seed": 0,
+        "skip_compute": True,
+    }
+    assert dict(settings) == expected
+    assert settings == expected
+    assert settings == _settings(seed=0)
+    assert settings != _settings(seed=1)
+    assert settings["mode"] == "sample" and settings.get("gates_per_layer") is None
+    with pytest.raises(KeyError):
+        settings["distributions"]
+
+
+@pytest.mark.one_backend
+def test_settings_lay_out_the_survival_probabilities():
+    assert _settings(final_survival_probability=0.5).survival_probabilities(4) == sdt.schedules.linear_decay(4, 0.5)
+    assert _settings(distribution="uniform").survival_probabilities(2) == [0.9, 0.9]

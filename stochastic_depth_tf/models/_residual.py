@@ -9,7 +9,8 @@ A residual block ends in one of three merges, `shortcut(x) + branch(x)`:
   (`skip_compute=False`), or `ShakeDrop`, which has no block form.
 
 `cifar_resnet`, `pyramidnet` and `efficientnet` all merge through
-`residual_block`, so the three builders cannot drift apart.
+`residual_block`, with the `StochasticDepthSettings` they validated, so the
+three builders cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import keras
 
+from stochastic_depth_tf._settings import StochasticDepthSettings
+from stochastic_depth_tf._validation import block_seed
 from stochastic_depth_tf.layers import ShakeDrop, StochasticDepth, StochasticDepthBlock
 
 Branch = Union[List[keras.layers.Layer], Tuple[keras.layers.Layer, ...], Callable[[Any], Any]]
@@ -52,11 +55,9 @@ def residual_block(
     shortcut: Sequence[keras.layers.Layer] = (),
     *,
     names: BlockNames,
-    survival_probability: Optional[float] = None,
-    skip_compute: bool = False,
-    mode: str = "batch",
-    inverted: bool = False,
-    seed: Optional[int] = None,
+    survival_probability: Optional[float],
+    settings: StochasticDepthSettings,
+    index: int,
     shake_drop: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """Applies one residual block to the Keras tensor `x`; returns its output.
@@ -72,17 +73,20 @@ def residual_block(
         names: the names of the merge layers (`BlockNames`).
         survival_probability: None for the plain block (`keras.layers.Add`);
             else the block's survival probability.
-        skip_compute: with stochastic depth, True builds a
-            `StochasticDepthBlock`, False a `StochasticDepth` merge layer.
-        mode, inverted, seed: the stochastic-depth layer's arguments (`seed`
-            as `_validation.block_seed` gives it).
+        settings: the network's validated settings: with stochastic depth,
+            `skip_compute=True` builds a `StochasticDepthBlock`, False a
+            `StochasticDepth` merge layer; `mode` and `inverted` go to the
+            layer, and `seed` as `_validation.block_seed` gives it.
+        index: the block's number among the network's stochastic-depth
+            blocks, from 0 (its seed's offset).
         shake_drop: None for stochastic depth; the keyword arguments of a
             `ShakeDrop` merge layer (`alpha_range`, ...) for ShakeDrop.
 
     Returns:
         `shortcut(x)` merged with `branch(x)`.
     """
-    if survival_probability is not None and shake_drop is None and skip_compute:
+    mode, inverted, seed = settings.mode, settings.inverted, block_seed(settings.seed, index)
+    if survival_probability is not None and shake_drop is None and settings.skip_compute:
         return StochasticDepthBlock(
             _branch_layer(branch, x, names),
             shortcut=_shortcut_layer(shortcut, names),

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, List, Optional, Sequence, Tuple, Type
 
 import keras
 
-from stochastic_depth_tf import schedules
-from stochastic_depth_tf._validation import (
-    block_seed,
-    validate_bool,
-    validate_choice,
-    validate_inverted,
-    validate_mode,
-    validate_positive_int,
-    validate_seed,
-)
+from stochastic_depth_tf._settings import StochasticDepthSettings
+from stochastic_depth_tf._validation import validate_bool, validate_choice, validate_depth, validate_positive_int
 from stochastic_depth_tf.layers import ZeroPadShortcut
 from stochastic_depth_tf.models import _residual
 
@@ -105,17 +96,20 @@ def cifar_resnet(
     sequences = sdt.models.cifar_resnet(depth=20, input_shape=(40, 1))  # MNIST-1D
     ```
     """
-    blocks_per_stage = _validate_depth(depth)
-    mode = validate_mode(mode)
-    inverted = validate_inverted(inverted)
-    seed = validate_seed(seed)
-    skip_compute = validate_bool(skip_compute, name="skip_compute")
+    blocks_per_stage = validate_depth(depth, multiple=6, examples="(20, 32, 44, 56, 110, 1202)")
+    settings = StochasticDepthSettings(
+        final_survival_probability=final_survival_probability,
+        distribution=distribution,
+        mode=mode,
+        inverted=inverted,
+        seed=seed,
+        skip_compute=skip_compute,
+    )
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
     num_classes = validate_positive_int(num_classes, name="num_classes")
     conv, pooling = _layers_for(input_shape)
     validate_choice(shortcut, SHORTCUTS, name="shortcut")
-    num_blocks = 3 * blocks_per_stage
-    probabilities = schedules.survival_probabilities(num_blocks, final_survival_probability, distribution)
+    probabilities = settings.survival_probabilities(3 * blocks_per_stage)
     plain = all(p == 1.0 for p in probabilities)
 
     inputs = keras.Input(tuple(input_shape))
@@ -137,10 +131,8 @@ def cifar_resnet(
                 projection,
                 names=_residual.BlockNames.from_prefix(prefix),
                 survival_probability=None if plain else probabilities[index],
-                skip_compute=skip_compute,
-                mode=mode,
-                inverted=inverted,
-                seed=block_seed(seed, index),
+                settings=settings,
+                index=index,
             )
             x = keras.layers.ReLU(name=prefix + "out")(x)
             index += 1
@@ -164,21 +156,6 @@ def _layers_for(input_shape: Any) -> Tuple[Type[keras.layers.Layer], Type[keras.
             f"(height, width, channels). Received: input_shape={input_shape!r}"
         )
     return _LAYERS_BY_INPUT_RANK[rank]
-
-
-def _validate_depth(depth: Any) -> int:
-    if (
-        isinstance(depth, bool)
-        or not isinstance(depth, numbers.Integral)
-        or int(depth) < 8
-        or (int(depth) - 2) % 6 != 0
-    ):
-        raise ValueError(
-            "Invalid value received for argument `depth`. Expected an int of "
-            "the form 6n + 2 with n >= 1 (20, 32, 44, 56, 110, 1202). "
-            f"Received: depth={depth!r}"
-        )
-    return (int(depth) - 2) // 6
 
 
 def _branch_layers(

@@ -24,15 +24,8 @@ import keras
 import numpy as np
 
 from stochastic_depth_tf import schedules
-from stochastic_depth_tf._validation import (
-    block_seed,
-    validate_bool,
-    validate_choice,
-    validate_inverted,
-    validate_mode,
-    validate_positive_int,
-    validate_seed,
-)
+from stochastic_depth_tf._settings import StochasticDepthSettings
+from stochastic_depth_tf._validation import validate_bool, validate_choice, validate_positive_int
 from stochastic_depth_tf.models import _residual
 from stochastic_depth_tf.models.efficientnet_weights import load_keras_applications_weights
 
@@ -236,14 +229,19 @@ def efficientnet(
     spec = _validate_variant(variant)
     weights = _validate_weights(weights)
     validate_choice(pooling, POOLINGS, name="pooling")
-    validate_choice(distribution, DISTRIBUTIONS, name="distribution")
-    mode = validate_mode(mode)
-    inverted = validate_inverted(inverted)
+    # The per-block probabilities come from `drop_connect_rate`, by Keras' rule or ours.
+    settings = StochasticDepthSettings(
+        final_survival_probability=None,
+        distribution=distribution,
+        mode=mode,
+        inverted=inverted,
+        seed=seed,
+        skip_compute=skip_compute,
+        distributions=DISTRIBUTIONS,
+    )
     include_top = validate_bool(include_top, name="include_top")
-    skip_compute = validate_bool(skip_compute, name="skip_compute")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
     classes = validate_positive_int(classes, name="classes")
-    seed = validate_seed(seed)
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             "Invalid Keras setting `image_data_format`. Expected "
@@ -252,8 +250,9 @@ def efficientnet(
         )
 
     blocks = _blocks(spec)
-    probabilities = efficientnet_survival_probabilities(variant, drop_connect_rate, distribution)
-    if inverted and min(probabilities) == 0.0:
+    # `distribution` is checked: the settings are made.
+    probabilities = _survival_probabilities(blocks, _validate_rate(drop_connect_rate), distribution)
+    if settings.inverted and min(probabilities) == 0.0:
         raise ValueError(
             "Invalid value received for argument `drop_connect_rate`. Expected "
             f"a rate below 1 with inverted=True and distribution={distribution!r} "
@@ -291,10 +290,8 @@ def efficientnet(
             functools.partial(_mbconv_branch, block=block, zero_init_residual=zero_init_residual),
             names=_residual.BlockNames.from_prefix(block.prefix)._replace(add=add, merge=add, block=add),
             survival_probability=None if plain else probabilities[residual_index],
-            skip_compute=skip_compute,
-            mode=mode,
-            inverted=inverted,
-            seed=block_seed(seed, residual_index),
+            settings=settings,
+            index=residual_index,
         )
         residual_index += 1
 
@@ -429,6 +426,19 @@ def efficientnet_survival_probabilities(
     """
     spec = _validate_variant(variant)
     validate_choice(distribution, DISTRIBUTIONS, name="distribution")
+    return _survival_probabilities(_blocks(spec), _validate_rate(drop_connect_rate), distribution)
+
+
+def _survival_probabilities(blocks: List[_Block], rate: float, distribution: str) -> List[float]:
+    """`efficientnet_survival_probabilities` of a variant's blocks, with a checked rate and distribution."""
+    residual = [block for block in blocks if block.residual]
+    if distribution == "keras":
+        # Keras' float arithmetic, so the rates equal its Dropout rates exactly.
+        return [1.0 - rate * block.block_index / float(len(blocks)) for block in residual]
+    return schedules.DISTRIBUTIONS[distribution](len(residual), 1.0 - rate)
+
+
+def _validate_rate(drop_connect_rate: Any) -> float:
     if isinstance(drop_connect_rate, (bool, np.bool_)) or not isinstance(drop_connect_rate, numbers.Real):
         raise TypeError(
             "Invalid type received for argument `drop_connect_rate`. Expected a "
@@ -440,13 +450,7 @@ def efficientnet_survival_probabilities(
             "Invalid value received for argument `drop_connect_rate`. Expected "
             f"a float between 0 and 1. Received: drop_connect_rate={drop_connect_rate!r}"
         )
-    rate = float(drop_connect_rate)
-    blocks = _blocks(spec)
-    residual = [block for block in blocks if block.residual]
-    if distribution == "keras":
-        # Keras' float arithmetic, so the rates equal its Dropout rates exactly.
-        return [1.0 - rate * block.block_index / float(len(blocks)) for block in residual]
-    return schedules.survival_probabilities(len(residual), 1.0 - rate, distribution)
+    return float(drop_connect_rate)
 
 
 def _validate_variant(variant: Any) -> _Variant:

@@ -8,17 +8,15 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import keras
 
-from stochastic_depth_tf import schedules
+from stochastic_depth_tf._settings import StochasticDepthSettings
 from stochastic_depth_tf._validation import (
-    block_seed,
+    MODES,
+    SHAKE_DROP_MODES,
     validate_bool,
     validate_choice,
-    validate_inverted,
-    validate_mode,
+    validate_depth,
     validate_positive_int,
     validate_range,
-    validate_seed,
-    validate_shake_drop_mode,
     validate_shake_mode,
 )
 from stochastic_depth_tf.layers import ZeroPadShortcut
@@ -129,30 +127,33 @@ def pyramidnet(
     blocks_per_stage = _validate_depth(depth, block)
     alpha = _validate_alpha(alpha)
     validate_choice(regularization, REGULARIZATIONS, name="regularization")
-    skip_compute = validate_bool(skip_compute, name="skip_compute")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
     num_classes = validate_positive_int(num_classes, name="num_classes")
-    inverted = validate_inverted(inverted)
+    settings = StochasticDepthSettings(
+        final_survival_probability=final_survival_probability,
+        distribution=distribution,
+        mode=mode,
+        inverted=inverted,
+        seed=seed,
+        skip_compute=skip_compute,
+        modes=SHAKE_DROP_MODES if regularization == "shake_drop" else MODES,
+    )
     shake_drop = None
     if regularization == "shake_drop":
-        if inverted:
+        if settings.inverted:
             raise ValueError(
                 "Invalid value received for argument `inverted`. Expected False "
                 "with regularization='shake_drop' (ShakeDrop scales its branch at "
                 "inference, as the paper does, and has no inverted form; inverted=True "
                 "is for regularization='stochastic_depth'). Received: inverted=True"
             )
-        mode = validate_shake_drop_mode(mode)
         shake_drop = {
             "alpha_range": validate_range(alpha_range, name="alpha_range"),
             "beta_range": validate_range(beta_range, name="beta_range"),
             "shake_mode": validate_shake_mode(shake_mode),
         }
-    else:
-        mode = validate_mode(mode)
-    seed = validate_seed(seed)
     num_blocks = 3 * blocks_per_stage
-    probabilities = schedules.survival_probabilities(num_blocks, final_survival_probability, distribution)
+    probabilities = settings.survival_probabilities(num_blocks)
     plain = regularization is None or all(p == 1.0 for p in probabilities)
     expansion = 4 if block == "bottleneck" else 1
 
@@ -161,7 +162,7 @@ def pyramidnet(
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
 
     channels = STEM_FILTERS
-    for index, width in enumerate(pyramidnet_widths(depth, alpha, block)):
+    for index, width in enumerate(_widths(num_blocks, alpha)):
         stage, position = divmod(index, blocks_per_stage)
         strides = 2 if stage > 0 and position == 0 else 1
         prefix = f"stage{stage + 1}_block{position + 1}_"
@@ -172,10 +173,8 @@ def pyramidnet(
             _shortcut_layers(channels, filters, strides, prefix),
             names=_residual.BlockNames.from_prefix(prefix, merge=regularization or "add"),
             survival_probability=None if plain else probabilities[index],
-            skip_compute=skip_compute,
-            mode=mode,
-            inverted=inverted,
-            seed=block_seed(seed, index),
+            settings=settings,
+            index=index,
             shake_drop=shake_drop,
         )
         channels = filters
@@ -205,8 +204,12 @@ def pyramidnet_widths(depth: int, alpha: float, block: str = "bottleneck") -> Li
     ```
     """
     validate_choice(block, BLOCKS, name="block")
-    num_blocks = 3 * _validate_depth(depth, block)
-    step = _validate_alpha(alpha) / num_blocks
+    return _widths(3 * _validate_depth(depth, block), _validate_alpha(alpha))
+
+
+def _widths(num_blocks: int, alpha: float) -> List[int]:
+    """`pyramidnet_widths` of a checked block count and `alpha`."""
+    step = alpha / num_blocks
     widths, running = [], float(STEM_FILTERS)
     for _ in range(num_blocks):
         running += step
@@ -215,19 +218,9 @@ def pyramidnet_widths(depth: int, alpha: float, block: str = "bottleneck") -> Li
 
 
 def _validate_depth(depth: Any, block: str) -> int:
-    per_block, examples = (6, "20, 56, 110") if block == "basic" else (9, "164, 200, 236, 272")
-    if (
-        isinstance(depth, bool)
-        or not isinstance(depth, numbers.Integral)
-        or int(depth) < per_block + 2
-        or (int(depth) - 2) % per_block != 0
-    ):
-        raise ValueError(
-            "Invalid value received for argument `depth`. Expected an int of "
-            f"the form {per_block}n + 2 with n >= 1 for {block} blocks ({examples}). "
-            f"Received: depth={depth!r}"
-        )
-    return (int(depth) - 2) // per_block
+    """The blocks per stage of a checked `depth`: `6n + 2` for basic blocks, `9n + 2` for bottleneck ones."""
+    multiple, examples = (6, "20, 56, 110") if block == "basic" else (9, "164, 200, 236, 272")
+    return validate_depth(depth, multiple=multiple, examples=f"for {block} blocks ({examples})")
 
 
 def _validate_alpha(alpha: Any) -> float:
