@@ -1,4 +1,4 @@
-"""Stochastic depth for KerasHub vision backbones, with the backbone's class kept.
+"""Stochastic depth for KerasHub vision backbones, and LayerDrop for its text and LLM backbones, with the class kept.
 
 `stochastic_depth_tf.apply_stochastic_depth` hands a KerasHub backbone here
 (this package registers the kind with surgery, which sits below it);
@@ -19,6 +19,11 @@ path defaults for a KerasHub backbone (KerasHub's and timm's convention):
 `mode="sample"` (one gate per example), `inverted=True` (inference is the
 plain backbone's), linear decay to `final_survival_probability=0.9` (drop
 path rate 0.1 on the last block), `skip_compute=True`.
+
+Text and LLM backbones (BERT, GPT-2, Gemma, Llama and their kin: `text_encoder`,
+`text_decoder`) get LayerDrop: one gate per transformer layer, both residual
+branches dropped together, with the same defaults; their causal LMs'
+`generate` is untouched (the text guide, docs/guides/text.md).
 
 Which backbones are supported, where their residual adds are, what becomes
 of a backbone's own drop path and which blocks skip dropped examples: the
@@ -41,6 +46,7 @@ import keras
 
 from stochastic_depth_tf._validation import validate_bool
 from stochastic_depth_tf.hub._settings import SETTINGS_KEY, validate_settings
+from stochastic_depth_tf.hub._text_backbones import TEXT_SUPPORTED_BACKBONES, TEXT_UNSUPPORTED_BACKBONES
 from stochastic_depth_tf.schedules import DISTRIBUTIONS
 from stochastic_depth_tf.surgery.apply import ModelKind, apply_stochastic_depth, register_model_kind
 
@@ -77,6 +83,7 @@ SUPPORTED_BACKBONES = (
     "SwinTransformerBackbone",
     "ViTDetBackbone",
     "MiTBackbone",
+    *TEXT_SUPPORTED_BACKBONES,
 )
 
 UNSUPPORTED_BACKBONES: Dict[str, str] = {
@@ -107,6 +114,7 @@ UNSUPPORTED_BACKBONES: Dict[str, str] = {
     ),
     "VGGBackbone": "it has no residual connections",
     "DenseNetBackbone": "it has no residual adds (dense blocks concatenate)",
+    **TEXT_UNSUPPORTED_BACKBONES,
 }
 
 
@@ -249,8 +257,10 @@ def _load() -> Any:
         raise ImportError(
             f"stochastic_depth_tf.hub needs KerasHub, which is not installed. Install it with: {INSTALL}"
         ) from None
-    from stochastic_depth_tf.hub import _backbone_class
+    from stochastic_depth_tf.hub import _backbone_class, _handlers, text_decoder, text_encoder
 
+    # The text handlers live with their adapters; one registry holds them all.
+    _handlers.HANDLERS.update({**text_encoder.HANDLERS, **text_decoder.HANDLERS})
     _backbone_class.register_all()
     return _backbone_class
 
@@ -276,7 +286,7 @@ def _supported_class(backbone: Any, handlers: Dict[type, Any]) -> Type[Any]:
         )
     if base not in handlers:
         reason = UNSUPPORTED_BACKBONES.get(
-            base.__name__, "not a KerasHub vision backbone with residual blocks this package knows"
+            base.__name__, "not a KerasHub backbone with residual blocks this package knows"
         )
         raise ValueError(
             "Invalid value received for argument `backbone`. Expected a backbone "

@@ -82,34 +82,58 @@ def check_installed_version() -> None:
 check_installed_version()
 
 try:
+    from keras_hub.layers import TransformerDecoder, TransformerEncoder
     from keras_hub.models import (
         Backbone,
+        BertBackbone,
         CSPNetBackbone,
         DeiTBackbone,
         DINOV2Backbone,
         DINOV3Backbone,
+        DistilBertBackbone,
         EfficientNetBackbone,
+        ElectraBackbone,
+        Gemma3Backbone,
+        GemmaBackbone,
+        GPT2Backbone,
         HGNetV2Backbone,
+        Llama3Backbone,
+        LlamaBackbone,
+        MistralBackbone,
         MiTBackbone,
         MobileNetBackbone,
         MobileNetV5Backbone,
+        OPTBackbone,
+        Phi3Backbone,
+        Qwen3Backbone,
+        QwenBackbone,
         ResNetBackbone,
+        RobertaBackbone,
         SwinTransformerBackbone,
         ViTBackbone,
         ViTDetBackbone,
         XceptionBackbone,
+        XLMRobertaBackbone,
     )
+    from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
     from keras_hub.src.models.deit.deit_layers import DeiTEncoder, DeiTEncoderBlock
     from keras_hub.src.models.dinov2.dinov2_layers import DINOV2Encoder, DINOV2Layer
     from keras_hub.src.models.dinov3.dinov3_layers import DINOV3Encoder, DINOV3Layer
     from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
     from keras_hub.src.models.efficientnet.mbconv import BN_AXIS, MBConvBlock
+    from keras_hub.src.models.gemma.gemma_decoder_block import GemmaDecoderBlock
+    from keras_hub.src.models.gemma3.gemma3_decoder_block import Gemma3DecoderBlock
     from keras_hub.src.models.hgnetv2.hgnetv2_encoder import HGNetV2Encoder
     from keras_hub.src.models.hgnetv2.hgnetv2_layers import HGNetV2BasicLayer
+    from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
+    from keras_hub.src.models.mistral.mistral_transformer_decoder import MistralTransformerDecoder
     from keras_hub.src.models.mit.mit_layers import HierarchicalTransformerEncoder
     from keras_hub.src.models.mobilenet.mobilenet_backbone import DepthwiseConvBlock, InvertedResidualBlock
     from keras_hub.src.models.mobilenetv5.mobilenetv5_attention import MobileAttention
     from keras_hub.src.models.mobilenetv5.mobilenetv5_blocks import EdgeResidual, UniversalInvertedResidual
+    from keras_hub.src.models.phi3.phi3_decoder import Phi3Decoder
+    from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
+    from keras_hub.src.models.qwen3.qwen3_decoder import Qwen3TransformerDecoder
     from keras_hub.src.models.swin_transformer.swin_transformer_layers import (
         SwinTransformerBlock,
         SwinTransformerStage,
@@ -171,4 +195,29 @@ __all__ = [
     "ViTEncoder",
     "ViTEncoderBlock",
     "WindowedTransformerEncoder",
+    "TransformerDecoder",
+    "TransformerEncoder",
+    "BertBackbone",
+    "DistilBertBackbone",
+    "ElectraBackbone",
+    "Gemma3Backbone",
+    "GemmaBackbone",
+    "GPT2Backbone",
+    "Llama3Backbone",
+    "LlamaBackbone",
+    "MistralBackbone",
+    "OPTBackbone",
+    "Phi3Backbone",
+    "Qwen3Backbone",
+    "QwenBackbone",
+    "RobertaBackbone",
+    "XLMRobertaBackbone",
+    "merge_padding_and_attention_mask",
+    "Gemma3DecoderBlock",
+    "GemmaDecoderBlock",
+    "LlamaTransformerDecoder",
+    "MistralTransformerDecoder",
+    "Phi3Decoder",
+    "Qwen3TransformerDecoder",
+    "QwenTransformerDecoder",
 ]
