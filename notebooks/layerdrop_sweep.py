@@ -237,6 +237,8 @@ def trained_backbone(arm: str, seed: int, settings: Settings, weights: str):
 
 def train(arm: str, seed: int, settings: Settings, data: Dict[str, np.ndarray], weights: str, log=print) -> dict:
     """Trains one model, saves its backbone's weights to `weights`; the run's record so far (no pruning yet)."""
+    import keras
+
     import stochastic_depth_tf as sdt
 
     started, started_at = time.perf_counter(), time.time()
@@ -271,6 +273,10 @@ def train(arm: str, seed: int, settings: Settings, data: Dict[str, np.ndarray], 
         )
     os.makedirs(os.path.dirname(weights) or ".", exist_ok=True)
     model_backbone.save_weights(weights)
+    survival = [
+        float(keras.ops.convert_to_numpy(layer.survival_probability_variable))
+        for layer in sdt.layers.stochastic_depth_layers(model_backbone)
+    ]
     step_seconds = callbacks[0].seconds  # every step of every `fit` of the run
     return {
         "arm": arm,
@@ -278,6 +284,7 @@ def train(arm: str, seed: int, settings: Settings, data: Dict[str, np.ndarray], 
         "settings": settings.as_json(),
         "validation_loss": curve[-1]["validation_loss"],
         "curve": curve,
+        "survival_probabilities_at_the_end": survival,
         "seconds": {
             "training": training_seconds,
             "evaluation_during_training": evaluation_seconds,
