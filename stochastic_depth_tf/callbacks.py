@@ -9,8 +9,10 @@ import numpy as np
 
 from stochastic_depth_tf._validation import validate_choice, validate_positive_int, validate_survival_probability
 from stochastic_depth_tf.layers import stochastic_depth_layers
+from stochastic_depth_tf.schedules import PROGRESSIVE_LAYER_DROP_GAMMA, exponential_ramp, validate_non_negative
 
 UNITS = ("epoch", "step")
+RAMPS = ("linear", "exponential")
 
 
 class SurvivalProbabilityScheduler(keras.callbacks.Callback):
@@ -26,8 +28,21 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
 
     so training starts as the plain network (`initial=1.0`) and reaches the
     targets after `duration` epochs or steps (MosaicML Composer's drop
-    warm-up; "1.0 -> 0.5 linearly over the epochs"). A `schedule(t, target)`
-    function replaces the linear rule.
+    warm-up; "1.0 -> 0.5 linearly over the epochs"). With
+    `ramp="exponential"` it is
+
+        p(t) = target + (initial - target) * exp(-gamma * t)
+
+    Progressive Layer Dropping's time schedule (Zhang and He, NeurIPS 2020;
+    DeepSpeed's `progressive_layer_drop`, `theta(t) = (1 - theta_bar) *
+    exp(-gamma * t) + theta_bar` with `theta_bar = 0.5`, `gamma = 0.001` per
+    step). On a model given linear decay to `theta_bar`
+    (`sdt.apply_stochastic_depth(model, final_survival_probability=0.5)`,
+    `distribution="linear"`, the default) each layer `l` of `L` then has
+    `1 - (l / L) * (1 - theta(t))` at step `t`, PLD's depth rule
+    (`sdt.schedules.progressive_layer_drop_depth`), so
+    `SurvivalProbabilityScheduler(unit="step", ramp="exponential")` is PLD.
+    A `schedule(t, target)` function replaces either rule.
 
     Time is read from state that checkpoints restore: the epoch number Keras
     passes to the callback, or the optimizer's `iterations`. So a run
@@ -36,7 +51,8 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
 
     Args:
         duration: epochs or steps (see `unit`) over which the linear ramp
-            runs, a positive int. Ignored when `schedule` is given.
+            runs, a positive int. Ignored when `schedule` is given or with
+            `ramp="exponential"`.
         unit: `"epoch"` (values set at the start of each epoch, `t` = epoch
             index from 0) or `"step"` (set before each train batch, `t` =
             optimizer iterations so far).
@@ -45,6 +61,9 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         initial_survival_probability: the ramp's start, in `[0, 1]`.
         verbose: 0 silent, 1 prints the mean survival probability at the
             start of each epoch.
+        ramp: `"linear"` (default) or `"exponential"` (PLD's time schedule).
+        gamma: the exponential ramp's rate per epoch or step, a
+            non-negative number (PLD: 0.001 per step).
 
     The current mean over layers is added to the epoch logs as
     `mean_survival_probability` (so `History` and TensorBoard record it).
@@ -74,6 +93,8 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         schedule: Optional[Callable[[int, float], float]] = None,
         initial_survival_probability: float = 1.0,
         verbose: int = 0,
+        ramp: str = "linear",
+        gamma: float = PROGRESSIVE_LAYER_DROP_GAMMA,
     ) -> None:
         super().__init__()
         validate_choice(unit, UNITS, name="unit")
@@ -83,7 +104,9 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
                 "callable f(t, target) -> float or None. "
                 f"Received: schedule={schedule!r}"
             )
-        if schedule is None:
+        self.ramp = validate_choice(ramp, RAMPS, name="ramp")
+        self.gamma = validate_non_negative(gamma, name="gamma")
+        if schedule is None and self.ramp == "linear":
             duration = validate_positive_int(
                 duration,
                 name="duration",
@@ -104,7 +127,9 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         if self.schedule is not None:
             value = self.schedule(t, target)
             return validate_survival_probability(value, name="schedule(t, target)")
-        # Without a schedule, `__init__` checked `duration`: a positive int.
+        if self.ramp == "exponential":
+            return exponential_ramp(t, target, initial=self.initial_survival_probability, gamma=self.gamma)
+        # A linear ramp without a schedule: `__init__` checked `duration`, a positive int.
         fraction = min(max(t, 0) / cast(int, self.duration), 1.0)
         return self.initial_survival_probability + fraction * (target - self.initial_survival_probability)
 

@@ -8,6 +8,7 @@ features used by everything after them, are kept more often.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, Dict, List
 
@@ -77,6 +78,110 @@ def uniform(num_blocks: int, survival_probability: float = 0.5) -> List[float]:
     num_blocks = _validate_num_blocks(num_blocks)
     value = validate_survival_probability(survival_probability)
     return [value] * num_blocks
+
+
+# Progressive Layer Dropping (Zhang and He, "Accelerating Training of
+# Transformer-Based Language Models with Progressive Layer Dropping", NeurIPS
+# 2020; DeepSpeed's `progressive_layer_drop`): its defaults.
+PROGRESSIVE_LAYER_DROP_GAMMA = 0.001
+
+
+def progressive_layer_drop(
+    t: float, final_survival_probability: float = 0.5, gamma: float = PROGRESSIVE_LAYER_DROP_GAMMA
+) -> float:
+    """Progressive Layer Dropping's time schedule: `theta(t) = (1 - theta_bar) * exp(-gamma * t) + theta_bar`.
+
+    Training starts with every layer kept (`theta(0) = 1`) and the keep
+    probability decays towards `theta_bar`, the final survival probability
+    (Zhang and He, NeurIPS 2020: `theta_bar = 0.5`, `gamma = 0.001` per
+    optimizer step; DeepSpeed's `progressive_layer_drop` config takes the
+    same two numbers as `theta` and `gamma`). Its depth rule gives layer
+    `l` of `L` the survival probability `1 - (l / L) * (1 - theta(t))`:
+    `progressive_layer_drop_depth`.
+
+    Args:
+        t: the time, a non-negative number (optimizer steps in the paper).
+        final_survival_probability: `theta_bar` in `[0, 1]`.
+        gamma: the decay rate per unit of `t`, a non-negative number.
+
+    Returns:
+        `theta(t)`, a float in `[theta_bar, 1]`.
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    sdt.schedules.progressive_layer_drop(0)      # 1.0
+    sdt.schedules.progressive_layer_drop(1000)   # 0.5 + 0.5 / e = 0.684
+    ```
+    """
+    t = validate_non_negative(t, name="t")
+    gamma = validate_non_negative(gamma, name="gamma")
+    final = validate_survival_probability(final_survival_probability, name="final_survival_probability")
+    return (1.0 - final) * math.exp(-gamma * t) + final
+
+
+def progressive_layer_drop_depth(
+    num_blocks: int, t: float, final_survival_probability: float = 0.5, gamma: float = PROGRESSIVE_LAYER_DROP_GAMMA
+) -> List[float]:
+    """Progressive Layer Dropping's survival probabilities at time `t`: `p_l = 1 - (l / L) * (1 - theta(t))`.
+
+    The paper's linear decay (`linear_decay`) with `theta(t)` of
+    `progressive_layer_drop` as the last layer's survival probability. It
+    equals each layer's own exponential ramp from 1 to its `linear_decay`
+    target `p_l`, `p_l + (1 - p_l) * exp(-gamma * t)`, since `1 - theta(t) =
+    (1 - theta_bar) * exp(-gamma * t)`: the ramp
+    `SurvivalProbabilityScheduler(ramp="exponential", gamma=...)` runs on a
+    model given linear decay to `theta_bar`.
+
+    Args:
+        num_blocks: `L`, a positive int.
+        t: the time, a non-negative number.
+        final_survival_probability: `theta_bar` in `[0, 1]`.
+        gamma: the decay rate per unit of `t`.
+
+    Returns:
+        A list of `L` floats, non-increasing.
+
+    Example:
+
+    ```python
+    import stochastic_depth_tf as sdt
+
+    sdt.schedules.progressive_layer_drop_depth(4, 0)  # [1.0, 1.0, 1.0, 1.0]
+    sdt.schedules.progressive_layer_drop_depth(4, 10**6)  # [0.875, 0.75, 0.625, 0.5]
+    ```
+    """
+    return linear_decay(num_blocks, progressive_layer_drop(t, final_survival_probability, gamma))
+
+
+def exponential_ramp(
+    t: float, target: float, initial: float = 1.0, gamma: float = PROGRESSIVE_LAYER_DROP_GAMMA
+) -> float:
+    """`target + (initial - target) * exp(-gamma * t)`: from `initial` at `t = 0` towards `target`.
+
+    Progressive Layer Dropping's time schedule with `initial = 1` and
+    `target = theta_bar`; `SurvivalProbabilityScheduler(ramp="exponential")`
+    applies it to each layer's target.
+    """
+    return target + (initial - target) * math.exp(-gamma * max(t, 0.0))
+
+
+def validate_non_negative(value: Any, *, name: str) -> float:
+    """Checks a time or a rate, a finite number `>= 0` (not a bool), and returns it as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Invalid type received for argument `{name}`. Expected a non-negative "
+            f"number. Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected a non-negative "
+            f"finite number. Received: {name}={value!r}"
+        )
+    return number
 
 
 DISTRIBUTIONS: Dict[str, Callable[[int, float], List[float]]] = {

@@ -542,3 +542,85 @@ def test_two_gates_skipping_equals_the_merge_form(mode):
         gates = _two_gates(backbone, mode=mode, distribution="uniform", skip_compute=skip_compute)
         results.append(_layers_outputs_and_gradients(backbone, inputs, gates))
     _assert_same_outputs_and_gradients(*results)
+
+
+# Progressive Layer Dropping (Zhang and He, NeurIPS 2020): the time schedule, its depth rule, the callback.
+
+
+@pytest.mark.one_backend
+def test_progressive_layer_drop_time_schedule():
+    from stochastic_depth_tf import schedules
+
+    assert schedules.progressive_layer_drop(0) == 1.0
+    np.testing.assert_allclose(schedules.progressive_layer_drop(1000), 0.5 + 0.5 / np.e, rtol=1e-12)
+    np.testing.assert_allclose(schedules.progressive_layer_drop(10, 0.8, gamma=0.1), 0.8 + 0.2 / np.e, rtol=1e-12)
+    assert schedules.progressive_layer_drop(10**6) == 0.5
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize("t", [0, 10, 700, 10**5])
+def test_progressive_layer_drop_depth_rule_is_each_layers_exponential_ramp(t):
+    from stochastic_depth_tf import schedules
+
+    theta = schedules.progressive_layer_drop(t)
+    depth = schedules.progressive_layer_drop_depth(6, t)
+    np.testing.assert_allclose(depth, [1 - (l / 6) * (1 - theta) for l in range(1, 7)], rtol=1e-12)
+    # What the callback's exponential ramp gives a model with linear decay to theta_bar.
+    ramps = [schedules.exponential_ramp(t, target) for target in schedules.linear_decay(6, 0.5)]
+    np.testing.assert_allclose(depth, ramps, rtol=1e-12)
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize("argument, value, error", [("t", -1, ValueError), ("gamma", float("inf"), ValueError)])
+def test_progressive_layer_drop_refuses_bad_arguments(argument, value, error):
+    from stochastic_depth_tf import schedules
+
+    with pytest.raises(error, match=f"Invalid value received for argument `{argument}`"):
+        schedules.progressive_layer_drop(**{"t": 0, argument: value})
+
+
+@pytest.mark.one_backend
+def test_progressive_layer_drop_refuses_a_bool_time():
+    from stochastic_depth_tf import schedules
+
+    with pytest.raises(TypeError, match="Invalid type received for argument `t`"):
+        schedules.progressive_layer_drop(True)
+
+
+def test_scheduler_runs_progressive_layer_drop_over_steps():
+    from stochastic_depth_tf import schedules
+
+    inputs = keras.Input((8,))
+    x = inputs
+    for probability in schedules.linear_decay(4, 0.5):
+        x = sdt.StochasticDepth(probability, mode="batch", inverted=True)([x, keras.layers.Dense(8)(x)])
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile("sgd", "mse")
+    scheduler = sdt.callbacks.SurvivalProbabilityScheduler(unit="step", ramp="exponential", gamma=0.3)
+    model.fit(np.ones((8, 8)), np.zeros((8, 1)), batch_size=2, epochs=1, verbose=0, callbacks=[scheduler])
+    # Four steps: the last was given t = 3, PLD's depth rule at step 3.
+    expected = schedules.progressive_layer_drop_depth(4, 3, final_survival_probability=0.5, gamma=0.3)
+    np.testing.assert_allclose(list(scheduler.current_values().values()), expected, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_scheduler_runs_progressive_layer_drop_on_a_causal_lm():
+    from stochastic_depth_tf import schedules
+
+    model = _apply(_gemma(), mode="batch")  # linear decay to theta_bar = 0.5
+    causal_lm = _causal_lm("gemma", model)
+    inputs = _inputs(model, batch=8)
+    labels, weights = _next_tokens(inputs)
+    scheduler = sdt.callbacks.SurvivalProbabilityScheduler(unit="step", ramp="exponential", gamma=0.3)
+    causal_lm.fit(inputs, labels, sample_weight=weights, batch_size=2, epochs=1, verbose=0, callbacks=[scheduler])
+    # Four steps: the last was given t = 3, PLD's depth rule at step 3.
+    expected = schedules.progressive_layer_drop_depth(4, 3, final_survival_probability=0.5, gamma=0.3)
+    np.testing.assert_allclose(_survival(model), expected, rtol=1e-6)
+
+
+@pytest.mark.one_backend
+def test_scheduler_refuses_a_bad_ramp_and_gamma():
+    with pytest.raises(ValueError, match="Invalid value received for argument `ramp`"):
+        sdt.callbacks.SurvivalProbabilityScheduler(duration=3, ramp="cosine")
+    with pytest.raises(ValueError, match="Invalid value received for argument `gamma`"):
+        sdt.callbacks.SurvivalProbabilityScheduler(ramp="exponential", gamma=-0.1)
