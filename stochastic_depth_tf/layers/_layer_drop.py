@@ -233,7 +233,10 @@ class LayerDropBlock:
     class attributes, the argument of `call` holding the sequence, those
     holding per-example masks, and those that make a call the original one
     (a cache: generation; attention scores asked for). Two-gate adapters
-    also define `sublayers(arguments)`. `_layer_drop_gates` holds one or two
+    also define `sublayers(arguments)`. With `layer_drop_removed` set the
+    layer returns its input (what `stochastic_depth_tf.prune_blocks`'s
+    greedy rule evaluates, eagerly, before it removes a layer for good).
+    `_layer_drop_gates` holds one or two
     `LayerDropGate`s, set with `object.__setattr__` so that the built layer
     does not track them (its owner does); with `_stochastic_depth_bypass` set the
     call runs without gates but through the same plumbing (for the check
@@ -244,6 +247,7 @@ class LayerDropBlock:
     mask_arguments: Tuple[str, ...] = ()
     passthrough_arguments: Tuple[str, ...] = ()
     original_class: Any
+    layer_drop_removed = False
     _layer_drop_gates: Tuple[LayerDropGate, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -268,6 +272,8 @@ class LayerDropBlock:
         ):
             return original.call(self, *args, **kwargs)
         x = arguments.pop(self.sequence_argument)
+        if self.layer_drop_removed:
+            return x
         masks = tuple(arguments.pop(name) for name in self.mask_arguments)
 
         def layer(sequence: Any, masks: Tuple[Any, ...]) -> Any:
