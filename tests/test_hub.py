@@ -913,15 +913,76 @@ def test_front_door_forwards_the_arguments_passed():
     np.testing.assert_allclose(_survival(model), [0.875, 0.75, 0.625, 0.5], rtol=1e-6)
 
 
+def _functional_chain():
+    inputs = keras.Input((4,))
+    x = inputs
+    for _ in range(4):
+        x = keras.layers.Add()([x, keras.layers.Dense(4)(x)])
+    return keras.Model(inputs, x)
+
+
 @pytest.mark.one_backend
-def test_front_door_keeps_the_functional_defaults():
+def test_front_door_gives_a_functional_model_the_same_defaults():
     import stochastic_depth_tf as sdt
 
     inputs = keras.Input((4,))
     x = keras.layers.Dense(4)(inputs)
     model = sdt.apply_stochastic_depth(keras.Model(inputs, keras.layers.Add()([x, keras.layers.Dense(4)(x)])))
     (gate,) = stochastic_depth_layers(model)
-    assert (gate.mode, gate.inverted, gate.survival_probability) == ("batch", False, 0.5)
+    assert (gate.mode, gate.inverted, gate.survival_probability) == ("sample", True, 0.9)
+
+
+@pytest.mark.one_backend
+def test_front_door_gives_every_kind_one_set_of_defaults():
+    import stochastic_depth_tf as sdt
+
+    # Four residual adds each: ResNet's four blocks, and a functional chain of four.
+    backbone, functional = (sdt.apply_stochastic_depth(model, seed=0) for model in (_resnet(), _functional_chain()))
+    gates = [stochastic_depth_layers(backbone), stochastic_depth_layers(functional)]
+    assert [[(gate.mode, gate.inverted, gate.seed) for gate in kind] for kind in gates] == [
+        [("sample", True, seed) for seed in range(4)]
+    ] * 2
+    assert [gate.survival_probability for gate in gates[0]] == [gate.survival_probability for gate in gates[1]]
+    np.testing.assert_allclose(_survival(backbone), [0.975, 0.95, 0.925, 0.9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", EVERY_BACKEND)
+def test_inference_with_the_defaults_is_the_original_exactly(name):
+    import stochastic_depth_tf as sdt
+
+    original = BACKBONES[name][0]()
+    model = sdt.apply_stochastic_depth(original, seed=0)
+    images = _images()
+    np.testing.assert_array_equal(_infer(model, images), _infer(original, images))
+
+
+@pytest.mark.one_backend
+def test_settings_are_one_typed_object_saved_as_a_dict():
+    from stochastic_depth_tf._settings import StochasticDepthSettings
+
+    model = hub.apply_stochastic_depth(_resnet(), final_survival_probability=0.7, seed=3)
+    assert isinstance(model.stochastic_depth_settings, StochasticDepthSettings)
+    saved = model.get_config()[hub.SETTINGS_KEY]
+    assert type(saved) is dict
+    assert saved == dict(model.stochastic_depth_settings)
+
+
+@pytest.mark.one_backend
+def test_a_config_saved_before_skip_compute_loads_with_it_on():
+    model = hub.apply_stochastic_depth(_vit(), final_survival_probability=0.7, seed=3)
+    config = model.get_config()
+    old = {key: value for key, value in config[hub.SETTINGS_KEY].items() if key != "skip_compute"}
+    loaded = type(model).from_config({**config, hub.SETTINGS_KEY: old})
+    assert loaded.stochastic_depth_settings == {**old, "skip_compute": True}
+    np.testing.assert_allclose(_survival(loaded), _survival(model), rtol=1e-6)
+
+
+@pytest.mark.one_backend
+def test_a_saved_config_with_a_bad_setting_is_refused():
+    model = hub.apply_stochastic_depth(_vit(), seed=0)
+    config = model.get_config()
+    with pytest.raises(ValueError, match="Invalid value received for argument `mode`"):
+        type(model).from_config({**config, hub.SETTINGS_KEY: {**config[hub.SETTINGS_KEY], "mode": "row"}})
 
 
 @pytest.mark.one_backend

@@ -179,7 +179,7 @@ def test_linear_decay_follows_block_order():
 
 
 def test_inference_is_shortcut_plus_survival_probability_times_residual():
-    model = apply_stochastic_depth(single_block(), final_survival_probability=0.3)
+    model = apply_stochastic_depth(single_block(), final_survival_probability=0.3, inverted=False)
     x = vectors()
     residual = keras.ops.convert_to_numpy(model.get_layer("branch")(x))
     np.testing.assert_allclose(numpy(model(x, training=False)), x + 0.3 * residual, rtol=1e-6)
@@ -208,7 +208,7 @@ def test_projection_block_shortcut_is_the_shorter_path():
 def test_op_add_replaced():
     inputs = keras.Input((4,))
     outputs = inputs + keras.layers.Dense(4, name="branch")(inputs)
-    model = apply_stochastic_depth(keras.Model(inputs, outputs), final_survival_probability=0.5)
+    model = apply_stochastic_depth(keras.Model(inputs, outputs), final_survival_probability=0.5, inverted=False)
     (layer,) = stochastic_depth_layers(model)
     assert layer.input[0] is model.input
     x = vectors()
@@ -224,8 +224,47 @@ def test_uniform_distribution():
 
 @pytest.mark.one_backend
 def test_mode_and_inverted_passed_to_every_layer():
-    model = apply_stochastic_depth(residual_chain(), mode="sample", inverted=True)
-    assert all(layer.mode == "sample" and layer.inverted for layer in stochastic_depth_layers(model))
+    model = apply_stochastic_depth(residual_chain(), mode="batch", inverted=False)
+    assert all(layer.mode == "batch" and not layer.inverted for layer in stochastic_depth_layers(model))
+
+
+# One set of defaults for every kind of model: per-example, inverted, p_L = 0.9.
+
+
+@pytest.mark.one_backend
+def test_defaults_are_per_example_inverted_gates_decaying_to_nine_tenths():
+    model = apply_stochastic_depth(residual_chain(num_blocks=2))
+    layers = stochastic_depth_layers(model)
+    assert [(layer.mode, layer.inverted) for layer in layers] == [("sample", True)] * 2
+    assert [layer.survival_probability for layer in layers] == pytest.approx([0.95, 0.9])
+
+
+def test_inference_with_the_defaults_is_the_original_exactly():
+    original = residual_chain()
+    model = apply_stochastic_depth(original, seed=0)
+    x = vectors()
+    np.testing.assert_array_equal(numpy(model(x, training=False)), numpy(original(x, training=False)))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), original.predict(x, verbose=0))
+
+
+@pytest.mark.one_backend
+def test_inference_of_an_application_with_the_defaults_is_the_original_exactly():
+    original, _ = application("ResNet50")
+    model = apply_stochastic_depth(original, seed=0)
+    x = images()
+    np.testing.assert_array_equal(numpy(model(x, training=False)), numpy(original(x, training=False)))
+
+
+def test_defaults_drop_examples_in_training():
+    model = apply_stochastic_depth(single_block(), final_survival_probability=0.5, seed=0)
+    x = np.repeat(vectors(1), 400, axis=0)
+    residual = numpy(model.get_layer("branch")(x))
+    trained = numpy(model(x, training=True))
+    # Each example keeps its branch scaled by 1 / p, or drops it: Binomial(400, 0.5), 5 standard deviations.
+    kept = np.all(np.isclose(trained, x + 2.0 * residual, rtol=1e-5, atol=1e-6), axis=1)
+    dropped = np.all(trained == x, axis=1)
+    assert np.all(kept | dropped)
+    assert abs(kept.mean() - 0.5) <= 5.0 * np.sqrt(0.25 / 400)
 
 
 def test_inverted_inference_is_a_plain_add():
@@ -236,7 +275,9 @@ def test_inverted_inference_is_a_plain_add():
 
 
 def test_training_with_zero_survival_drops_every_block():
-    model = apply_stochastic_depth(residual_chain(), final_survival_probability=0.0, distribution="uniform")
+    model = apply_stochastic_depth(
+        residual_chain(), final_survival_probability=0.0, distribution="uniform", inverted=False
+    )
     x = vectors()
     np.testing.assert_array_equal(numpy(model(x, training=True)), x)
 
@@ -452,7 +493,7 @@ def test_keras_file_round_trip(tmp_path):
 
 
 def test_strip_folds_current_survival_probability():
-    model = apply_stochastic_depth(single_block(), final_survival_probability=0.5)
+    model = apply_stochastic_depth(single_block(), final_survival_probability=0.5, inverted=False)
     model.get_layer("add").survival_probability_variable.assign(0.3)
     stripped = strip_stochastic_depth(model)
     assert stripped.get_layer("add_survival_scale").scale == pytest.approx(0.3)
@@ -483,7 +524,7 @@ def test_strip_inverted_is_a_plain_add():
 @pytest.mark.one_backend
 def test_strip_application_output_unchanged():
     original, _ = application("ResNet50")
-    model = apply_stochastic_depth(original, final_survival_probability=0.5)
+    model = apply_stochastic_depth(original, final_survival_probability=0.5, inverted=False)
     stripped = strip_stochastic_depth(model)
     x = images()
     expected = keras.ops.convert_to_numpy(model(x, training=False))

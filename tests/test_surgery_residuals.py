@@ -224,7 +224,7 @@ def test_scaled_merges_gated_with_the_scale_kept():
 
 def test_scaled_merge_paper_inference_scales_both():
     original = scaled_chain(scales=(0.2,))
-    model = apply_stochastic_depth(original, final_survival_probability=0.5)
+    model = apply_stochastic_depth(original, final_survival_probability=0.5, inverted=False)
     x = vectors()
     residual = numpy(original.get_layer("branch_0")(x))
     np.testing.assert_allclose(numpy(model(x, training=False)), x + 0.5 * 0.2 * residual, rtol=1e-6)
@@ -232,7 +232,7 @@ def test_scaled_merge_paper_inference_scales_both():
 
 def test_scaled_merges_strip_to_the_original_output():
     original = scaled_chain()
-    model = apply_stochastic_depth(original, final_survival_probability=0.5)
+    model = apply_stochastic_depth(original, final_survival_probability=0.5, inverted=False)
     stripped = strip_stochastic_depth(model)
     assert not stochastic_depth_layers(stripped)
     x = vectors()

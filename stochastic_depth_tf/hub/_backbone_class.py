@@ -5,18 +5,23 @@ of the backbone's class, and `from_preset` calls that class's `from_config`,
 which for KerasHub's own class rejects any key it does not know. Keeping the
 exact class would either lose the settings on reload or require patching
 KerasHub's classes globally; a registered subclass does neither. Its config
-is the original's plus `SETTINGS_KEY`; its `__init__` builds the plain
-backbone from the rest and hands it to the class's handler (`_handlers`).
+is the original's plus `SETTINGS_KEY`, the settings as a dict; its
+`__init__` takes them as a `StochasticDepthSettings` (from
+`apply_stochastic_depth`) or that dict (from a config, read by
+`validate_settings`), builds the plain backbone from the rest and hands it to
+the class's handler (`_handlers`). The backbone's `stochastic_depth_settings`
+is the settings object.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Dict, Mapping, Tuple, Type
 
 import keras
 import numpy as np
 
+from stochastic_depth_tf._settings import StochasticDepthSettings
 from stochastic_depth_tf.hub._compat import Backbone, version_message
 from stochastic_depth_tf.hub._handlers import HANDLERS
 from stochastic_depth_tf.hub._settings import SETTINGS_KEY, validate_settings
@@ -33,8 +38,13 @@ def subclass(base: Type[Any]) -> Type[Any]:
     """Makes (once) and registers the stochastic-depth subclass of `base`, a class of `HANDLERS`."""
     handler = HANDLERS[base]
 
-    def __init__(self: Any, *, stochastic_depth: Dict[str, Any], **config: Any) -> None:
-        settings = validate_settings(**stochastic_depth)
+    def __init__(self: Any, *, stochastic_depth: Mapping[str, Any], **config: Any) -> None:
+        # Settings made by `apply_stochastic_depth` come validated; a config's dict is read here.
+        settings = (
+            stochastic_depth
+            if isinstance(stochastic_depth, StochasticDepthSettings)
+            else validate_settings(**stochastic_depth)
+        )
         plain = base(**config)
         inputs, output, pyramid, gates = handler.transform(plain, settings)
         public = {key: value for key, value in vars(plain).items() if not key.startswith("_")}

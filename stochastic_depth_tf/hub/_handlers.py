@@ -6,9 +6,10 @@ pyramid outputs of the same network with stochastic depth, and lists the
 
 - `GraphHandler` (ResNet, Xception, CSPNet, EfficientNet v1): the residual
   adds are `keras.layers.Add` layers of the functional graph, so surgery
-  (`stochastic_depth_tf.surgery.apply_survival_probabilities`) does the
-  work, on a model whose outputs are the backbone's output and its pyramid
-  outputs (so those tensors can be found in the new graph).
+  (`stochastic_depth_tf.surgery.apply.gate_residual_adds`, with the
+  backbone's validated settings) does the work, on a model whose outputs are
+  the backbone's output and its pyramid outputs (so those tensors can be
+  found in the new graph).
 - `EncoderBlockHandler` (MobileNet, MobileNetV5, EfficientNet v2, HGNetV2,
   ViT, DeiT, DINOv2, DINOv3, Swin, ViTDet, MiT): the residual adds are
   inside a block's `call`, out of reach of graph surgery. Each block of the
@@ -24,13 +25,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import keras
 
+from stochastic_depth_tf._settings import StochasticDepthSettings
 from stochastic_depth_tf._validation import block_seed
 from stochastic_depth_tf.hub import _compat, _convolutional, _vision_transformer
 from stochastic_depth_tf.hub._adapter import BranchGate, GatedBlock, check_adapter
 from stochastic_depth_tf.layers import stochastic_depth_layers
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
-from stochastic_depth_tf.schedules import survival_probabilities
-from stochastic_depth_tf.surgery.apply import apply_survival_probabilities, drop_connect_rate
+from stochastic_depth_tf.surgery.apply import drop_connect_rate, gate_residual_adds
 
 # Every block class with an adapter, family by family.
 ADAPTERS: Dict[type, Type[GatedBlock]] = {**_convolutional.ADAPTERS, **_vision_transformer.ADAPTERS}
@@ -55,16 +56,15 @@ class GraphHandler:
     def __init__(self, drop_connect: bool = False) -> None:
         self.drop_connect = drop_connect
 
-    def transform(self, backbone: Any, settings: Dict[str, Any]) -> Transformed:
+    def transform(self, backbone: Any, settings: StochasticDepthSettings) -> Transformed:
         pyramid = dict(getattr(backbone, "pyramid_outputs", None) or {})
         outputs = [backbone.output, *pyramid.values()]
         # Surgery finds the pyramid tensors in the new graph only if they are outputs.
         probe = keras.Model(backbone.inputs, outputs, name=backbone.name)
-        final = settings["final_survival_probability"]
-        if final is not None:
+        if settings.final_survival_probability is not None:
 
             def probabilities_of(adds: List[Any]) -> List[float]:
-                return survival_probabilities(len(adds), final, settings["distribution"])
+                return settings.survival_probabilities(len(adds))
 
         elif self.drop_connect:
 
@@ -73,14 +73,7 @@ class GraphHandler:
 
         else:
             raise no_private_rates(backbone)
-        new = apply_survival_probabilities(
-            probe,
-            probabilities_of,
-            mode=settings["mode"],
-            inverted=settings["inverted"],
-            seed=settings["seed"],
-            replace_drop_connect=True,
-        )
+        new = gate_residual_adds(probe, probabilities_of, settings, replace_drop_connect=True)
         new_outputs = list(new.outputs)
         new_pyramid = dict(zip(pyramid.keys(), new_outputs[1:]))
         gates = stochastic_depth_layers(new)
@@ -107,7 +100,7 @@ class EncoderBlockHandler:
         self.blocks = blocks
         self.private_rates = private_rates
 
-    def transform(self, backbone: Any, settings: Dict[str, Any]) -> Transformed:
+    def transform(self, backbone: Any, settings: StochasticDepthSettings) -> Transformed:
         blocks = list(self.blocks(backbone))
         probabilities = self.survival_probabilities(backbone, blocks, settings)
         gates: List[StochasticDepth] = []
@@ -129,10 +122,10 @@ class EncoderBlockHandler:
             for _ in range(adapter.residual_adds):
                 gate = BranchGate(
                     survival_probability=probability,
-                    mode=settings["mode"],
-                    inverted=settings["inverted"],
-                    seed=block_seed(settings["seed"], len(gates) + len(block_gates)),
-                    skip_compute=settings["skip_compute"],
+                    mode=settings.mode,
+                    inverted=settings.inverted,
+                    seed=block_seed(settings.seed, len(gates) + len(block_gates)),
+                    skip_compute=settings.skip_compute,
                     dtype=block.dtype_policy,
                     name=f"{block.name}_stochastic_depth_{len(block_gates)}",
                 )
@@ -145,10 +138,12 @@ class EncoderBlockHandler:
         # `input`, not `inputs[0]`: DINOv2's and DINOv3's inputs are a dict.
         return backbone.input, backbone.output, pyramid, gates
 
-    def survival_probabilities(self, backbone: Any, blocks: Sequence[Any], settings: Dict[str, Any]) -> List[float]:
+    def survival_probabilities(
+        self, backbone: Any, blocks: Sequence[Any], settings: StochasticDepthSettings
+    ) -> List[float]:
         """One survival probability per block: our schedule, or the model's own rates."""
-        if settings["final_survival_probability"] is not None:
-            return survival_probabilities(len(blocks), settings["final_survival_probability"], settings["distribution"])
+        if settings.final_survival_probability is not None:
+            return settings.survival_probabilities(len(blocks))
         if self.private_rates is None:
             raise no_private_rates(backbone)
         return [1.0 - rate for rate in self.private_rates(blocks)]
@@ -172,7 +167,7 @@ class EfficientNetHandler:
             _convolutional.efficientnet_v2_blocks, private_rates=_convolutional.efficientnet_v2_rates
         )
 
-    def transform(self, backbone: Any, settings: Dict[str, Any]) -> Transformed:
+    def transform(self, backbone: Any, settings: StochasticDepthSettings) -> Transformed:
         kinds = set(backbone.stackwise_block_types) & {"v1", "unfused", "fused"}
         if kinds <= {"v1"}:
             return self.graph.transform(backbone, settings)

@@ -1,18 +1,10 @@
-"""The stochastic-depth settings of a KerasHub backbone: validated once, stored in its config."""
+"""The stochastic-depth settings of a KerasHub backbone: a `StochasticDepthSettings`, stored in its config."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
-from stochastic_depth_tf._validation import (
-    validate_bool,
-    validate_choice,
-    validate_inverted,
-    validate_mode,
-    validate_seed,
-    validate_survival_probability,
-)
-from stochastic_depth_tf.schedules import DISTRIBUTIONS
+from stochastic_depth_tf._settings import StochasticDepthSettings
 
 SETTINGS_KEY = "stochastic_depth"
 
@@ -25,23 +17,21 @@ def validate_settings(
     inverted: Any,
     seed: Any,
     skip_compute: Any = True,
-) -> Dict[str, Any]:
-    """The stochastic-depth settings a backbone's config stores, validated.
+) -> StochasticDepthSettings:
+    """The stochastic-depth settings a backbone's config stores (under `SETTINGS_KEY`), validated.
 
-    `skip_compute` defaults to True for configs saved before it existed.
+    A backbone's config stores the settings as a dict of these six keys;
+    this reads one back. `skip_compute` defaults to True for configs saved
+    before it existed.
+
+    Returns:
+        The validated settings, a frozen object that reads as that dict too.
     """
-    inverted = validate_inverted(inverted)
-    if final_survival_probability is not None:
-        final_survival_probability = validate_survival_probability(
-            final_survival_probability, inverted=inverted, name="final_survival_probability"
-        )
-    validate_choice(distribution, tuple(DISTRIBUTIONS), name="distribution")
-    seed = validate_seed(seed)
-    return {
-        "final_survival_probability": final_survival_probability,
-        "distribution": distribution,
-        "mode": validate_mode(mode),
-        "inverted": inverted,
-        "seed": seed,
-        "skip_compute": validate_bool(skip_compute, name="skip_compute"),
-    }
+    return StochasticDepthSettings(
+        final_survival_probability=final_survival_probability,
+        distribution=distribution,
+        mode=mode,
+        inverted=inverted,
+        seed=seed,
+        skip_compute=skip_compute,
+    )

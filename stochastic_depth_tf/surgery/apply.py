@@ -11,38 +11,20 @@ entry with one given survival probability per residual add.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
-from typing import Any, Callable, Dict, Final, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import keras
 
-from stochastic_depth_tf import schedules
+from stochastic_depth_tf._settings import StochasticDepthSettings
 from stochastic_depth_tf._validation import (
     block_seed,
     validate_bool,
-    validate_choice,
-    validate_inverted,
-    validate_mode,
-    validate_seed,
     validate_survival_probability,
 )
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.surgery.graph import ResidualMerge, check_functional, producer_node, residual_merges
 from stochastic_depth_tf.surgery.rebuild import Rebuild, rebuild
-
-
-class Default(enum.Enum):
-    """The value of an argument left out: the default of the model's kind applies."""
-
-    OF_THE_MODEL_KIND = "the default of the model's kind"
-
-
-KIND_DEFAULT: Final = Default.OF_THE_MODEL_KIND
-
-# What a functional model gets for the arguments left out (a registered kind
-# has its own defaults).
-FUNCTIONAL_DEFAULTS: Final = {"final_survival_probability": 0.5, "mode": "batch", "inverted": False}
 
 # One survival probability per residual add, in block order: a list, or a
 # function of the adds (which `drop_connect_rate` can read).
@@ -57,10 +39,9 @@ class ModelKind:
         name: what the kind is called in messages, say "KerasHub backbone".
         is_kind: whether a model is of this kind; `apply_stochastic_depth`
             hands such a model to `apply`.
-        apply: called as `apply(model, **arguments)` with the arguments of
-            `apply_stochastic_depth` the caller passed (left-out ones are
-            not passed: `apply`'s own defaults fill them in); returns the
-            model with stochastic depth.
+        apply: called as `apply(model, **arguments)` with every argument of
+            `apply_stochastic_depth` but the model (`skip_compute` True when
+            left out); returns the model with stochastic depth.
         has_stochastic_depth: whether a model came from `apply`;
             `strip_stochastic_depth` hands such a model to `strip`.
         strip: the inverse of `apply`, for export.
@@ -88,35 +69,43 @@ def model_kind(model: Any) -> Optional[ModelKind]:
 
 def apply_stochastic_depth(
     model: keras.Model,
-    final_survival_probability: Union[float, None, Default] = KIND_DEFAULT,
+    final_survival_probability: Optional[float] = 0.9,
     distribution: str = "linear",
-    mode: Union[str, Default] = KIND_DEFAULT,
-    inverted: Union[bool, Default] = KIND_DEFAULT,
+    mode: str = "sample",
+    inverted: bool = True,
     seed: Optional[int] = None,
     replace_drop_connect: bool = True,
-    skip_compute: Union[bool, Default] = KIND_DEFAULT,
+    skip_compute: Optional[bool] = None,
 ) -> keras.Model:
     """Returns a copy of a model with stochastic depth on every residual add: a functional model or a KerasHub backbone.
 
     Every residual add becomes a `stochastic_depth_tf.StochasticDepth`
-    called as `[shortcut, residual]`: in training `shortcut + b * residual`
-    with `b ~ Bernoulli(p_l)`, at inference `shortcut + p_l * residual` (or,
-    with `inverted=True`, `(b / p_l)` in training and a plain add at
+    called as `[shortcut, residual]`, with `b ~ Bernoulli(p_l)` drawn per
+    example: in training `shortcut + (b / p_l) * residual`, at inference the
+    plain `shortcut + residual` (with `inverted=False`, the paper's scaling:
+    `shortcut + b * residual` in training, `shortcut + p_l * residual` at
     inference); Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016.
     Block `l = 1 .. L`, counted in topological order (the order the blocks are
     applied), gets `p_l = 1 - (l / L) * (1 - p_L)` with
     `distribution="linear"` (the paper's rule: the last block gets `p_L`), or
     `p_L` everywhere with `distribution="uniform"`.
 
-    Two kinds of model, each with its own defaults for the arguments left
-    out (`KIND_DEFAULT`); arguments passed are used as given:
+    One set of defaults for every kind of model (a functional model or a
+    KerasHub backbone): surgery never changes what the model computes at
+    inference (`inverted=True`), gates are drawn per example
+    (`mode="sample"`, as timm's drop path and KerasHub's backbones fine-tune),
+    and the last block survives with `final_survival_probability=0.9` (drop
+    path rate 0.1), because surgery is mostly applied to a trained model to
+    fine-tune it, where a light rate regularizes without undoing what it
+    learned, and the paper's 0.5 was for training a deep network from
+    scratch. The layers and the builders of `stochastic_depth_tf.models`
+    keep the paper's defaults (`mode="batch"`, `inverted=False`).
 
-    | argument left out | functional model | KerasHub backbone |
-    |---|---|---|
-    | `final_survival_probability` | `0.5` | `0.9` |
-    | `mode` | `"batch"` (the paper) | `"sample"` (timm's drop path) |
-    | `inverted` | `False` (the paper) | `True` (inference is the plain backbone's) |
-    | `skip_compute` | `False` (surgery writes merges) | `True` |
+    **`inverted=False` on trained weights** changes the model the moment
+    surgery returns: at inference every residual is scaled by its `p_l`, so
+    a trained network predicts something else until it is trained again
+    with its gates. Pass it when training from scratch, or to reproduce the
+    paper.
 
     **Functional models** (`keras.Model(inputs, outputs)`, as every
     keras.applications model is). A residual add is a `keras.layers.Add`
@@ -190,8 +179,9 @@ def apply_stochastic_depth(
         mode: `"batch"` (one gate per call, the paper), `"sample"` (one gate
             per example, as Keras' EfficientNet drop-connect and timm) or
             `"subset"` (a fixed number of kept examples, DINOv2).
-        inverted: False for the paper's scaling at inference, True for the
-            inverted scaling in training.
+        inverted: True (the default) for the inverted scaling in training,
+            which leaves inference as it was; False for the paper's scaling
+            at inference, which changes what trained weights predict.
         seed: None or a non-negative int. With an int, the `l`-th layer (from
             0, in block order) gets the seed `seed + l`, so runs are
             reproducible and the layers draw different gates; with None every
@@ -207,7 +197,9 @@ def apply_stochastic_depth(
             False to compute them and multiply by the gate (the same seed
             draws the same gates either way). Convolutional blocks always
             compute their branch, and so do the merges of a functional
-            model (True is refused there).
+            model (True is refused there). None (the default): skip wherever
+            the model's blocks can (True for a KerasHub backbone, False for
+            a functional model).
 
     Returns:
         For a functional model, a new functional `keras.Model`, with the name
@@ -237,8 +229,9 @@ def apply_stochastic_depth(
     import stochastic_depth_tf as sdt
 
     base = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
-    model = sdt.apply_stochastic_depth(base, final_survival_probability=0.5, seed=0)
-    # 16 StochasticDepth layers, 0.96875, 0.9375, ..., 0.5 in block order
+    model = sdt.apply_stochastic_depth(base, seed=0)
+    # 16 StochasticDepth layers, 0.99375, 0.9875, ..., 0.9 in block order,
+    # per-example gates; model.predict(x) is base.predict(x)
     ```
 
     A KerasHub backbone keeps its class, so its task model takes it:
@@ -259,42 +252,44 @@ def apply_stochastic_depth(
     """
     kind = model_kind(model)
     if kind is not None:
-        arguments = {
-            "final_survival_probability": final_survival_probability,
-            "distribution": distribution,
-            "mode": mode,
-            "inverted": inverted,
-            "seed": seed,
-            "replace_drop_connect": replace_drop_connect,
-            "skip_compute": skip_compute,
-        }
-        return kind.apply(model, **{name: value for name, value in arguments.items() if value is not KIND_DEFAULT})
+        return kind.apply(
+            model,
+            final_survival_probability=final_survival_probability,
+            distribution=distribution,
+            mode=mode,
+            inverted=inverted,
+            seed=seed,
+            replace_drop_connect=replace_drop_connect,
+            skip_compute=True if skip_compute is None else skip_compute,
+        )
     check_functional(model)
-    inverted = validate_inverted(FUNCTIONAL_DEFAULTS["inverted"] if inverted is KIND_DEFAULT else inverted)
-    mode = validate_mode(FUNCTIONAL_DEFAULTS["mode"] if mode is KIND_DEFAULT else mode)
-    final = validate_survival_probability(
-        FUNCTIONAL_DEFAULTS["final_survival_probability"]
-        if final_survival_probability is KIND_DEFAULT
-        else final_survival_probability,
+    settings = StochasticDepthSettings(
+        final_survival_probability=final_survival_probability,
+        distribution=distribution,
+        mode=mode,
         inverted=inverted,
-        name="final_survival_probability",
+        seed=seed,
+        skip_compute=False if skip_compute is None else skip_compute,
     )
-    validate_choice(distribution, tuple(schedules.DISTRIBUTIONS), name="distribution")
-    seed = validate_seed(seed)
     replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
-    if skip_compute is not KIND_DEFAULT and validate_bool(skip_compute, name="skip_compute"):
+    if settings.final_survival_probability is None:
+        # None keeps a KerasHub backbone's own drop path rates; a functional model has none to keep.
+        raise TypeError(
+            "Invalid type received for argument `final_survival_probability`. "
+            "Expected a float between 0 and 1. "
+            "Received: final_survival_probability=None of type NoneType"
+        )
+    if settings.skip_compute:
         raise ValueError(
             "Invalid value received for argument `skip_compute`. Expected False "
             "or left out for a functional model (surgery writes merge layers, "
             "which compute every branch; StochasticDepthBlock skips). Received: "
             "skip_compute=True"
         )
-    return _rewrite(
+    return gate_residual_adds(
         model,
-        lambda adds: schedules.survival_probabilities(len(adds), final, distribution),
-        mode=mode,
-        inverted=inverted,
-        seed=seed,
+        lambda adds: settings.survival_probabilities(len(adds)),
+        settings,
         replace_drop_connect=replace_drop_connect,
     )
 
@@ -303,8 +298,8 @@ def apply_survival_probabilities(
     model: keras.Model,
     survival_probabilities: SurvivalProbabilities,
     *,
-    mode: str = "batch",
-    inverted: bool = False,
+    mode: str = "sample",
+    inverted: bool = True,
     seed: Optional[int] = None,
     replace_drop_connect: bool = True,
 ) -> keras.Model:
@@ -312,7 +307,9 @@ def apply_survival_probabilities(
 
     `apply_stochastic_depth` for a functional model, with one survival
     probability per residual add instead of a schedule: the adds are found,
-    numbered, seeded and replaced as there, and the new model is a copy.
+    numbered, seeded and replaced as there, the defaults are the same
+    (per-example gates, inverted: inference unchanged), and the new model is
+    a copy.
 
     Args:
         model: a functional `keras.Model` with at least one residual add.
@@ -323,8 +320,8 @@ def apply_survival_probabilities(
             order) and returns them, say from their drop-connect rates
             (`drop_connect_rate`).
         mode: `"batch"`, `"sample"` or `"subset"`.
-        inverted: False for the paper's scaling at inference, True for the
-            inverted scaling in training.
+        inverted: True for the inverted scaling in training, which leaves
+            inference as it was; False for the paper's scaling at inference.
         seed: None or a non-negative int; the `l`-th layer gets `seed + l`.
         replace_drop_connect: whether to remove an EfficientNet-style
             drop-connect `Dropout` found directly on a residual branch.
@@ -353,9 +350,15 @@ def apply_survival_probabilities(
     ```
     """
     check_functional(model)
-    inverted = validate_inverted(inverted)
-    mode = validate_mode(mode)
-    seed = validate_seed(seed)
+    settings = StochasticDepthSettings(
+        final_survival_probability=None,
+        distribution=None,
+        mode=mode,
+        inverted=inverted,
+        seed=seed,
+        skip_compute=False,
+        distributions=(None,),
+    )
     replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
 
     def probabilities_of(adds: List[ResidualMerge]) -> List[float]:
@@ -369,13 +372,13 @@ def apply_survival_probabilities(
                 f"({len(adds)}, in block order). Received: {len(probabilities)}"
             )
         return [
-            validate_survival_probability(probability, inverted=inverted, name=f"survival_probabilities[{index}]")
+            validate_survival_probability(
+                probability, inverted=settings.inverted, name=f"survival_probabilities[{index}]"
+            )
             for index, probability in enumerate(probabilities)
         ]
 
-    return _rewrite(
-        model, probabilities_of, mode=mode, inverted=inverted, seed=seed, replace_drop_connect=replace_drop_connect
-    )
+    return gate_residual_adds(model, probabilities_of, settings, replace_drop_connect=replace_drop_connect)
 
 
 def drop_connect_rate(add: ResidualMerge) -> float:
@@ -384,16 +387,27 @@ def drop_connect_rate(add: ResidualMerge) -> float:
     return 0.0 if layer is None else float(layer.rate)
 
 
-def _rewrite(
+def gate_residual_adds(
     model: keras.Model,
     probabilities_of: Callable[[List[ResidualMerge]], Sequence[float]],
+    settings: StochasticDepthSettings,
     *,
-    mode: str,
-    inverted: bool,
-    seed: Optional[int],
     replace_drop_connect: bool,
 ) -> keras.Model:
-    """The surgery of both entries, with validated settings and one survival probability per add."""
+    """The surgery of both entries, and of KerasHub's graph backbones: their arguments are validated already.
+
+    Args:
+        model: a functional `keras.Model` (checked by `check_functional`).
+        probabilities_of: the residual adds, in block order, to one valid
+            survival probability per add.
+        settings: the gates' `mode`, `inverted` and `seed` (its schedule is
+            `probabilities_of`'s business; merges compute every branch).
+        replace_drop_connect: whether to remove the EfficientNet-style
+            drop-connect `Dropout` on a residual branch.
+
+    Returns:
+        A new functional `keras.Model`, as `apply_stochastic_depth` returns.
+    """
     adds = [merge for merge in residual_merges(model) if merge.is_add]
     if not adds:
         raise ValueError(
@@ -420,9 +434,9 @@ def _rewrite(
             add=add,
             residual=residual,
             survival_probability=probability,
-            mode=mode,
-            inverted=inverted,
-            seed=block_seed(seed, index),
+            mode=settings.mode,
+            inverted=settings.inverted,
+            seed=block_seed(settings.seed, index),
             name=names[id(add.model)].unique(operation.name),
             # Keep the Add's dtype policy (mixed precision); an op node has
             # none, so compute in the dtype it added in.
