@@ -7,9 +7,9 @@ from typing import Any, Callable, Dict, List, Optional, cast
 import keras
 import numpy as np
 
+from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import validate_choice, validate_positive_int, validate_survival_probability
 from stochastic_depth_tf.layers import stochastic_depth_layers
-from stochastic_depth_tf.schedules import PROGRESSIVE_LAYER_DROP_GAMMA, exponential_ramp, validate_non_negative
 
 UNITS = ("epoch", "step")
 RAMPS = ("linear", "exponential")
@@ -94,7 +94,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
         initial_survival_probability: float = 1.0,
         verbose: int = 0,
         ramp: str = "linear",
-        gamma: float = PROGRESSIVE_LAYER_DROP_GAMMA,
+        gamma: float = schedules.PROGRESSIVE_LAYER_DROP_GAMMA,
     ) -> None:
         super().__init__()
         validate_choice(unit, UNITS, name="unit")
@@ -105,7 +105,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
                 f"Received: schedule={schedule!r}"
             )
         self.ramp = validate_choice(ramp, RAMPS, name="ramp")
-        self.gamma = validate_non_negative(gamma, name="gamma")
+        self.gamma = schedules.validate_non_negative(gamma, name="gamma")
         if schedule is None and self.ramp == "linear":
             duration = validate_positive_int(
                 duration,
@@ -128,7 +128,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
             value = self.schedule(t, target)
             return validate_survival_probability(value, name="schedule(t, target)")
         if self.ramp == "exponential":
-            return exponential_ramp(t, target, initial=self.initial_survival_probability, gamma=self.gamma)
+            return schedules.exponential_ramp(t, target, initial=self.initial_survival_probability, gamma=self.gamma)
         # A linear ramp without a schedule: `__init__` checked `duration`, a positive int.
         fraction = min(max(t, 0) / cast(int, self.duration), 1.0)
         return self.initial_survival_probability + fraction * (target - self.initial_survival_probability)
