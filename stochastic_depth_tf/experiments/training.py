@@ -238,14 +238,12 @@ class Trainer:
             )
         for name, target in targets.items():
             target.assign(sources[name].value)
-        # Through the layers' setter too, so their configs agree with their variables.
-        source_of = {id(targets[name]): sources[name] for name in targets}
-        layer_of = {
-            id(layer.survival_probability_variable): layer for layer in layers_module.stochastic_depth_layers(fresh)
-        }
+        # The survival probabilities, paired by layer name (under PyTorch each is a
+        # buffer of its module, not one of `variables`), through the layers' setter
+        # so that their configs agree with their variables.
+        fresh_layers = {layer.name: layer for layer in layers_module.stochastic_depth_layers(fresh)}
         for layer in layers_module.stochastic_depth_layers(self.model):
-            source = source_of[id(layer.survival_probability_variable)]
-            layer.survival_probability = layer_of[id(source)].survival_probability
+            layer.survival_probability = fresh_layers[layer.name].survival_probability
 
     def run(
         self,

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Set, Tuple
 import keras
 import numpy as np
 
+from stochastic_depth_tf.layers import stochastic_depth_layers
 from stochastic_depth_tf.surgery.graph import is_functional, producer_node
 
 # What to call in place of one node: gets the original node and the rebuild
@@ -183,6 +184,10 @@ def copy_weights(original: Any, copy: Any) -> None:
         )
     for source, target in zip(sources, targets):
         target.assign(np.array(keras.ops.convert_to_numpy(source.value)))
+    # Under PyTorch the survival probability is a buffer of the module, not one of `variables`.
+    for source_layer, target_layer in zip(stochastic_depth_layers(original), stochastic_depth_layers(copy)):
+        value = keras.ops.convert_to_numpy(source_layer.survival_probability_variable)
+        target_layer.survival_probability_variable.assign(np.array(value))
     for layer in copy._flatten_layers(include_self=True, recursive=True):
         if hasattr(layer, "finalize_state"):
             layer.finalize_state()
