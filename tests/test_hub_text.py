@@ -624,3 +624,15 @@ def test_scheduler_refuses_a_bad_ramp_and_gamma():
         sdt.callbacks.SurvivalProbabilityScheduler(duration=3, ramp="cosine")
     with pytest.raises(ValueError, match="Invalid value received for argument `gamma`"):
         sdt.callbacks.SurvivalProbabilityScheduler(ramp="exponential", gamma=-0.1)
+
+
+@pytest.mark.parametrize("mode", ["batch", "subset"])
+def test_mixed_precision_keeps_the_inference_and_trains(mode):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    original = _gemma()
+    model = _apply(original, mode=mode)
+    inputs = _inputs(original, batch=8)
+    np.testing.assert_array_equal(_sequence(model(inputs)), _sequence(original(inputs)))
+    trained = model(inputs, training=True)
+    assert keras.backend.standardize_dtype(trained.dtype) == "bfloat16"
+    assert np.all(np.isfinite(_sequence(trained)))
