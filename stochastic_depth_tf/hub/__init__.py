@@ -14,11 +14,13 @@ its `get_config()` is the original's plus one key, `SETTINGS_KEY`, so
 files of a task model. `strip_stochastic_depth(backbone)` is the inverse, for
 export: a backbone of the original class with the same weights and inference.
 
-The arguments left out of `apply_stochastic_depth` get fine-tuning's drop
-path defaults for a KerasHub backbone (KerasHub's and timm's convention):
-`mode="sample"` (one gate per example), `inverted=True` (inference is the
-plain backbone's), linear decay to `final_survival_probability=0.9` (drop
-path rate 0.1 on the last block), `skip_compute=True`.
+The arguments left out of `apply_stochastic_depth` get the defaults it
+gives every kind of model, fine-tuning's drop path (KerasHub's and timm's
+convention): `mode="sample"` (one gate per example), `inverted=True`
+(inference is the plain backbone's), linear decay to
+`final_survival_probability=0.9` (drop path rate 0.1 on the last block), and
+compute skipped wherever the blocks can. `apply_stochastic_depth` validates
+them once, as a `StochasticDepthSettings`, and hands them here.
 
 Text and LLM backbones (BERT, GPT-2, Gemma, Llama and their kin: `text_encoder`,
 `text_decoder`) get LayerDrop: one gate per transformer layer, both residual
@@ -40,11 +42,11 @@ Requires KerasHub; see `INSTALL` for the install line.
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Type
 
 import keras
 
-from stochastic_depth_tf._validation import validate_bool
+from stochastic_depth_tf._settings import StochasticDepthSettings
 from stochastic_depth_tf.hub._settings import SETTINGS_KEY, validate_settings
 from stochastic_depth_tf.hub._text_backbones import TEXT_SUPPORTED_BACKBONES, TEXT_UNSUPPORTED_BACKBONES
 from stochastic_depth_tf.schedules import DISTRIBUTIONS
@@ -164,7 +166,7 @@ def strip_stochastic_depth(backbone: keras.Model) -> keras.Model:
             "backbone returned by stochastic_depth_tf.apply_stochastic_depth. "
             f"Received: backbone of type {type(backbone).__name__}"
         )
-    if not backbone.stochastic_depth_settings["inverted"]:
+    if not backbone.stochastic_depth_settings.inverted:
         for gate in backbone.stochastic_depth_layers:
             probability = float(keras.ops.convert_to_numpy(gate.survival_probability_variable))
             if probability != 1.0:
@@ -215,33 +217,16 @@ def stochastic_depth_class(backbone_class: type) -> Type[Any]:
     return subclass
 
 
-def _apply(
-    backbone: keras.Model,
-    final_survival_probability: Optional[float] = 0.9,
-    distribution: str = "linear",
-    mode: str = "sample",
-    inverted: bool = True,
-    seed: Optional[int] = None,
-    replace_drop_connect: bool = True,
-    skip_compute: bool = True,
-) -> keras.Model:
-    """`apply_stochastic_depth` for a KerasHub backbone, with the defaults of fine-tuning's drop path."""
+def _apply(backbone: keras.Model, settings: StochasticDepthSettings, *, replace_drop_connect: bool) -> keras.Model:
+    """`apply_stochastic_depth` for a KerasHub backbone, with the settings it validated."""
     loaded = _load()
     base = _supported_class(backbone, loaded.HANDLERS)
-    if not validate_bool(replace_drop_connect, name="replace_drop_connect"):
+    if not replace_drop_connect:
         raise ValueError(
             "Invalid value received for argument `replace_drop_connect`. Expected "
             "True or left out for a KerasHub backbone (its own drop path is always "
             "replaced by the gates). Received: replace_drop_connect=False"
         )
-    settings = validate_settings(
-        final_survival_probability=final_survival_probability,
-        distribution=distribution,
-        mode=mode,
-        inverted=inverted,
-        seed=seed,
-        skip_compute=skip_compute,
-    )
     # MobileNetV5Backbone's get_config leaves the name out; keep it anyway.
     config = {"name": backbone.name, **base.get_config(backbone)}
     new = loaded.subclass(base).from_config({**config, SETTINGS_KEY: settings})

@@ -39,9 +39,10 @@ class ModelKind:
         name: what the kind is called in messages, say "KerasHub backbone".
         is_kind: whether a model is of this kind; `apply_stochastic_depth`
             hands such a model to `apply`.
-        apply: called as `apply(model, **arguments)` with every argument of
-            `apply_stochastic_depth` but the model (`skip_compute` True when
-            left out); returns the model with stochastic depth.
+        apply: called as `apply(model, settings, replace_drop_connect=...)`
+            with the `StochasticDepthSettings` that `apply_stochastic_depth`
+            validated (`skip_compute` True when left out) and its validated
+            `replace_drop_connect`; returns the model with stochastic depth.
         has_stochastic_depth: whether a model came from `apply`;
             `strip_stochastic_depth` hands such a model to `strip`.
         strip: the inverse of `apply`, for export.
@@ -251,27 +252,20 @@ def apply_stochastic_depth(
     ```
     """
     kind = model_kind(model)
-    if kind is not None:
-        return kind.apply(
-            model,
-            final_survival_probability=final_survival_probability,
-            distribution=distribution,
-            mode=mode,
-            inverted=inverted,
-            seed=seed,
-            replace_drop_connect=replace_drop_connect,
-            skip_compute=True if skip_compute is None else skip_compute,
-        )
-    check_functional(model)
+    if kind is None:
+        check_functional(model)
     settings = StochasticDepthSettings(
         final_survival_probability=final_survival_probability,
         distribution=distribution,
         mode=mode,
         inverted=inverted,
         seed=seed,
-        skip_compute=False if skip_compute is None else skip_compute,
+        # Left out: skip wherever the blocks can (a registered kind's blocks; merges never).
+        skip_compute=(kind is not None) if skip_compute is None else skip_compute,
     )
     replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
+    if kind is not None:
+        return kind.apply(model, settings, replace_drop_connect=replace_drop_connect)
     if settings.final_survival_probability is None:
         # None keeps a KerasHub backbone's own drop path rates; a functional model has none to keep.
         raise TypeError(
