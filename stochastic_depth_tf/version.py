@@ -1,3 +1,3 @@
 """The package version, read by setup.py and re-exported as `__version__`."""
 
-__version__ = "0.3.0b1"
+__version__ = "0.4.0b1"
