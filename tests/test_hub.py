@@ -6,6 +6,7 @@ temporary preset directory: nothing is downloaded.
 
 import numpy as np
 import pytest
+from packaging.version import Version
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -1023,8 +1024,10 @@ def test_the_tested_version_is_supported_and_installed_by_the_install_line():
 
     for version in _compat.TESTED_VERSIONS:
         assert _compat.is_supported(version)
-        assert f'"keras-hub=={version}"' in hub.INSTALL
-    assert not _compat.is_supported("0.31.0")
+    # The install line takes the newest tested release; the oldest tested is the floor.
+    assert f'"keras-hub=={max(_compat.TESTED_VERSIONS, key=Version)}"' in hub.INSTALL
+    assert _compat.MINIMUM_VERSION == min(_compat.TESTED_VERSIONS, key=Version)
+    assert not _compat.is_supported("0.29.1")
     assert not _compat.is_supported("not a version")
 
 
@@ -1044,17 +1047,17 @@ def test_the_version_falls_back_to_the_distributions(monkeypatch):
     from stochastic_depth_tf.hub import _compat
 
     def version(name):
-        return {"keras-hub": "0.31.0"}[name]
+        return {"keras-hub": "0.29.1"}[name]
 
     monkeypatch.delattr(keras_hub, "__version__")
     monkeypatch.setattr(importlib.metadata, "version", version)
-    assert _compat.installed_version() == "0.31.0"
+    assert _compat.installed_version() == "0.29.1"
 
 
 @pytest.mark.one_backend
 def test_a_version_outside_the_range_that_works_is_used_with_a_warning(monkeypatch):
-    monkeypatch.setattr(keras_hub, "__version__", "0.31.0")
-    with pytest.warns(UserWarning, match=r"keras-hub 0\.31\.0 is outside the range .* >=0\.32\.0"):
+    monkeypatch.setattr(keras_hub, "__version__", "0.29.1")
+    with pytest.warns(UserWarning, match=r"keras-hub 0\.29\.1 is outside the range .* >=0\.30\.0"):
         _import_compat_afresh()
     # Every adapter's check against its block passes: the backbone is given stochastic depth.
     model = hub.apply_stochastic_depth(_vit(), seed=0)
@@ -1068,10 +1071,10 @@ def test_a_version_outside_the_range_whose_block_changed_fails_naming_both(monke
     def changed_call(self, inputs):
         return inputs * 2.0
 
-    monkeypatch.setattr(keras_hub, "__version__", "0.31.0")
+    monkeypatch.setattr(keras_hub, "__version__", "0.29.1")
     monkeypatch.setattr(_compat.ViTEncoderBlock, "call", changed_call)
     with pytest.raises(
-        RuntimeError, match=r"no longer computes .* installed keras-hub is 0\.31\.0; .* supports keras-hub >=0\.32\.0"
+        RuntimeError, match=r"no longer computes .* installed keras-hub is 0\.29\.1; .* supports keras-hub >=0\.30\.0"
     ):
         hub.apply_stochastic_depth(_vit())
 
@@ -1081,12 +1084,12 @@ def test_a_version_outside_the_range_without_a_module_fails_at_import_naming_bot
     import sys
     import warnings
 
-    monkeypatch.setattr(keras_hub, "__version__", "0.31.0")
+    monkeypatch.setattr(keras_hub, "__version__", "0.29.1")
     # None in sys.modules makes the import of that module fail, as a release without it would.
     monkeypatch.setitem(sys.modules, "keras_hub.src.models.vit.vit_layers", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the out-of-range warning, tested above
         with pytest.raises(
-            ImportError, match=r"cannot import .* installed keras-hub is 0\.31\.0; .* supports keras-hub >=0\.32\.0"
+            ImportError, match=r"cannot import .* installed keras-hub is 0\.29\.1; .* supports keras-hub >=0\.30\.0"
         ):
             _import_compat_afresh()

@@ -25,9 +25,9 @@ from typing import Optional
 import keras_hub
 from packaging.version import InvalidVersion, Version
 
-MINIMUM_VERSION = "0.32.0"
+MINIMUM_VERSION = "0.30.0"
 MAXIMUM_VERSION: Optional[str] = None
-TESTED_VERSIONS = ("0.32.0",)
+TESTED_VERSIONS = ("0.30.0", "0.32.0")
 
 
 def installed_version() -> str:
@@ -42,7 +42,7 @@ def installed_version() -> str:
 
 
 def supported_versions() -> str:
-    """The supported range as a requirement specifier, with the tested versions: `>=0.32.0 (tested: 0.32.0)`."""
+    """The supported range as a requirement specifier, with the tested versions: `>=0.30.0 (tested: 0.30.0, 0.32.0)`."""
     upper = "" if MAXIMUM_VERSION is None else f",<{MAXIMUM_VERSION}"
     return f">={MINIMUM_VERSION}{upper} (tested: {', '.join(TESTED_VERSIONS)})"
 
