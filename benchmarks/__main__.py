@@ -62,6 +62,7 @@ TABLES: Dict[str, Table] = {
     "shake_drop_step_time": Table("shake_drop_step_time", ["--rounds", "8"], ["--quick", "--compilations", "graph"]),
     "per_example": Table("per_example", [], ["--quick", "--networks", "vit"]),
     "hub_per_example": Table("hub_per_example", [], ["--quick"]),
+    "layerdrop_step_time": Table("layerdrop_step_time", [], ["--quick"]),
     "cifar10_epoch_time": Table("cifar10_epoch_time", [], ["--quick"]),
     "xla_conditional": Table("xla_conditional", [], ["--quick"]),
     "prune_latency": Table("prune_latency", [], ["--quick"]),
@@ -86,8 +87,9 @@ def planned(names: List[str], quick: bool, output_dir: str) -> List[tuple]:
 def run_table(command: List[str]) -> int:
     """Runs one table's script in a fresh interpreter: its own process, TensorFlow as the Keras backend.
 
-    The scripts but `step_time` are TensorFlow's (graph mode, XLA,
-    SavedModels); `step_time --backend ...` starts a process per backend.
+    The scripts but `step_time` and `layerdrop_step_time` are TensorFlow's
+    (graph mode, XLA, SavedModels); `step_time --backend ...` and
+    `layerdrop_step_time` start a process per backend.
     """
     return subprocess.call(command, cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
 

@@ -298,3 +298,80 @@ def test_prune_latency_table_names_its_command():
     table = prune_latency.markdown(rows, "python -m benchmarks.prune_latency --quick", "settings")
     assert "- command: `python -m benchmarks.prune_latency --quick`" in table
     assert "| full | 9 of 9 | 1.00 | 1,000 | 0.0100 | 1.00 |" in table
+
+
+def test_layerdrop_expected_share_of_layers_computed():
+    from benchmarks import layerdrop_step_time
+
+    shares = {name: layerdrop_step_time.expected_share(name, 0.2, 16) for name in layerdrop_step_time.CONTENDERS}
+    # subset keeps round(0.8 * 16) = 13 of 16 sequences per layer
+    assert shares == pytest.approx(
+        {"plain": 1.0, "merge": 1.0, "batch": 0.8, "sample": 0.8, "subset": 13 / 16, "no_layers": 0.0}
+    )
+
+
+def test_layerdrop_limit_is_the_fixed_part_plus_the_share_of_the_layers():
+    from benchmarks import layerdrop_step_time
+
+    rows = [
+        {"contender": "plain", "median": 1.0, "share": 1.0},
+        {"contender": "batch", "median": 0.9, "share": 0.8},
+        {"contender": "no_layers", "median": 0.2, "share": 0.0},
+    ]
+    limits = [row["limit"] for row in layerdrop_step_time.with_limits(rows, fixed=0.2)]
+    assert limits == pytest.approx([1.0, 0.2 + 0.8 * 0.8, 0.2])
+
+
+def test_layerdrop_table_names_its_command_the_limit_and_tokens_per_second():
+    from benchmarks import layerdrop_step_time
+
+    row = {
+        **_timed("batch", 0.5, backend="tensorflow", compilation="graph", what="train step"),
+        "share": 0.8,
+        "limit": 0.84,
+        "tokens_per_second": 4096.0,
+    }
+    table = layerdrop_step_time.markdown([row], "python -m benchmarks.layerdrop_step_time --quick", "settings")
+    assert "- command: `python -m benchmarks.layerdrop_step_time --quick`" in table
+    assert _columns(table)[4:6] == ["share of layers", "limit"]
+    assert "| tensorflow | graph | train step | batch | 0.80 | 0.84 | 0.5000 | 1.00 | 1.00 | 1.00 | 4,096 |" in table
+
+
+def test_layerdrop_passes_its_arguments_on_without_backend_output_and_rows():
+    from benchmarks import layerdrop_step_time
+
+    argv = ["--quick", "--backend", "jax", "--output", "t.md", "--rows-json=r.json", "--layers", "4"]
+    passed_on = layerdrop_step_time.without_options(argv, ["--backend", "--output", "--rows-json"])
+    assert passed_on == ["--quick", "--layers", "4"]
+
+
+@pytest.mark.slow
+def test_layerdrop_contenders_train_the_same_weights_and_the_half_model_has_half_the_layers():
+    pytest.importorskip("keras_hub")
+    from benchmarks import layerdrop_step_time
+
+    counts = set()
+    for contender in layerdrop_step_time.CONTENDERS[:-1]:  # all but no_layers
+        model = layerdrop_step_time.build(contender, layers=2, hidden=16, drop_rate=0.2)
+        counts.add(model.count_params())
+    assert len(counts) == 1, "every LayerDrop contender trains the plain backbone's weights"
+    half = layerdrop_step_time.build_for_generation("half", layers=4, hidden=16)
+    assert type(half.backbone).__name__.endswith("LlamaBackbone") and len(half.backbone.transformer_layers) == 2
+
+
+@pytest.mark.slow
+def test_layerdrop_table_runs_at_a_tiny_size_on_another_backend(tmp_path):
+    from benchmarks import layerdrop_step_time
+
+    pytest.importorskip("keras_hub")
+    output = tmp_path / "table.md"
+    tiny = ["--layers", "2", "--hidden", "16", "--sequence", "8", "--prompt", "4", "--batch", "4"]
+    tiny += ["--rounds", "1", "--steps", "2", "--warmup", "1", "--backend", "torch", "--output", str(output)]
+    assert layerdrop_step_time.main(tiny) == 0
+    table = output.read_text()
+    assert "- backend torch: torch " in table and "--rows-json" not in table
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| torch |")]
+    assert [(row[2], row[3]) for row in rows] == [
+        *(("train step", name) for name in layerdrop_step_time.CONTENDERS),
+        *(("generate", name) for name in layerdrop_step_time.GENERATION_CONTENDERS),
+    ]
