@@ -297,33 +297,52 @@ def train(arm: str, seed: int, settings: Settings, data: Dict[str, np.ndarray], 
     }
 
 
+def repair_llama_layer_config() -> None:
+    """Works around KerasHub 0.32: `LlamaTransformerDecoder.get_config` reads `rope_scaling_factor`, never set.
+
+    The layer keeps that value as `rope_position_scaling_factor`, so its
+    `get_config` raises `AttributeError`, and `prune_blocks`, which compares
+    the configs of the layers it keeps with the originals', fails on every
+    Llama backbone. A read-only alias on the class gives `get_config` the
+    value it means to read; nothing else changes.
+    """
+    from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
+
+    if not hasattr(LlamaTransformerDecoder, "rope_scaling_factor"):
+        LlamaTransformerDecoder.rope_scaling_factor = property(lambda layer: layer.rope_position_scaling_factor)
+
+
 def prune(record: dict, settings: Settings, data: Dict[str, np.ndarray], weights: str) -> dict:
     """The run's record with its pruned models' validation losses: each keep fraction, each rule.
 
     A plain model is given survival probability 1 everywhere first (it
-    computes what it computed), so `prune_blocks` finds its layers.
+    computes what it computed), so `prune_blocks` finds its layers. The
+    causal LM is pruned (`prune_blocks` returns one with a shallower
+    backbone); `greedy` chooses by its compiled loss on the selection split.
     """
     import stochastic_depth_tf as sdt
 
+    repair_llama_layer_config()
     started = time.perf_counter()
     arm, seed = record["arm"], record["seed"]
     model_backbone = trained_backbone(arm, seed, settings, weights)
     gated = with_gates(model_backbone, "plain", settings, seed) if arm == "plain" else model_backbone
+    model = causal_lm(gated, settings)  # greedy compares the compiled loss of the task model
     validation = windows(data["validation"], settings.sequence)
     selection = inputs_and_targets(windows(data["selection"], settings.sequence))
     pruned: Dict[str, Dict[str, dict]] = {rule: {} for rule in RULES}
     # Greedy removals are nested: one order serves every depth (its evaluations run once).
-    greedy_order = sdt.pruning.removal_order(gated, rule="greedy", validation_data=selection)
+    greedy_order = sdt.pruning.removal_order(model, rule="greedy", validation_data=selection)
     for fraction in settings.keep_fractions:
         for rule in RULES:
             if rule == "greedy":
                 removed = settings.layers - pruned["every_k"][str(fraction)]["layers"]
-                kept_backbone = sdt.prune_blocks(gated, blocks=greedy_order[:removed])
+                smaller = sdt.prune_blocks(model, blocks=greedy_order[:removed])
             else:
-                kept_backbone = sdt.prune_blocks(gated, keep=fraction, rule=rule)
+                smaller = sdt.prune_blocks(model, keep=fraction, rule=rule)
             pruned[rule][str(fraction)] = {
-                "layers": len(kept_backbone.transformer_layers),
-                "validation_loss": mean_loss(causal_lm(kept_backbone, settings), validation),
+                "layers": len(smaller.backbone.transformer_layers),
+                "validation_loss": mean_loss(smaller, validation),
             }
     seconds = {**record["seconds"], "pruning_and_evaluation": time.perf_counter() - started}
     seconds["run"] += seconds["pruning_and_evaluation"]
@@ -332,6 +351,8 @@ def prune(record: dict, settings: Settings, data: Dict[str, np.ndarray], weights
         "pruned": pruned,
         "greedy_order": [int(block) for block in greedy_order],
         "seconds": seconds,
+        "trained_at": record["finished_at"],
+        "pruned_from": time.time() - seconds["pruning_and_evaluation"],
         "finished_at": time.time(),
     }
 

@@ -5,6 +5,7 @@ import os
 import re
 
 import nbformat
+import numpy as np
 import pytest
 
 # TensorFlow only: the notebooks train on tf.data and export SavedModels.
@@ -58,6 +59,7 @@ def run_small(name):
 def test_the_notebooks_exist_and_each_has_a_small_size():
     assert NAMES == [
         "depth_on_demand.ipynb",
+        "layerdrop_text.ipynb",
         "stochastic_depth_mnist1d.ipynb",
         "stochastic_depth_resnet.ipynb",
         "stochastic_depth_semantics.ipynb",
@@ -151,3 +153,85 @@ def test_mnist1d_notebook_runs_at_small_size():
     assert "p_L = 0.5 − plain:" in text
     assert re.search(r"\| 8 \| \d+\.\d\d \(1\.00\) \| \d+\.\d\d \(\d\.\d\d\) \|", text)
     assert len(_images(notebook)) == 2
+
+
+def _layerdrop_sweep():
+    import sys
+
+    sys.path.insert(0, NOTEBOOKS)
+    try:
+        import layerdrop_sweep
+    finally:
+        sys.path.remove(NOTEBOOKS)
+    return layerdrop_sweep
+
+
+def test_layerdrop_sweep_splits_the_python_docs_in_order_and_windows_them():
+    sweep = _layerdrop_sweep()
+    text, source, size = sweep.load_text()
+    assert source.endswith(os.path.join("pydoc_data", "topics.py")) and size > len(text) > 100_000
+    ids = sweep.token_ids(text)
+    parts = sweep.split(ids, sweep.Settings())
+    assert [len(part) for part in parts.values()] == pytest.approx(
+        [0.88 * len(ids), 0.02 * len(ids), 0.1 * len(ids)], abs=2
+    )
+    assert np.array_equal(np.concatenate(list(parts.values())), ids)
+    windows = sweep.windows(parts["validation"], 128)
+    assert windows.shape == ((len(parts["validation"]) - 1) // 128, 129)
+    assert np.array_equal(windows[1, :-1], parts["validation"][128:256])  # each window's last byte begins the next
+
+
+def test_layerdrop_sweep_workers_each_get_every_arm():
+    sweep = _layerdrop_sweep()
+    grid = sweep.grid(["plain", "layerdrop"], [0, 1, 2])
+    assert grid == [("plain", 0), ("layerdrop", 0), ("layerdrop", 1), ("plain", 1), ("plain", 2), ("layerdrop", 2)]
+    assert {arm for arm, _ in grid[0::2]} == {arm for arm, _ in grid[1::2]} == {"plain", "layerdrop"}
+
+
+def test_layerdrop_sweep_pld_schedule_starts_plain_and_decays_to_its_targets():
+    sweep = _layerdrop_sweep()
+    survival = sweep.pld_survival(sweep.Settings(pld_theta_bar=0.5, pld_gamma=0.01))
+    targets = [1 - (layer / 8) * 0.5 for layer in range(1, 9)]  # linear decay to theta_bar
+    assert [survival(0, target) for target in targets] == pytest.approx([1.0] * 8)
+    assert [survival(10_000, target) for target in targets] == pytest.approx(targets)
+    # theta(100) = 0.5 * exp(-1) + 0.5; the last layer's survival is theta itself
+    assert survival(100, 0.5) == pytest.approx(0.5 * np.exp(-1.0) + 0.5)
+
+
+def test_layerdrop_notebook_runs_at_small_size():
+    parameters, notebook, text = run_small("layerdrop_text.ipynb")
+    assert "bytes of Python source holding" in text
+    for arm in ("plain", "layerdrop"):
+        assert re.search(rf"{arm}: validation perplexity \d+\.\d+ ± \d+\.\d+", text)
+        for rule in ("every_k", "lowest_survival", "greedy"):
+            assert re.search(rf"{rule}, 4 of 8 layers, +{arm}: perplexity", text)
+    assert f"mean ± 95% interval over {parameters['SEEDS']} seeds" in text
+    assert len(_images(notebook)) == 2
+
+
+@pytest.mark.slow
+def test_layerdrop_sweep_runs_a_tiny_grid_that_the_notebook_reads(tmp_path):
+    pytest.importorskip("keras_hub")
+    sweep = _layerdrop_sweep()
+    settings = sweep.Settings(
+        layers=4, hidden=16, heads=2, intermediate=32, sequence=16, batch=4, steps=4, warmup_steps=1, evaluations=2
+    )
+    sweep.sweep(["plain", "layerdrop"], [0, 1], settings, directory=str(tmp_path), max_bytes=20_000)
+    runs = sweep.read_runs(str(tmp_path))
+    assert sorted((run["arm"], run["seed"]) for run in runs) == [
+        ("layerdrop", 0),
+        ("layerdrop", 1),
+        ("plain", 0),
+        ("plain", 1),
+    ]
+    for run in runs:
+        assert [point["step"] for point in run["curve"]] == [2, 4]
+        assert {
+            rule: {fraction: entry["layers"] for fraction, entry in kept.items()}
+            for rule, kept in run["pruned"].items()
+        } == {rule: {"0.75": 3, "0.5": 2} for rule in sweep.RULES}
+    notebook = runner.execute(
+        os.path.join(NOTEBOOKS, "layerdrop_text.ipynb"), {"RESULTS_DIR": str(tmp_path), "FIGURES_DIR": None}
+    )
+    assert not _outputs(notebook, "error")
+    assert "2 of 4 layers" in _text(notebook)
