@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -173,23 +174,37 @@ def adamw() -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(1e-3, weight_decay=0.01)
 
 
-def time_training(args: argparse.Namespace, jit_compile: bool) -> List[dict]:
-    """Interleaved training-step timings of every contender at one compilation."""
+def time_training(args: argparse.Namespace, jit_compile: bool, failures: List[str]) -> List[dict]:
+    """Interleaved training-step timings of every contender at one compilation.
+
+    A contender whose warm-up step raises (it does not compile here) gets
+    no row; one line naming it and the error goes to `failures`.
+    """
     x, y = token_batch(args.batch, args.sequence)
-    builders = {name: (lambda name=name: build(name, args.layers, args.hidden, args.drop_rate)) for name in CONTENDERS}
-    steppers = harness.train_steppers(
-        builders,
-        x,
-        y,
-        jit_compile,
-        args.warmup,
-        optimizer=adamw,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    compilation = harness.compilation_name(jit_compile)
+    steppers: Dict[str, Callable[[], object]] = {}
+    for name in CONTENDERS:
+        try:
+            steppers.update(
+                harness.train_steppers(
+                    {name: lambda name=name: build(name, args.layers, args.hidden, args.drop_rate)},
+                    x,
+                    y,
+                    jit_compile,
+                    args.warmup,
+                    optimizer=adamw,
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                )
+            )
+        except Exception as error:  # noqa: BLE001 (any failure to train is the finding, reported in the table)
+            # TensorFlow's messages name graph nodes at length: keep the sentence, not the node names.
+            summary = re.sub(r"`[^`]{30,}`", "`...`", " ".join(str(error).split()))[:240]
+            failures.append(
+                f"`{name}` fails to train under {harness.BACKEND} {compilation}: {type(error).__name__}: {summary}"
+            )
+            print(f"  {name}: FAILED ({type(error).__name__})", flush=True)
     times = harness.interleaved_times(steppers, args.rounds, args.steps)
-    rows = harness.timed_rows(
-        times, "plain", backend=harness.BACKEND, compilation=harness.compilation_name(jit_compile), what="train step"
-    )
+    rows = harness.timed_rows(times, "plain", backend=harness.BACKEND, compilation=compilation, what="train step")
     for row in rows:
         row["share"] = expected_share(row["contender"], args.drop_rate, args.batch)
         row["tokens_per_second"] = args.batch * args.sequence / row["median"]
@@ -254,7 +269,14 @@ COLUMNS = [
 ]
 
 
-def markdown(rows: List[dict], command: str, settings: str, environments: Optional[List[dict]] = None) -> str:
+def markdown(
+    rows: List[dict],
+    command: str,
+    settings: str,
+    environments: Optional[List[dict]] = None,
+    failures: Sequence[str] = (),
+) -> str:
+    """The table; `failures` are the settings lines of contenders that did not train (no row)."""
     return harness.markdown(
         "LayerDrop in a KerasHub decoder: training step and pruned generation against the plain backbone",
         command,
@@ -263,9 +285,11 @@ def markdown(rows: List[dict], command: str, settings: str, environments: Option
             harness.ratio_note("plain", "backend, compilation and measure", COLUMNS),
             "share of layers: the expected share of the transformer layers' work a step computes (train step: "
             "batch and sample 1 - drop rate, subset round(p * batch) / batch; generate: the layers kept); "
-            "limit: (T_no_layers + share * (T_plain - T_no_layers)) / T_plain of the medians, the ratio were "
-            "only that share of the layers computed (embedding, head, loss and their update do not shrink)",
+            "limit: (F + share * (T_plain - F)) / T_plain of the medians, the ratio were only that share of the "
+            "layers computed; F is what does not shrink (embedding, head, loss and their update): T_no_layers "
+            "for a train step, the one-layer and the plain model's times extrapolated to no layer for generate",
             "tokens/s: train step, batch * sequence / median; generate, new tokens / median",
+            *failures,
         ],
         COLUMNS,
         rows,
@@ -287,8 +311,8 @@ def without_options(argv: Sequence[str], options: Sequence[str]) -> List[str]:
     return kept
 
 
-def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
-    """Runs this benchmark under `KERAS_BACKEND=backend` in a fresh interpreter; its rows and environment."""
+def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict, List[str]]:
+    """Runs this benchmark under `KERAS_BACKEND=backend` in a fresh interpreter; its rows, environment, failures."""
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "rows.json")
         command = [sys.executable, "-m", "benchmarks.layerdrop_step_time", *argv, "--backend", backend]
@@ -299,7 +323,7 @@ def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
             raise SystemExit(f"the benchmark under KERAS_BACKEND={backend} failed (exit code {code})")
         with open(path, encoding="utf-8") as handle:
             found = json.load(handle)
-    return found["rows"], found["environment"]
+    return found["rows"], found["environment"], found["failures"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -333,23 +357,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = harness.command_line("python -m benchmarks.layerdrop_step_time", without_options(argv, ["--rows-json"]))
     rows: List[dict] = []
     environments: List[dict] = []
+    failures: List[str] = []
     if args.rows_json is None:
         passed_on = without_options(argv, ["--backend", "--output", "--rows-json"])
         for backend in dict.fromkeys(args.backend):
             print(f"===== KERAS_BACKEND={backend} =====", flush=True)
-            backend_rows, backend_environment = rows_from_backend(backend, passed_on)
+            backend_rows, backend_environment, backend_failures = rows_from_backend(backend, passed_on)
             rows += backend_rows
             environments.append(backend_environment)
+            failures += backend_failures
     else:
         for compilation in args.compilations or DEFAULT_COMPILATIONS[harness.BACKEND]:
             name = harness.COMPILATION_NAMES[harness.BACKEND][compilation]
             print(f"training step, {name}:", flush=True)
-            rows += time_training(args, compilation == "xla")
+            rows += time_training(args, compilation == "xla", failures)
             if not args.no_generation:
                 print(f"generation, {name}:", flush=True)
                 rows += time_generation(args, compilation == "xla")
         with open(args.rows_json, "w", encoding="utf-8") as handle:
-            json.dump({"rows": rows, "environment": harness.environment()}, handle)
+            json.dump({"rows": rows, "environment": harness.environment(), "failures": failures}, handle)
         return 0
     settings = (
         f"KerasHub LlamaBackbone under LlamaCausalLM: {args.layers} layers, hidden {args.hidden}, 4 heads, "
@@ -359,7 +385,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"cached; {args.rounds} rounds of {args.steps} steps ({max(args.steps // 2, 1)} generations), "
         f"{args.warmup} warm-up calls"
     )
-    harness.publish(markdown(rows, command, settings, environments), args.output)
+    harness.publish(markdown(rows, command, settings, environments, failures), args.output)
     return 0
 
 

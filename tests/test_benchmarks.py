@@ -375,3 +375,28 @@ def test_layerdrop_table_runs_at_a_tiny_size_on_another_backend(tmp_path):
         *(("train step", name) for name in layerdrop_step_time.CONTENDERS),
         *(("generate", name) for name in layerdrop_step_time.GENERATION_CONTENDERS),
     ]
+
+
+def test_layerdrop_contender_that_does_not_train_is_reported_not_timed(monkeypatch):
+    import argparse
+
+    from benchmarks import layerdrop_step_time
+
+    def train_steppers(builders, *args, **kwargs):
+        (name,) = builders
+        if name == "batch":
+            raise ValueError("Input 1 to node `cond/Reshape` must be a compile-time constant")
+        return {name: lambda: None}
+
+    monkeypatch.setattr(layerdrop_step_time.harness, "train_steppers", train_steppers)
+    monkeypatch.setattr(layerdrop_step_time, "build", lambda *args: None)
+    settings = argparse.Namespace(batch=4, sequence=8, layers=2, hidden=16, drop_rate=0.2, warmup=1, rounds=2, steps=1)
+    failures = []
+    rows = layerdrop_step_time.time_training(settings, True, failures)
+    assert [row["contender"] for row in rows] == [name for name in layerdrop_step_time.CONTENDERS if name != "batch"]
+    assert failures == [
+        "`batch` fails to train under tensorflow XLA: ValueError: Input 1 to node `cond/Reshape` must be a "
+        "compile-time constant"
+    ]
+    table = layerdrop_step_time.markdown(rows, "command", "settings", failures=failures)
+    assert f"- {failures[0]}" in table
