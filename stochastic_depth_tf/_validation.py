@@ -92,8 +92,8 @@ def validate_positive_int(value: Any, *, name: str, expected: str = "a positive 
     """Checks a count, a positive int (a NumPy int too, never a bool), and returns it as a Python int.
 
     Every caller has always raised a ValueError for a value of the wrong
-    type too (`2.0`, `"3"`), so this one does (`schedules` keeps its own
-    TypeError/ValueError split).
+    type too (`2.0`, `"3"`), so this one does (the schedules' block count,
+    `validate_num_blocks`, keeps its own TypeError/ValueError split).
 
     Args:
         value: the argument received.
@@ -109,6 +109,43 @@ def validate_positive_int(value: Any, *, name: str, expected: str = "a positive 
             f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def validate_num_blocks(num_blocks: Any) -> int:
+    """Checks a block count for a schedule, a positive int (not a bool), and returns it as a Python int.
+
+    Raises:
+        TypeError: `num_blocks` is not an int, or is a bool.
+        ValueError: `num_blocks` is below 1.
+    """
+    if isinstance(num_blocks, (bool, np.bool_)) or not isinstance(num_blocks, numbers.Integral):
+        raise TypeError(
+            "Invalid type received for argument `num_blocks`. Expected a "
+            f"positive int. Received: num_blocks={num_blocks!r} of type "
+            f"{type(num_blocks).__name__}"
+        )
+    if num_blocks < 1:
+        raise ValueError(
+            "Invalid value received for argument `num_blocks`. Expected a "
+            f"positive int. Received: num_blocks={num_blocks!r}"
+        )
+    return int(num_blocks)
+
+
+def validate_non_negative(value: Any, *, name: str) -> float:
+    """Checks a time or a rate, a finite number `>= 0` (not a bool), and returns it as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Invalid type received for argument `{name}`. Expected a non-negative "
+            f"number. Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected a non-negative "
+            f"finite number. Received: {name}={value!r}"
+        )
+    return number
 
 
 def validate_depth(depth: Any, *, multiple: int, examples: str) -> int:

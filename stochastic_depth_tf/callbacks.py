@@ -8,7 +8,12 @@ import keras
 import numpy as np
 
 from stochastic_depth_tf import schedules
-from stochastic_depth_tf._validation import validate_choice, validate_positive_int, validate_survival_probability
+from stochastic_depth_tf._validation import (
+    validate_choice,
+    validate_non_negative,
+    validate_positive_int,
+    validate_survival_probability,
+)
 from stochastic_depth_tf.layers import stochastic_depth_layers
 
 UNITS = ("epoch", "step")
@@ -105,7 +110,7 @@ class SurvivalProbabilityScheduler(keras.callbacks.Callback):
                 f"Received: schedule={schedule!r}"
             )
         self.ramp = validate_choice(ramp, RAMPS, name="ramp")
-        self.gamma = schedules.validate_non_negative(gamma, name="gamma")
+        self.gamma = validate_non_negative(gamma, name="gamma")
         if schedule is None and self.ramp == "linear":
             duration = validate_positive_int(
                 duration,

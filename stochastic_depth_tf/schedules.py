@@ -9,27 +9,28 @@ features used by everything after them, are kept more often.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any, Callable, Dict, List
+from typing import Callable, Dict, List
 
-import numpy as np
+from stochastic_depth_tf import _distributions
+from stochastic_depth_tf._validation import (
+    validate_choice,
+    validate_non_negative,
+    validate_num_blocks,
+    validate_survival_probability,
+)
 
-from stochastic_depth_tf._validation import validate_choice, validate_survival_probability
-
-
-def _validate_num_blocks(num_blocks: Any) -> int:
-    if isinstance(num_blocks, (bool, np.bool_)) or not isinstance(num_blocks, numbers.Integral):
-        raise TypeError(
-            "Invalid type received for argument `num_blocks`. Expected a "
-            f"positive int. Received: num_blocks={num_blocks!r} of type "
-            f"{type(num_blocks).__name__}"
-        )
-    if num_blocks < 1:
-        raise ValueError(
-            "Invalid value received for argument `num_blocks`. Expected a "
-            f"positive int. Received: num_blocks={num_blocks!r}"
-        )
-    return int(num_blocks)
+# `validate_non_negative` lives with the other checks; it stays public here, where the API reference names it.
+__all__ = [
+    "DISTRIBUTIONS",
+    "PROGRESSIVE_LAYER_DROP_GAMMA",
+    "exponential_ramp",
+    "linear_decay",
+    "progressive_layer_drop",
+    "progressive_layer_drop_depth",
+    "survival_probabilities",
+    "uniform",
+    "validate_non_negative",
+]
 
 
 def linear_decay(num_blocks: int, final_survival_probability: float = 0.5) -> List[float]:
@@ -60,9 +61,9 @@ def linear_decay(num_blocks: int, final_survival_probability: float = 0.5) -> Li
     # [0.875, 0.75, 0.625, 0.5]
     ```
     """
-    num_blocks = _validate_num_blocks(num_blocks)
+    num_blocks = validate_num_blocks(num_blocks)
     final = validate_survival_probability(final_survival_probability, name="final_survival_probability")
-    return [1.0 - (index / num_blocks) * (1.0 - final) for index in range(1, num_blocks + 1)]
+    return _distributions.linear_decay(num_blocks, final)
 
 
 def uniform(num_blocks: int, survival_probability: float = 0.5) -> List[float]:
@@ -75,9 +76,8 @@ def uniform(num_blocks: int, survival_probability: float = 0.5) -> List[float]:
     Returns:
         A list of `num_blocks` copies of `p`.
     """
-    num_blocks = _validate_num_blocks(num_blocks)
-    value = validate_survival_probability(survival_probability)
-    return [value] * num_blocks
+    num_blocks = validate_num_blocks(num_blocks)
+    return _distributions.uniform(num_blocks, validate_survival_probability(survival_probability))
 
 
 # Progressive Layer Dropping (Zhang and He, "Accelerating Training of
@@ -153,7 +153,10 @@ def progressive_layer_drop_depth(
     sdt.schedules.progressive_layer_drop_depth(4, 10**6)  # [0.875, 0.75, 0.625, 0.5]
     ```
     """
-    return linear_decay(num_blocks, progressive_layer_drop(t, final_survival_probability, gamma))
+    # `progressive_layer_drop` checks its arguments and returns a probability in [0, 1].
+    return _distributions.linear_decay(
+        validate_num_blocks(num_blocks), progressive_layer_drop(t, final_survival_probability, gamma)
+    )
 
 
 def exponential_ramp(
@@ -166,22 +169,6 @@ def exponential_ramp(
     applies it to each layer's target.
     """
     return target + (initial - target) * math.exp(-gamma * max(t, 0.0))
-
-
-def validate_non_negative(value: Any, *, name: str) -> float:
-    """Checks a time or a rate, a finite number `>= 0` (not a bool), and returns it as a float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Invalid type received for argument `{name}`. Expected a non-negative "
-            f"number. Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    number = float(value)
-    if not (math.isfinite(number) and number >= 0):
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected a non-negative "
-            f"finite number. Received: {name}={value!r}"
-        )
-    return number
 
 
 DISTRIBUTIONS: Dict[str, Callable[[int, float], List[float]]] = {
@@ -205,4 +192,4 @@ def survival_probabilities(
     """
     validate_choice(distribution, tuple(DISTRIBUTIONS), name="distribution")
     final = validate_survival_probability(final_survival_probability, name="final_survival_probability")
-    return DISTRIBUTIONS[distribution](num_blocks, final)
+    return _distributions.RULES[distribution](validate_num_blocks(num_blocks), final)

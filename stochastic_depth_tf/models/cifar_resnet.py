@@ -97,14 +97,7 @@ def cifar_resnet(
     ```
     """
     blocks_per_stage = validate_depth(depth, multiple=6, examples="(20, 32, 44, 56, 110, 1202)")
-    settings = StochasticDepthSettings(
-        final_survival_probability=final_survival_probability,
-        distribution=distribution,
-        mode=mode,
-        inverted=inverted,
-        seed=seed,
-        skip_compute=skip_compute,
-    )
+    settings = StochasticDepthSettings(final_survival_probability, distribution, mode, inverted, seed, skip_compute)
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
     num_classes = validate_positive_int(num_classes, name="num_classes")
     conv, pooling = _layers_for(input_shape)

@@ -21,11 +21,15 @@ import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import keras
-import numpy as np
 
-from stochastic_depth_tf import schedules
+from stochastic_depth_tf import _distributions
 from stochastic_depth_tf._settings import StochasticDepthSettings
-from stochastic_depth_tf._validation import validate_bool, validate_choice, validate_positive_int
+from stochastic_depth_tf._validation import (
+    validate_bool,
+    validate_choice,
+    validate_positive_int,
+    validate_survival_probability,
+)
 from stochastic_depth_tf.models import _residual
 from stochastic_depth_tf.models.efficientnet_weights import load_keras_applications_weights
 
@@ -231,13 +235,7 @@ def efficientnet(
     validate_choice(pooling, POOLINGS, name="pooling")
     # The per-block probabilities come from `drop_connect_rate`, by Keras' rule or ours.
     settings = StochasticDepthSettings(
-        final_survival_probability=None,
-        distribution=distribution,
-        mode=mode,
-        inverted=inverted,
-        seed=seed,
-        skip_compute=skip_compute,
-        distributions=DISTRIBUTIONS,
+        None, distribution, mode, inverted, seed, skip_compute, distributions=DISTRIBUTIONS
     )
     include_top = validate_bool(include_top, name="include_top")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
@@ -251,7 +249,9 @@ def efficientnet(
 
     blocks = _blocks(spec)
     # `distribution` is checked: the settings are made.
-    probabilities = _survival_probabilities(blocks, _validate_rate(drop_connect_rate), distribution)
+    probabilities = _survival_probabilities(
+        blocks, validate_survival_probability(drop_connect_rate, name="drop_connect_rate"), distribution
+    )
     if settings.inverted and min(probabilities) == 0.0:
         raise ValueError(
             "Invalid value received for argument `drop_connect_rate`. Expected "
@@ -387,18 +387,10 @@ def EfficientNetB7(include_top: bool = True, weights: Optional[str] = None, **kw
     return efficientnet("b7", include_top=include_top, weights=weights, **kwargs)
 
 
-for _builder in (
-    EfficientNetB0,
-    EfficientNetB1,
-    EfficientNetB2,
-    EfficientNetB3,
-    EfficientNetB4,
-    EfficientNetB5,
-    EfficientNetB6,
-    EfficientNetB7,
-):
-    _builder.__doc__ = _variant_docstring(_builder.__name__[-2:].lower())
-del _builder
+# The builders above take their docstrings from the table of variants.
+for _variant in VARIANTS:
+    globals()[f"EfficientNet{_variant.upper()}"].__doc__ = _variant_docstring(_variant)
+del _variant
 
 
 def efficientnet_survival_probabilities(
@@ -426,7 +418,9 @@ def efficientnet_survival_probabilities(
     """
     spec = _validate_variant(variant)
     validate_choice(distribution, DISTRIBUTIONS, name="distribution")
-    return _survival_probabilities(_blocks(spec), _validate_rate(drop_connect_rate), distribution)
+    return _survival_probabilities(
+        _blocks(spec), validate_survival_probability(drop_connect_rate, name="drop_connect_rate"), distribution
+    )
 
 
 def _survival_probabilities(blocks: List[_Block], rate: float, distribution: str) -> List[float]:
@@ -435,22 +429,7 @@ def _survival_probabilities(blocks: List[_Block], rate: float, distribution: str
     if distribution == "keras":
         # Keras' float arithmetic, so the rates equal its Dropout rates exactly.
         return [1.0 - rate * block.block_index / float(len(blocks)) for block in residual]
-    return schedules.DISTRIBUTIONS[distribution](len(residual), 1.0 - rate)
-
-
-def _validate_rate(drop_connect_rate: Any) -> float:
-    if isinstance(drop_connect_rate, (bool, np.bool_)) or not isinstance(drop_connect_rate, numbers.Real):
-        raise TypeError(
-            "Invalid type received for argument `drop_connect_rate`. Expected a "
-            f"float between 0 and 1. Received: drop_connect_rate={drop_connect_rate!r} "
-            f"of type {type(drop_connect_rate).__name__}"
-        )
-    if not 0.0 <= float(drop_connect_rate) <= 1.0:  # NaN fails too
-        raise ValueError(
-            "Invalid value received for argument `drop_connect_rate`. Expected "
-            f"a float between 0 and 1. Received: drop_connect_rate={drop_connect_rate!r}"
-        )
-    return float(drop_connect_rate)
+    return _distributions.RULES[distribution](len(residual), 1.0 - rate)
 
 
 def _validate_variant(variant: Any) -> _Variant:
