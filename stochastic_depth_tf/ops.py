@@ -23,7 +23,7 @@ Both conventions have the same expected output in training and inference.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -266,16 +266,8 @@ def stochastic_depth(
     )
     ```
     """
-    mode = validate_mode(mode)
-    inverted = validate_inverted(inverted)
-    training = validate_training(training)
-    seed = validate_seed(seed, generator=True)
-    shortcut, residual = check_pair([shortcut, residual])
-    if static_survival_probability(survival_probability, inverted=inverted) == 1.0:
-        return keras.ops.add(shortcut, residual)
-    return gated_add(
-        shortcut, residual, survival_probability, training=training, mode=mode, inverted=inverted, seed=seed
-    )
+    settings = {"mode": validate_mode(mode), "inverted": validate_inverted(inverted)}
+    return _checked_add(gated_add, shortcut, residual, survival_probability, training, seed, settings)
 
 
 def gated_add(
@@ -434,13 +426,11 @@ def shake_drop(
     branch learn, scaled by `beta` (the paper's other good setting).
 
     Args:
-        shortcut: the identity or projected input of the block.
-        residual: the output of the residual branch, same shape as `shortcut`.
-        survival_probability: `p` in `[0, 1]`: a Python float (validated), or
-            a scalar tensor or variable (a schedule can change it without a
-            retrace; its value is not checked in the graph).
-        training: True for the stochastic training form; False or None for
-            the deterministic inference form.
+        shortcut: as for `stochastic_depth`.
+        residual: as for `stochastic_depth`, same shape as `shortcut`.
+        survival_probability: `p` in `[0, 1]`, a Python float or a scalar
+            tensor or variable, as for `stochastic_depth`.
+        training: as for `stochastic_depth`: True for the stochastic form.
         alpha_range: `(low, high)`, finite, `low <= high`: the forward scale
             of a dropped branch.
         beta_range: `(low, high)`, finite, `low <= high`: the backward scale
@@ -448,9 +438,8 @@ def shake_drop(
         mode: `"batch"` (one `b` per call) or `"sample"` (one per example).
         shake_mode: `"sample"` (one `alpha`, `beta` per example) or
             `"element"` (one per element).
-        seed: None, an int or a `keras.random.SeedGenerator`. Inside a
-            compiled custom training loop pass a `SeedGenerator`: an int seed
-            is a stateless draw and gives the same draws at every call.
+        seed: as for `stochastic_depth` (an int seed gives the same draws
+            at every call).
 
     Returns:
         A tensor of the shape of `shortcut`, in the dtype of the inputs.
@@ -462,31 +451,43 @@ def shake_drop(
     import stochastic_depth_tf as sdt
 
     x = keras.random.normal((8, 16), seed=1)
-    branch = keras.layers.Dense(16)
+    residual = keras.layers.Dense(16)(x)
     generator = keras.random.SeedGenerator(0)
-    y = sdt.ops.shake_drop(x, branch(x), 0.5, training=True, seed=generator)
+    y = sdt.ops.shake_drop(x, residual, 0.5, training=True, seed=generator)
+    # The paper's other setting: stochastic depth's forward pass, ShakeDrop's backward pass.
+    z = sdt.ops.shake_drop(x, residual, 0.5, training=True, alpha_range=(0.0, 0.0), seed=generator)
     ```
     """
-    mode = validate_shake_drop_mode(mode)
-    shake_mode = validate_shake_mode(shake_mode)
-    alpha_range = validate_range(alpha_range, name="alpha_range")
-    beta_range = validate_range(beta_range, name="beta_range")
+    settings = {
+        "mode": validate_shake_drop_mode(mode),
+        "shake_mode": validate_shake_mode(shake_mode),
+        "alpha_range": validate_range(alpha_range, name="alpha_range"),
+        "beta_range": validate_range(beta_range, name="beta_range"),
+    }
+    return _checked_add(shake_drop_add, shortcut, residual, survival_probability, training, seed, settings)
+
+
+def _checked_add(
+    add: Callable[..., Any],
+    shortcut: Any,
+    residual: Any,
+    survival_probability: Any,
+    training: Any,
+    seed: Any,
+    settings: Dict[str, Any],
+) -> Any:
+    """`add` (`gated_add`, `shake_drop_add`) called by its functional form, with the checks both forms make.
+
+    `settings` are the form's own arguments, already checked; this checks
+    `training`, `seed`, the pair and a Python `p` (in `[0, 1]`, above 0
+    when inverted), and makes a Python `p == 1` an exact plain add.
+    """
     training = validate_training(training)
     seed = validate_seed(seed, generator=True)
     shortcut, residual = check_pair([shortcut, residual])
-    if static_survival_probability(survival_probability, inverted=False) == 1.0:
+    if static_survival_probability(survival_probability, inverted=settings.get("inverted", False)) == 1.0:
         return keras.ops.add(shortcut, residual)
-    return shake_drop_add(
-        shortcut,
-        residual,
-        survival_probability,
-        training=training,
-        alpha_range=alpha_range,
-        beta_range=beta_range,
-        mode=mode,
-        shake_mode=shake_mode,
-        seed=seed,
-    )
+    return add(shortcut, residual, survival_probability, training=training, seed=seed, **settings)
 
 
 def shake_drop_add(

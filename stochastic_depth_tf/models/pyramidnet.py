@@ -129,14 +129,9 @@ def pyramidnet(
     validate_choice(regularization, REGULARIZATIONS, name="regularization")
     zero_init_residual = validate_bool(zero_init_residual, name="zero_init_residual")
     num_classes = validate_positive_int(num_classes, name="num_classes")
+    modes = SHAKE_DROP_MODES if regularization == "shake_drop" else MODES
     settings = StochasticDepthSettings(
-        final_survival_probability=final_survival_probability,
-        distribution=distribution,
-        mode=mode,
-        inverted=inverted,
-        seed=seed,
-        skip_compute=skip_compute,
-        modes=SHAKE_DROP_MODES if regularization == "shake_drop" else MODES,
+        final_survival_probability, distribution, mode, inverted, seed, skip_compute, modes=modes
     )
     shake_drop = None
     if regularization == "shake_drop":
@@ -248,28 +243,27 @@ def _conv(filters: int, kernel_size: int, strides: int, name: str) -> keras.laye
 def _branch_layers(
     block: str, width: int, filters: int, strides: int, prefix: str, zero_init_residual: bool
 ) -> List[keras.layers.Layer]:
-    """The pyramidal residual branch: BN first, no ReLU at the end."""
-    last_gamma = _residual.last_gamma_initializer(zero_init_residual)
+    """The pyramidal residual branch: BN first, no ReLU at the end.
+
+    BN, conv, then (BN, ReLU, conv) for each further convolution, then the
+    last BN: two 3x3 convolutions (basic, the first strided) or 1x1, 3x3
+    (strided), 1x1 to `filters` (bottleneck).
+    """
     if block == "basic":
-        return [
-            keras.layers.BatchNormalization(name=prefix + "bn1"),
-            _conv(width, 3, strides, prefix + "conv1"),
-            keras.layers.BatchNormalization(name=prefix + "bn2"),
-            keras.layers.ReLU(name=prefix + "relu1"),
-            _conv(width, 3, 1, prefix + "conv2"),
-            keras.layers.BatchNormalization(gamma_initializer=last_gamma, name=prefix + "bn3"),
-        ]
-    return [
-        keras.layers.BatchNormalization(name=prefix + "bn1"),
-        _conv(width, 1, 1, prefix + "conv1"),
-        keras.layers.BatchNormalization(name=prefix + "bn2"),
-        keras.layers.ReLU(name=prefix + "relu1"),
-        _conv(width, 3, strides, prefix + "conv2"),
-        keras.layers.BatchNormalization(name=prefix + "bn3"),
-        keras.layers.ReLU(name=prefix + "relu2"),
-        _conv(filters, 1, 1, prefix + "conv3"),
-        keras.layers.BatchNormalization(gamma_initializer=last_gamma, name=prefix + "bn4"),
-    ]
+        convolutions = [(width, 3, strides), (width, 3, 1)]
+    else:
+        convolutions = [(width, 1, 1), (width, 3, strides), (filters, 1, 1)]
+    layers: List[keras.layers.Layer] = [keras.layers.BatchNormalization(name=prefix + "bn1")]
+    for index, (channels, kernel_size, stride) in enumerate(convolutions, start=1):
+        if index > 1:
+            layers.append(keras.layers.BatchNormalization(name=f"{prefix}bn{index}"))
+            layers.append(keras.layers.ReLU(name=f"{prefix}relu{index - 1}"))
+        layers.append(_conv(channels, kernel_size, stride, f"{prefix}conv{index}"))
+    last_gamma = _residual.last_gamma_initializer(zero_init_residual)
+    layers.append(
+        keras.layers.BatchNormalization(gamma_initializer=last_gamma, name=f"{prefix}bn{len(convolutions) + 1}")
+    )
+    return layers
 
 
 def _shortcut_layers(channels: int, filters: int, strides: int, prefix: str) -> Tuple[keras.layers.Layer, ...]:
