@@ -33,6 +33,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import stochastic_depth_tf as sdt
+from tests.helpers import as_trained, block_model, images, merge_model
 from tests.serve_saved_model import HLO_RANDOM
 
 # TensorFlow only: SavedModel and TFLite export.
@@ -54,45 +55,6 @@ RANDOM_OP = re.compile(
 # Models: each with moved BatchNormalization statistics and a survival
 # probability variable moved away from its configured value (as a schedule
 # leaves it), so serving the training form, or the configured `p`, shows.
-
-
-def merge_model(mode, inverted):
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
-    branch = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(x)
-    branch = keras.layers.BatchNormalization(name="bn")(branch)
-    x = sdt.StochasticDepth(0.6, mode=mode, inverted=inverted, seed=1, name="merge")([x, branch])
-    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
-    return keras.Model(inputs, outputs)
-
-
-def block_model(mode, inverted):
-    inputs = keras.Input((8, 8, 3))
-    branch = keras.Sequential(
-        [
-            keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(8, 3, padding="same", use_bias=False),
-            keras.layers.BatchNormalization(),
-        ],
-        name="branch",
-    )
-    projection = keras.Sequential(
-        [keras.layers.Conv2D(8, 1, strides=2, use_bias=False), keras.layers.BatchNormalization()],
-        name="projection",
-    )
-    x = sdt.StochasticDepthBlock(
-        branch,
-        shortcut=projection,
-        survival_probability=0.6,
-        mode=mode,
-        inverted=inverted,
-        seed=2,
-        name="block",
-    )(inputs)
-    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
-    return keras.Model(inputs, outputs)
 
 
 CASES = {
@@ -120,23 +82,8 @@ def build(case):
     return as_trained(CASES[case]())
 
 
-def as_trained(model):
-    """`model` with its BatchNormalization statistics and survival probabilities moved, as training leaves them."""
-    rng = np.random.default_rng(0)
-    for weight in model.weights:
-        if weight.path.endswith("moving_mean"):
-            weight.assign(rng.normal(scale=0.1, size=weight.shape).astype("float32"))
-        elif weight.path.endswith("moving_variance"):
-            weight.assign(rng.uniform(0.5, 2.0, size=weight.shape).astype("float32"))
-    for layer in model.layers:
-        if isinstance(layer, (sdt.StochasticDepth, sdt.StochasticDepthBlock)):
-            layer.survival_probability_variable.assign(min(1.0, layer.survival_probability + 0.1))
-    return model
-
-
 def images_for(model, seed=0):
-    shape = (BATCH,) + tuple(model.input.shape[1:])
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+    return images(model.input.shape[1:], n=BATCH, seed=seed)
 
 
 def op_types(saved_model_dir):
@@ -163,9 +110,9 @@ class Served:
         self.paths, self.expected, manifest = {}, {}, []
         for case in CASES:
             model = build(case)
-            images = images_for(model)
-            np.save(directory / f"{case}.npy", images)
-            expected = model.predict(images, verbose=0)
+            x = images_for(model)
+            np.save(directory / f"{case}.npy", x)
+            expected = model.predict(x, verbose=0)
             for saver, save in SAVERS.items():
                 name = f"{case}-{saver}"
                 self.paths[name] = str(directory / name)
@@ -236,11 +183,11 @@ def test_random_op_detector_finds_the_gate_of_a_training_export(tmp_path, case):
 def test_hlo_random_pattern_finds_the_gate_of_a_compiled_training_step():
     """The HLO check of the serving process finds the gate's `rng-bit-generator` in a training call."""
     model = build("merge_batch")
-    images = tf.constant(images_for(model))
+    batch = tf.constant(images_for(model))
     compiled = tf.function(lambda x: model(x, training=True), jit_compile=True)
-    assert HLO_RANDOM.search(compiled.experimental_get_compiler_ir(images)(stage="hlo"))
+    assert HLO_RANDOM.search(compiled.experimental_get_compiler_ir(batch)(stage="hlo"))
     inference = tf.function(lambda x: model(x, training=False), jit_compile=True)
-    assert not HLO_RANDOM.search(inference.experimental_get_compiler_ir(images)(stage="hlo"))
+    assert not HLO_RANDOM.search(inference.experimental_get_compiler_ir(batch)(stage="hlo"))
 
 
 # SavedModel.
@@ -315,14 +262,14 @@ class TFLiteModels:
         self.directory = pathlib.Path(directory)
 
     def convert(self, case):
-        """{(form, converter): (flatbuffer, images, `predict`'s outputs)}."""
+        """{(form, converter): (flatbuffer, inputs, `predict`'s outputs)}."""
         converted = {}
         for form in ("model", "stripped"):
             model = build(case)
             if form == "stripped":
                 model = sdt.strip_stochastic_depth(model)
-            images = images_for(model)
-            expected = model.predict(images, verbose=0)
+            x = images_for(model)
+            expected = model.predict(x, verbose=0)
             path = str(self.directory / f"{case}-{form}")
             model.export(path, verbose=False)
             converters = {
@@ -331,7 +278,7 @@ class TFLiteModels:
             }
             for name, converter in converters.items():
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-                converted[form, name] = converter.convert(), images, expected
+                converted[form, name] = converter.convert(), x, expected
         return converted
 
 
@@ -342,12 +289,12 @@ def tflite(tmp_path_factory):
     return {case: models.convert(case) for case in TFLITE_CASES}
 
 
-def run_tflite(flatbuffer, images):
+def run_tflite(flatbuffer, x):
     interpreter = tf.lite.Interpreter(model_content=flatbuffer)
     (inputs,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(inputs["index"], images.shape)
+    interpreter.resize_tensor_input(inputs["index"], x.shape)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(inputs["index"], images)
+    interpreter.set_tensor(inputs["index"], x)
     interpreter.invoke()
     (outputs,) = interpreter.get_output_details()
     return interpreter.get_tensor(outputs["index"])
@@ -367,8 +314,8 @@ def tflite_ops(flatbuffer):
 def test_tflite_builtin_ops_match_predict(tflite, case):
     """Model and stripped model, from either converter with builtin ops only, match `predict` in the interpreter."""
     mismatches = {}
-    for (form, converter), (flatbuffer, images, expected) in tflite[case].items():
-        actual = run_tflite(flatbuffer, images)
+    for (form, converter), (flatbuffer, x, expected) in tflite[case].items():
+        actual = run_tflite(flatbuffer, x)
         if not np.allclose(actual, expected, rtol=1e-5, atol=1e-5):
             mismatches[form, converter] = np.abs(actual - expected).max()
     assert len(tflite[case]) == 4

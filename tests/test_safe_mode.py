@@ -22,44 +22,12 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.helpers import as_trained, block_model, images, merge_model
 
 
 def as_json(config):
     """A config as a `.keras` file stores it (tuples become lists)."""
     return json.loads(json.dumps(config))
-
-
-def images(shape, n=4, seed=0):
-    return np.random.default_rng(seed).normal(size=(n,) + tuple(shape)).astype("float32")
-
-
-def merge_model(mode="batch", inverted=False):
-    inputs = keras.Input((8, 8, 4))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
-    branch = keras.layers.Conv2D(4, 3, padding="same", name="conv")(x)
-    outputs = sdt.StochasticDepth(0.6, mode=mode, inverted=inverted, seed=1, name="merge")([x, branch])
-    return keras.Model(inputs, outputs)
-
-
-def block_model():
-    """A block with a Sequential branch and a Sequential projection shortcut."""
-    inputs = keras.Input((8, 8, 4))
-    branch = keras.Sequential(
-        [
-            keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(8, 3, padding="same", use_bias=False),
-            keras.layers.BatchNormalization(),
-        ],
-        name="branch",
-    )
-    projection = keras.Sequential(
-        [keras.layers.Conv2D(8, 1, strides=2, use_bias=False), keras.layers.BatchNormalization()],
-        name="projection",
-    )
-    block = sdt.StochasticDepthBlock(branch, shortcut=projection, survival_probability=0.7, seed=2, name="block")
-    return keras.Model(inputs, block(inputs))
 
 
 def zero_pad_model():
@@ -90,7 +58,7 @@ def cifar_resnet(skip_compute):
 MODELS = {
     "stochastic_depth_batch": lambda: merge_model("batch", False),
     "stochastic_depth_sample_inverted": lambda: merge_model("sample", True),
-    "stochastic_depth_block": block_model,
+    "stochastic_depth_block": lambda: block_model("batch", False),
     "zero_pad_shortcut": zero_pad_model,
     "cifar_resnet_blocks": lambda: cifar_resnet(skip_compute=True),
     "cifar_resnet_merge": lambda: cifar_resnet(skip_compute=False),
@@ -109,10 +77,7 @@ def layer_classes(layer):
 @pytest.mark.parametrize("name", MODELS)
 def test_keras_file_loads_in_safe_mode_without_custom_objects(tmp_path, name):
     """Same config, same layer classes and same inference outputs after a safe-mode load."""
-    model = MODELS[name]()
-    for layer in model.layers:  # state a schedule moved; only the file can restore it
-        if isinstance(layer, (sdt.StochasticDepth, sdt.StochasticDepthBlock)):
-            layer.survival_probability_variable.assign(min(1.0, layer.survival_probability + 0.1))
+    model = as_trained(MODELS[name]())  # moved statistics and survival probabilities: only the file restores them
     x = images(model.input.shape[1:])
     path = str(tmp_path / "model.keras")
     model.save(path)

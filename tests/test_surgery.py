@@ -10,11 +10,7 @@ from stochastic_depth_tf import models, schedules
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
-
-
-def numpy(tensor):
-    return keras.ops.convert_to_numpy(tensor)
-
+from tests.helpers import images, numpy, vectors
 
 # keras.applications models built without downloads, and their residual adds
 # (counted from the graphs: see the README's model surgery section).
@@ -27,6 +23,7 @@ APPLICATIONS = {
     "ConvNeXtTiny": 18,
     "MobileNetV2": 10,
 }
+APPLICATION_SHAPE = (32, 32, 3)  # the smallest input they all accept: quick to build and run
 # Deep ones, and two whose surgery (backend-neutral graph reading) is not
 # worth their build time under JAX: TensorFlow runs them all.
 SLOW = {"ResNet101", "ResNet152", "MobileNetV2", "ConvNeXtTiny"}
@@ -36,12 +33,8 @@ APPLICATION_PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW
 @functools.cache
 def application(name):
     """The application (built once per session) and its surgery at full survival."""
-    original = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), include_top=False)
+    original = getattr(keras.applications, name)(weights=None, input_shape=APPLICATION_SHAPE, include_top=False)
     return original, apply_stochastic_depth(original, final_survival_probability=1.0)
-
-
-def images(n=2, shape=(32, 32, 3), seed=0):
-    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
 
 
 def stochastic_depth_layers(model):
@@ -73,10 +66,6 @@ def single_block(order="residual_first"):
     return keras.Model(inputs, outputs)
 
 
-def vectors(n=3, width=4, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, width)).astype("float32")
-
-
 # keras.applications, out of the box.
 
 
@@ -99,9 +88,9 @@ def test_application_every_residual_add_replaced(name):
 @pytest.mark.parametrize("name", APPLICATION_PARAMS)
 def test_application_output_unchanged_at_full_survival(name):
     original, model = application(name)
-    x = images()
-    expected = keras.ops.convert_to_numpy(original(x, training=False))
-    actual = keras.ops.convert_to_numpy(model(x, training=False))
+    x = images(APPLICATION_SHAPE, n=2)
+    expected = numpy(original(x, training=False))
+    actual = numpy(model(x, training=False))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
@@ -116,27 +105,23 @@ def test_application_weights_kept(name):
 
 
 @pytest.mark.one_backend
-def test_resnet_projection_block_shortcut_is_the_one_convolution_path():
-    _, model = application("ResNet50")
-    shortcut, residual = model.get_layer("conv2_block1_add").input
-    assert shortcut is model.get_layer("conv2_block1_0_bn").output
-    assert residual is model.get_layer("conv2_block1_3_bn").output
-
-
-@pytest.mark.one_backend
-def test_resnet_identity_block_shortcut_is_the_block_input():
-    _, model = application("ResNet50")
-    shortcut, residual = model.get_layer("conv2_block2_add").input
-    assert shortcut is model.get_layer("conv2_block1_out").output
-    assert residual is model.get_layer("conv2_block2_3_bn").output
-
-
-@pytest.mark.one_backend
-def test_efficientnet_shortcut_found_although_added_second():
-    _, model = application("EfficientNetB0")
-    shortcut, residual = model.get_layer("block2b_add").input
-    assert shortcut is model.get_layer("block2a_project_bn").output
-    assert residual is model.get_layer("block2b_project_bn").output
+@pytest.mark.parametrize(
+    "name, add, shortcut_layer, residual_layer",
+    [
+        # a projection block: the shortcut is the path of one convolution
+        ("ResNet50", "conv2_block1_add", "conv2_block1_0_bn", "conv2_block1_3_bn"),
+        # an identity block: the shortcut is the block's input
+        ("ResNet50", "conv2_block2_add", "conv2_block1_out", "conv2_block2_3_bn"),
+        # EfficientNet adds the shortcut second
+        ("EfficientNetB0", "block2b_add", "block2a_project_bn", "block2b_project_bn"),
+    ],
+    ids=["resnet_projection_block", "resnet_identity_block", "efficientnet_shortcut_added_second"],
+)
+def test_application_shortcut_and_residual_found(name, add, shortcut_layer, residual_layer):
+    _, model = application(name)
+    shortcut, residual = model.get_layer(add).input
+    assert shortcut is model.get_layer(shortcut_layer).output
+    assert residual is model.get_layer(residual_layer).output
 
 
 @pytest.mark.one_backend
@@ -181,7 +166,7 @@ def test_linear_decay_follows_block_order():
 def test_inference_is_shortcut_plus_survival_probability_times_residual():
     model = apply_stochastic_depth(single_block(), final_survival_probability=0.3, inverted=False)
     x = vectors()
-    residual = keras.ops.convert_to_numpy(model.get_layer("branch")(x))
+    residual = numpy(model.get_layer("branch")(x))
     np.testing.assert_allclose(numpy(model(x, training=False)), x + 0.3 * residual, rtol=1e-6)
 
 
@@ -212,7 +197,7 @@ def test_op_add_replaced():
     (layer,) = stochastic_depth_layers(model)
     assert layer.input[0] is model.input
     x = vectors()
-    residual = keras.ops.convert_to_numpy(model.get_layer("branch")(x))
+    residual = numpy(model.get_layer("branch")(x))
     np.testing.assert_allclose(numpy(model(x, training=False)), x + 0.5 * residual, rtol=1e-6)
 
 
@@ -251,7 +236,7 @@ def test_inference_with_the_defaults_is_the_original_exactly():
 def test_inference_of_an_application_with_the_defaults_is_the_original_exactly():
     original, _ = application("ResNet50")
     model = apply_stochastic_depth(original, seed=0)
-    x = images()
+    x = images(APPLICATION_SHAPE, n=2)
     np.testing.assert_array_equal(numpy(model(x, training=False)), numpy(original(x, training=False)))
 
 
@@ -316,7 +301,7 @@ def test_weights_are_copies_not_shared():
 def test_original_model_left_intact():
     original = residual_chain()
     x = vectors()
-    expected = keras.ops.convert_to_numpy(original(x))
+    expected = numpy(original(x))
     layers = list(original.layers)
     apply_stochastic_depth(original, final_survival_probability=0.5)
     assert original.layers == layers
@@ -526,9 +511,9 @@ def test_strip_application_output_unchanged():
     original, _ = application("ResNet50")
     model = apply_stochastic_depth(original, final_survival_probability=0.5, inverted=False)
     stripped = strip_stochastic_depth(model)
-    x = images()
-    expected = keras.ops.convert_to_numpy(model(x, training=False))
-    actual = keras.ops.convert_to_numpy(stripped(x, training=False))
+    x = images(APPLICATION_SHAPE, n=2)
+    expected = numpy(model(x, training=False))
+    actual = numpy(stripped(x, training=False))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     assert len(stripped.get_weights()) == len(original.get_weights())
 
@@ -553,8 +538,8 @@ def test_strip_unrolls_blocks_with_the_same_inference(shortcut):
     assert stripped.get_layer(f"{blocks[-1].name}_survival_scale").scale == pytest.approx(0.25)
     assert len(stripped.get_weights()) == len(model.get_weights())
     x = np.random.default_rng(1).normal(size=(16, 8, 8, 3)).astype("float32")
-    expected = keras.ops.convert_to_numpy(model(x, training=False))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(stripped(x, training=False)), expected, rtol=1e-5, atol=1e-6)
+    expected = numpy(model(x, training=False))
+    np.testing.assert_allclose(numpy(stripped(x, training=False)), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_strip_inverted_blocks_is_a_plain_add():

@@ -6,10 +6,7 @@ import numpy as np
 import stochastic_depth_tf as sdt
 from stochastic_depth_tf.surgery.graph import nodes, residual_merges
 from stochastic_depth_tf.surgery.rebuild import rebuild
-
-
-def vectors(n=3, width=4, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, width)).astype("float32")
+from tests.helpers import vectors
 
 
 def mixed_model():

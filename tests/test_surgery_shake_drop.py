@@ -5,10 +5,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-
-
-def numpy(tensor):
-    return keras.ops.convert_to_numpy(tensor)
+from tests.helpers import numpy, vectors
 
 
 def shake_drop_chain(alpha_range=(-1.0, 1.0), survival_probabilities=(0.8, 0.6)):
@@ -18,10 +15,6 @@ def shake_drop_chain(alpha_range=(-1.0, 1.0), survival_probabilities=(0.8, 0.6))
         branch = keras.layers.Dense(4, name=f"branch{index}")(x)
         x = sdt.ShakeDrop(p, alpha_range=alpha_range, name=f"shake{index}")([x, branch])
     return keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
-
-
-def vectors(n=3, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, 4)).astype("float32")
 
 
 def test_strip_folds_the_expected_scale_of_the_current_survival_probability():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.helpers import images, residual_model
 from tests.layer_checks import (
     assert_training_step,
     outputs_and_gradients,
@@ -15,16 +16,7 @@ from tests.layer_checks import (
 )
 
 SIGMAS = 5.0  # 5-sigma bounds with fixed seeds, as in tests/test_ops.py
-
-
-def residual_model(layer, shape=(4, 4, 3)):
-    inputs = keras.Input(shape)
-    branch = keras.layers.Conv2D(shape[-1], 3, padding="same", name="branch")(inputs)
-    return keras.Model(inputs, layer([inputs, branch]))
-
-
-def random_images(n=4, shape=(4, 4, 3), seed=0):
-    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
+SHAPE = (4, 4, 3)  # of the inputs, and of `residual_model`'s by default
 
 
 def forward_and_gradient(layer, shortcut, residual, jit_compile=False, calls=1):
@@ -70,7 +62,7 @@ def test_registered_for_serialization():
 
 
 def test_forward_with_forced_draws_is_b_plus_alpha_minus_b_alpha():
-    shortcut, residual = random_images(n=3, seed=1), random_images(n=3, seed=2)
+    shortcut, residual = images(SHAPE, n=3, seed=1), images(SHAPE, n=3, seed=2)
     gate = np.array([1.0, 0.0, 0.0], "float32").reshape(3, 1, 1, 1)
     alpha = np.array([0.7, -0.4, 0.9], "float32").reshape(3, 1, 1, 1)
     beta = np.array([0.2, 0.6, 0.1], "float32").reshape(3, 1, 1, 1)
@@ -84,7 +76,7 @@ def test_forward_with_forced_draws_is_b_plus_alpha_minus_b_alpha():
 
 def test_dropped_branch_is_scaled_by_alpha():
     # p = 0 forces b = 0; a one-point range forces alpha.
-    shortcut, residual = random_images(seed=1), random_images(seed=2)
+    shortcut, residual = images(SHAPE, seed=1), images(SHAPE, seed=2)
     for alpha in (-0.5, 0.0, 0.75):
         output = sdt.ShakeDrop(0.0, alpha_range=(alpha, alpha))([shortcut, residual], training=True)
         np.testing.assert_array_equal(output, shortcut + np.float32(alpha) * residual)
@@ -92,7 +84,7 @@ def test_dropped_branch_is_scaled_by_alpha():
 
 def test_kept_branch_is_a_plain_add():
     layer = sdt.ShakeDrop(1.0, alpha_range=(-1.0, -1.0))
-    shortcut, residual = random_images(seed=1), random_images(seed=2)
+    shortcut, residual = images(SHAPE, seed=1), images(SHAPE, seed=2)
     np.testing.assert_array_equal(layer([shortcut, residual], training=True), shortcut + residual)
 
 
@@ -124,7 +116,7 @@ def test_draws_are_in_their_ranges():
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_gradient_of_dropped_branch_is_beta_not_alpha(jit_compile):
     layer = sdt.ShakeDrop(0.0, alpha_range=(-0.5, -0.5), beta_range=(0.25, 0.25))
-    shortcut, residual = random_images(seed=1), random_images(seed=2)
+    shortcut, residual = images(SHAPE, seed=1), images(SHAPE, seed=2)
     output, gradient = forward_and_gradient(layer, shortcut, residual, jit_compile=jit_compile)
     np.testing.assert_allclose(output[0], shortcut - 0.5 * residual, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(gradient[0], np.full_like(residual, 0.25))
@@ -133,7 +125,7 @@ def test_gradient_of_dropped_branch_is_beta_not_alpha(jit_compile):
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_gradient_of_kept_branch_is_one(jit_compile):
     layer = sdt.ShakeDrop(1.0, alpha_range=(-0.5, -0.5), beta_range=(0.25, 0.25))
-    _, gradient = forward_and_gradient(layer, random_images(seed=1), random_images(seed=2), jit_compile=jit_compile)
+    _, gradient = forward_and_gradient(layer, images(SHAPE, seed=1), images(SHAPE, seed=2), jit_compile=jit_compile)
     np.testing.assert_array_equal(gradient[0], np.ones((4, 4, 4, 3), "float32"))
 
 
@@ -161,8 +153,8 @@ def test_random_gradient_is_the_backward_scale_of_each_draw(jit_compile):
 def test_gradient_under_mixed_precision(jit_compile):
     for policy in ("mixed_float16", "mixed_bfloat16"):
         layer = sdt.ShakeDrop(0.0, alpha_range=(-0.5, -0.5), beta_range=(0.25, 0.25), dtype=policy)
-        shortcut = random_images(seed=1).astype(layer.compute_dtype)
-        residual = random_images(seed=2).astype(layer.compute_dtype)
+        shortcut = images(SHAPE, seed=1).astype(layer.compute_dtype)
+        residual = images(SHAPE, seed=2).astype(layer.compute_dtype)
         output, gradient = forward_and_gradient(layer, shortcut, residual, jit_compile=jit_compile)
         np.testing.assert_array_equal(gradient[0], np.full(residual.shape, 0.25, "float32"))
         expected = shortcut.astype("float32") - 0.5 * residual.astype("float32")
@@ -187,7 +179,7 @@ def test_functional_op_gradient_under_xla():
 
 def test_inference_is_the_expected_scale():
     # E[b + alpha - b * alpha] = p + (1 - p) * (low + high) / 2, with p = 0.3.
-    shortcut, residual = random_images(seed=1), random_images(seed=2)
+    shortcut, residual = images(SHAPE, seed=1), images(SHAPE, seed=2)
     for alpha_range, expected_scale in (
         ((-1.0, 1.0), 0.3),
         ((0.0, 2.0), 1.0),
@@ -215,9 +207,9 @@ def test_training_mean_matches_inference():
 
 def test_predict_and_evaluate_are_deterministic():
     model = residual_model(sdt.ShakeDrop(0.5, mode="sample", seed=0))
-    images = random_images(n=16)
-    first = model.predict(images, verbose=0)
-    np.testing.assert_array_equal(model.predict(images, verbose=0), first)
+    x = images(SHAPE, n=16)
+    first = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), first)
 
 
 @pytest.mark.tensorflow_only  # counts tf.function traces
@@ -225,7 +217,7 @@ def test_changing_survival_probability_does_not_retrace():
     import tensorflow as tf
 
     layer = sdt.ShakeDrop(0.5, alpha_range=(0.0, 1.0))
-    shortcut, residual = random_images(seed=1), random_images(seed=2)
+    shortcut, residual = images(SHAPE, seed=1), images(SHAPE, seed=2)
     traces = []
 
     @tf.function(jit_compile=True)
@@ -451,7 +443,7 @@ def test_unknown_modes_and_bad_seeds_are_refused():
 
 
 def test_bad_op_arguments_are_refused():
-    x = random_images()
+    x = images(SHAPE)
     with pytest.raises(ValueError, match=r"Invalid value received for argument `alpha_range`"):
         sdt.ops.shake_drop(x, x, 0.5, alpha_range=(2.0, 1.0))
     with pytest.raises(ValueError, match=r"Invalid value received for argument `survival_probability`"):
@@ -461,7 +453,7 @@ def test_bad_op_arguments_are_refused():
 
 
 def test_inputs_not_a_pair_are_refused():
-    x = random_images()
+    x = images(SHAPE)
     for inputs, received in ((x, "an object of type"), ([x], "a list of length 1"), ((x, x, x), "a tuple of length 3")):
         with pytest.raises(
             ValueError,

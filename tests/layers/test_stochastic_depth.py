@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.helpers import images, residual_model
 from tests.layer_checks import (
     JIT_COMPILE,
     assert_training_step,
@@ -17,17 +18,7 @@ from tests.layer_checks import (
 )
 
 SIGMAS = 5.0  # see tests/test_ops.py: 5-sigma binomial bounds, fixed seeds
-
-
-def residual_model(layer, shape=(4, 4, 3)):
-    inputs = keras.Input(shape)
-    branch = keras.layers.Conv2D(shape[-1], 3, padding="same", name="branch")(inputs)
-    outputs = layer([inputs, branch])
-    return keras.Model(inputs, outputs)
-
-
-def random_images(n=4, shape=(4, 4, 3), seed=0):
-    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
+SHAPE = (4, 4, 3)  # of the inputs, and of `residual_model`'s by default
 
 
 class ConstantResidual(keras.layers.Layer):
@@ -80,29 +71,29 @@ def test_training_step_under_xla():
 
 
 def test_plain_call_is_inference():
-    shortcut, residual = random_images(seed=1), random_images(seed=2)
+    shortcut, residual = images(SHAPE, seed=1), images(SHAPE, seed=2)
     layer = sdt.StochasticDepth(0.3)
     np.testing.assert_allclose(layer([shortcut, residual]), shortcut + np.float32(0.3) * residual, rtol=1e-6)
 
 
 def test_predict_and_evaluate_are_deterministic():
     model = residual_model(sdt.StochasticDepth(0.5, mode="sample", seed=0))
-    images = random_images(n=16)
-    first = model.predict(images, verbose=0)
-    np.testing.assert_array_equal(model.predict(images, verbose=0), first)
+    x = images(SHAPE, n=16)
+    first = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), first)
     model.compile(loss="mse")
-    assert model.evaluate(images, first, verbose=0) < 1e-10
+    assert model.evaluate(x, first, verbose=0) < 1e-10
 
 
 def test_survival_probability_one_matches_add_model_in_training():
-    images = random_images(n=8)
+    x = images(SHAPE, n=8)
     sd_model = residual_model(sdt.StochasticDepth(1.0))
     add_model = residual_model(keras.layers.Add())
     add_model.set_weights(sd_model.get_weights())
     for _ in range(5):
         np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(sd_model(images, training=True)),
-            keras.ops.convert_to_numpy(add_model(images, training=True)),
+            keras.ops.convert_to_numpy(sd_model(x, training=True)),
+            keras.ops.convert_to_numpy(add_model(x, training=True)),
         )
 
 
@@ -164,7 +155,7 @@ def test_changing_survival_probability_does_not_retrace():
     import tensorflow as tf
 
     layer = sdt.StochasticDepth(0.5)
-    shortcut, residual = random_images(seed=1), random_images(seed=2)
+    shortcut, residual = images(SHAPE, seed=1), images(SHAPE, seed=2)
     traces = []
 
     @tf.function(jit_compile=True)
@@ -212,8 +203,8 @@ def test_weights_transfer_from_add_model_through_legacy_h5(tmp_path):
     add_model.save(path)  # the legacy HDF5 format of keras.applications weights
     sd_model = residual_model(sdt.StochasticDepth(1.0))
     sd_model.load_weights(path)
-    images = random_images()
-    np.testing.assert_allclose(sd_model.predict(images, verbose=0), add_model.predict(images, verbose=0), rtol=1e-6)
+    x = images(SHAPE)
+    np.testing.assert_allclose(sd_model.predict(x, verbose=0), add_model.predict(x, verbose=0), rtol=1e-6)
 
 
 def test_weights_file_keeps_current_survival_probability(tmp_path):
@@ -244,8 +235,8 @@ def test_keras_file_keeps_current_survival_probability(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert float(loaded.layers[-1].survival_probability_variable.numpy()) == pytest.approx(0.8)
-    images = random_images()
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6)
+    x = images(SHAPE)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
 def test_registered_for_serialization():
@@ -262,10 +253,10 @@ def test_saved_model_export_serves_deterministic_inference(tmp_path, inverted):
     path = str(tmp_path / "exported")
     model.export(path, verbose=False)
     served = tf.saved_model.load(path)
-    images = random_images(n=8)
-    first = served.serve(images).numpy()
-    np.testing.assert_array_equal(served.serve(images).numpy(), first)
-    np.testing.assert_allclose(first, model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    x = images(SHAPE, n=8)
+    first = served.serve(x).numpy()
+    np.testing.assert_array_equal(served.serve(x).numpy(), first)
+    np.testing.assert_allclose(first, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     graph = served.serve.get_concrete_function(tf.TensorSpec((None, 4, 4, 3), tf.float32)).graph
     op_types = {op.type for op in graph.get_operations()}
     for function in graph.as_graph_def().library.function:
@@ -294,14 +285,14 @@ def test_inference_traces_with_a_symbolic_batch_size(make_layer):
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
 
-    def infer(trainable, non_trainable, images):
-        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
+    def infer(trainable, non_trainable, x):
+        return model.stateless_call(trainable, non_trainable, x, training=False)[0]
 
     spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("batch, 4, 4, 3"), "float32")
     exported = jax.export.export(jax.jit(infer))(trainable, non_trainable, spec)
-    images = random_images(n=5)
+    x = images(SHAPE, n=5)
     np.testing.assert_allclose(
-        exported.call(trainable, non_trainable, images), model.predict(images, verbose=0), rtol=1e-5, atol=1e-6
+        exported.call(trainable, non_trainable, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
 
 
@@ -321,10 +312,10 @@ def test_global_mixed_precision_policy_in_fit_and_predict(policy, jit_compile):
     assert layer.compute_dtype == keras.DTypePolicy(policy).compute_dtype
     assert keras.backend.standardize_dtype(model.output.dtype) == layer.compute_dtype
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
-    images = random_images(n=8)
-    history = model.fit(images, images, batch_size=4, epochs=1, verbose=0)
+    x = images(SHAPE, n=8)
+    history = model.fit(x, x, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert np.all(np.isfinite(model.predict(images, verbose=0)))
+    assert np.all(np.isfinite(model.predict(x, verbose=0)))
 
 
 # Bad input.
@@ -363,7 +354,7 @@ def test_bad_constructor_arguments_are_refused():
     ],
 )
 def test_inputs_not_a_pair_are_refused(inputs, received):
-    x = random_images()
+    x = images(SHAPE)
     with pytest.raises(
         ValueError,
         match=rf"argument `inputs`. Expected a list or tuple of exactly two tensors \[shortcut, residual\]. Received: {received}",

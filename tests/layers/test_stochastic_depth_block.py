@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.helpers import images, vectors
 from tests.layer_checks import (
     JIT_COMPILE,
     GateLog,
@@ -18,6 +19,7 @@ from tests.layer_checks import (
 )
 
 SIGMAS = 5.0  # 5-sigma binomial bounds with fixed seeds, as in tests/test_ops.py
+SHAPE = (6, 6, 4)  # of the images the blocks take
 
 
 class CountingBranch(keras.layers.Layer):
@@ -83,10 +85,6 @@ def conv_branch(filters=4, strides=1):
             keras.layers.BatchNormalization(),
         ]
     )
-
-
-def images(n=4, shape=(6, 6, 4), seed=0):
-    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
 
 
 def gated_training_steps(block, steps, jit_compile="auto"):
@@ -207,7 +205,7 @@ def bn_updates_per_step(branch, jit_compile="auto", steps=30, survival_probabili
     moving_mean = [layer for layer in branch.layers if isinstance(layer, keras.layers.BatchNormalization)][
         0
     ].moving_mean
-    x, y = images(n=4), np.zeros((4, 1), "float32")
+    x, y = images(SHAPE), np.zeros((4, 1), "float32")
     changes = 0
     for _ in range(steps):
         before = keras.ops.convert_to_numpy(moving_mean).copy()
@@ -245,7 +243,7 @@ def test_under_jax_on_the_cpu_a_transposed_convolution_branch_is_computed_every_
     assert bn_updates_per_step(transposed, jit_compile=True) == 30
     from stochastic_depth_tf.backend import jax as jax_backend
 
-    x = images(n=2)
+    x = images(SHAPE, n=2)
     for make_branch, convolves in ((conv_branch, True), (dense_branch, False)):
         branch = make_branch()
         branch.build(x.shape)
@@ -289,7 +287,7 @@ def test_under_xla_gradients_of_a_kept_conv_branch_are_exact(padding):
     )
     shortcut = keras.layers.Cropping2D(1) if padding == "valid" else None
     block = sdt.StochasticDepthBlock(branch, shortcut=shortcut, survival_probability=1.0)
-    x = tf.constant(images(n=2))
+    x = tf.constant(images(SHAPE, n=2))
     block.build(x.shape)
 
     @tf.function(jit_compile=True)
@@ -316,7 +314,7 @@ def test_under_xla_gradients_of_a_kept_conv_branch_are_exact(padding):
 
 
 def test_batch_normalization_statistics_stay_put_when_dropped():
-    x = images(n=8) + 3.0  # a mean far from the initial moving mean of 0
+    x = images(SHAPE, n=8) + 3.0  # a mean far from the initial moving mean of 0
     dropped = sdt.StochasticDepthBlock(keras.layers.BatchNormalization(), survival_probability=0.0)
     dropped(x, training=True)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropped.branch.moving_mean), 0.0)
@@ -333,7 +331,7 @@ def test_training_output_equals_merge_layer_with_same_seed(inverted):
     branch = keras.layers.Dense(3, kernel_initializer="glorot_uniform")
     block = sdt.StochasticDepthBlock(branch, survival_probability=0.6, inverted=inverted, seed=5)
     merge = sdt.StochasticDepth(0.6, inverted=inverted, seed=5)
-    x = images(n=4, shape=(3,))
+    x = vectors(n=4, width=3)
     outcomes = set()
     for _ in range(20):
         expected = keras.ops.convert_to_numpy(merge([x, branch(x)], training=True))
@@ -347,7 +345,7 @@ def test_training_output_equals_merge_layer_with_same_seed(inverted):
 def test_inference_output(inverted):
     branch = keras.layers.Dense(3)
     block = sdt.StochasticDepthBlock(branch, survival_probability=0.3, inverted=inverted)
-    x = images(n=4, shape=(3,))
+    x = vectors(n=4, width=3)
     scale = 1.0 if inverted else 0.3
     expected = x + np.float32(scale) * keras.ops.convert_to_numpy(branch(x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected, rtol=1e-5, atol=1e-6)
@@ -356,7 +354,7 @@ def test_inference_output(inverted):
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_gradients_of_a_kept_branch_equal_the_merge_layer_gradients(jit_compile):
     branch = keras.layers.Dense(3)
-    x = images(n=4, shape=(3,))
+    x = vectors(n=4, width=3)
     block = sdt.StochasticDepthBlock(branch, survival_probability=1.0)
     block.build(x.shape)
 
@@ -381,7 +379,7 @@ def test_projection_shortcut_for_a_strided_wider_block():
     block = sdt.StochasticDepthBlock(
         conv_branch(filters=8, strides=2), shortcut=shortcut, survival_probability=0.5, seed=0
     )
-    x = images(n=2, shape=(8, 8, 4))
+    x = images((8, 8, 4), n=2)
     assert block(x, training=True).shape == (2, 4, 4, 8)
     assert tuple(block.compute_output_shape((None, 8, 8, 4))) == (None, 4, 4, 8)
 
@@ -389,7 +387,7 @@ def test_projection_shortcut_for_a_strided_wider_block():
 def test_survival_probability_one_matches_plain_residual_network_in_training():
     branch = conv_branch()
     block = sdt.StochasticDepthBlock(branch, survival_probability=1.0)
-    x = images()
+    x = images(SHAPE)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(block(x, training=True)),
         x + keras.ops.convert_to_numpy(branch(x, training=True)),
@@ -413,7 +411,7 @@ def test_scheduler_finds_and_ramps_the_block():
     assert sdt.callbacks.stochastic_depth_layers(model) == [block]
     model.compile(optimizer="sgd", loss="mse")
     history = model.fit(
-        images(n=8, shape=(3,)),
+        vectors(n=8, width=3),
         np.zeros((8, 3)),
         epochs=2,
         verbose=0,
@@ -440,7 +438,7 @@ def test_keras_file_round_trip_with_projection(tmp_path):
     path = str(tmp_path / "block.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    x = images(n=2, shape=(8, 8, 4))
+    x = images((8, 8, 4), n=2)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     restored = loaded.get_layer("block")
     assert restored.get_config()["survival_probability"] == 0.7
@@ -456,7 +454,7 @@ def test_saved_model_export(tmp_path):
     path = str(tmp_path / "exported")
     model.export(path, verbose=False)
     served = tf.saved_model.load(path)
-    x = images()
+    x = images(SHAPE)
     np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
@@ -470,7 +468,7 @@ def compiled_block_model(x):
 
 @skip_torch_compile
 def test_keras_file_after_compiled_training(tmp_path):
-    x = images()
+    x = images(SHAPE)
     model = compiled_block_model(x)
     model.save(str(tmp_path / "model.keras"))
     loaded = keras.saving.load_model(str(tmp_path / "model.keras"))
@@ -481,7 +479,7 @@ def test_keras_file_after_compiled_training(tmp_path):
 def test_saved_model_export_after_xla_training(tmp_path):
     import tensorflow as tf
 
-    x = images()
+    x = images(SHAPE)
     model = compiled_block_model(x)
     model.export(str(tmp_path / "exported"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "exported"))

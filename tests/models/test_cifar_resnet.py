@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.helpers import images
 from tests.layer_checks import JIT_COMPILE, outputs_and_gradients
 
-
-def images(n=4, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, 32, 32, 3)).astype("float32")
+SHAPE = (32, 32, 3)  # CIFAR's images: `cifar_resnet`'s input by default
 
 
 def stochastic_layers(model):
@@ -62,7 +61,7 @@ def test_block_and_merge_builds_agree_at_inference(shortcut):
     assert len(by_key) == len(blocks.weights)
     for weight in blocks.weights:
         weight.assign(keras.ops.convert_to_numpy(by_key[key(weight)]))  # a copy: JAX's predict may donate buffers
-    x = images()
+    x = images(SHAPE)
     np.testing.assert_allclose(blocks.predict(x, verbose=0), merges.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
 
 
@@ -78,7 +77,7 @@ def test_zero_pad_transitions_have_no_weights_and_projection_has_some():
 def test_trains_and_round_trips_through_keras_file(tmp_path, skip_compute):
     model = sdt.models.cifar_resnet(depth=8, num_classes=3, skip_compute=skip_compute, seed=0)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    x, y = images(n=8), np.arange(8) % 3
+    x, y = images(SHAPE, n=8), np.arange(8) % 3
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     path = str(tmp_path / "resnet.keras")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.helpers import numpy
 
 SHAPE = (32, 32, 3)
 CLASSES = 10
@@ -18,7 +19,8 @@ CLASSES = 10
 # them all.
 
 
-def images(n=2, seed=1, shape=SHAPE):
+def pixels(n=2, seed=1, shape=SHAPE):
+    """Uniform pixel values in [0, 255]: EfficientNet rescales its input itself."""
     return np.random.default_rng(seed).uniform(0.0, 255.0, size=(n,) + shape).astype("float32")
 
 
@@ -57,7 +59,7 @@ def randomize(model, seed=0):
         layer.momentum = 0.0
     for layer in drops:
         layer.rate = 0.0
-    training_pass(model, images(n=64, seed=seed + 100))
+    training_pass(model, pixels(n=64, seed=seed + 100))
     for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
     for layer, rate in zip(drops, rates):
@@ -105,10 +107,6 @@ def source():
     return randomize(keras_b0())
 
 
-def numpy(tensor):
-    return keras.ops.convert_to_numpy(tensor)
-
-
 def assert_close(actual, expected):
     # float32 tolerance, relative to the size of the outputs: Keras' own eager
     # and graph outputs of this network differ by about 2e-5 of it
@@ -120,7 +118,7 @@ def assert_close(actual, expected):
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 def test_randomized_source_depends_on_its_input(source):
     # What makes equal outputs below mean something.
-    first, second = numpy(source(images(seed=1))), numpy(source(images(seed=2)))
+    first, second = numpy(source(pixels(seed=1))), numpy(source(pixels(seed=2)))
     assert np.abs(first - second).max() > 0.1 * np.abs(first).max()
 
 
@@ -142,7 +140,7 @@ def stochastic_layers(model):
 def test_b0_with_keras_weights_predicts_what_keras_does(source, skip_compute, mode):
     model = our_b0(skip_compute=skip_compute, mode=mode)
     sdt.models.load_keras_applications_weights(model, source)
-    x = images()
+    x = pixels()
     assert_close(model(x, training=False), source(x, training=False))
     assert_close(model.predict(x, verbose=0), source(x, training=False))
 
@@ -181,7 +179,7 @@ def test_b3_at_a_small_size_predicts_what_keras_does():
     )
     sdt.models.load_keras_applications_weights(model, source)
     assert len(stochastic_layers(model)) == 19
-    x = images()
+    x = pixels()
     assert_close(model(x, training=False), source(x, training=False))
 
 
@@ -190,7 +188,7 @@ def test_b3_at_a_small_size_predicts_what_keras_does():
 def test_paper_convention_differs_exactly_by_the_survival_scaling(source):
     model = our_b0(inverted=False)
     sdt.models.load_keras_applications_weights(model, source, allow_convention_change=True)
-    x = images()
+    x = pixels()
     assert np.abs(numpy(model(x)) - numpy(source(x))).max() > 0.01 * np.abs(numpy(source(x))).max()
 
     # Keras with each residual branch's last BatchNormalization scaled by p
@@ -224,7 +222,7 @@ def test_paper_convention_without_drop_connect_is_a_plain_copy(source):
     model = our_b0(inverted=False, drop_connect_rate=0.0)
     assert not stochastic_layers(model)
     sdt.models.load_keras_applications_weights(model, source)
-    assert_close(model(images()), source(images()))
+    assert_close(model(pixels()), source(pixels()))
 
 
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
@@ -291,7 +289,7 @@ def test_input_correction_of_keras_imagenet_build_is_folded_into_the_variance():
     refresh_normalization(uncorrected)
     model = our_b0()
     sdt.models.load_keras_applications_weights(model, imagenet_like)
-    x = images()
+    x = pixels()
     expected = numpy(imagenet_like(x))
     assert np.abs(numpy(uncorrected(x)) - expected).max() > 0.1 * np.abs(expected).max()
     assert_close(model(x), expected)
@@ -358,7 +356,7 @@ def test_weights_from_a_keras_weights_file(source, tmp_path):
     path = str(tmp_path / "efficientnetb0.weights.h5")
     source.save_weights(path)
     model = our_b0(weights=path, skip_compute=True, mode="batch")
-    assert_close(model(images()), source(images()))
+    assert_close(model(pixels()), source(pixels()))
 
 
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
@@ -370,7 +368,7 @@ def test_keras_file_round_trip_in_safe_mode(source, tmp_path, skip_compute, mode
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert [type(l) for l in stochastic_layers(loaded)] == [type(l) for l in stochastic_layers(model)]
-    assert_close(loaded(images(), training=False), model(images(), training=False))
+    assert_close(loaded(pixels(), training=False), model(pixels(), training=False))
 
 
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
@@ -384,7 +382,7 @@ def test_export_serves_the_deterministic_inference_form(source, tmp_path):
     path = str(tmp_path / "exported")
     model.export(path, verbose=False)
     served = tf.saved_model.load(path)
-    x = images()
+    x = pixels()
     first, second = served.serve(x), served.serve(x)
     np.testing.assert_array_equal(numpy(first), numpy(second))
     assert_close(first, source(x, training=False))
@@ -396,7 +394,7 @@ def test_strip_gives_stock_layers_with_the_same_inference(source):
     sdt.models.load_keras_applications_weights(model, source, allow_convention_change=True)
     plain = sdt.strip_stochastic_depth(model)
     assert not stochastic_layers(plain)
-    assert_close(plain(images()), model(images(), training=False))
+    assert_close(plain(pixels()), model(pixels(), training=False))
 
 
 @pytest.mark.slow  # eager JAX takes a minute; tests/layers checks the skip on every backend
@@ -422,7 +420,7 @@ def test_batch_mode_blocks_skip_dropped_branches_in_training():
         return numpy(block.moving_mean), numpy(model.get_layer("block2a_project_bn").moving_mean)
 
     skipped, computed = statistics()
-    loss = model.train_on_batch(images(n=4), np.arange(4) % 3)
+    loss = model.train_on_batch(pixels(n=4), np.arange(4) % 3)
     assert np.isfinite(loss)
     skipped_after, computed_after = statistics()
     np.testing.assert_array_equal(skipped_after, skipped)

@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
+from tests.helpers import images
 from tests.layer_checks import skip_torch_compile
 
-SMALL = {"depth": 8, "alpha": 12, "block": "basic", "input_shape": (12, 12, 3)}
-
-
-def images(n=4, shape=(12, 12, 3), seed=0):
-    return np.random.default_rng(seed).normal(size=(n,) + shape).astype("float32")
+SHAPE = (12, 12, 3)
+SMALL = {"depth": 8, "alpha": 12, "block": "basic", "input_shape": SHAPE}
 
 
 def layers_of(model, kind):
@@ -140,7 +138,7 @@ def test_full_survival_is_the_plain_network():
     model = sdt.models.pyramidnet(**SMALL, final_survival_probability=1.0)
     assert not layers_of(model, sdt.ShakeDrop) and len(layers_of(model, keras.layers.Add)) == 3
     model.set_weights(plain.get_weights())
-    np.testing.assert_array_equal(model.predict(images(), verbose=0), plain.predict(images(), verbose=0))
+    np.testing.assert_array_equal(model.predict(images(SHAPE), verbose=0), plain.predict(images(SHAPE), verbose=0))
 
 
 # Initial weights.
@@ -201,7 +199,7 @@ def test_zero_init_residual_zeroes_the_last_batch_normalization_of_every_branch(
 def test_trains(kwargs, jit_compile):
     model = sdt.models.pyramidnet(**SMALL, **kwargs, seed=0)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
-    history = model.fit(images(n=8), np.arange(8) % 10, batch_size=4, epochs=1, verbose=0)
+    history = model.fit(images(SHAPE, n=8), np.arange(8) % 10, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
 
@@ -212,7 +210,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(
-        loaded.predict(images(), verbose=0), model.predict(images(), verbose=0), rtol=1e-6, atol=1e-6
+        loaded.predict(images(SHAPE), verbose=0), model.predict(images(SHAPE), verbose=0), rtol=1e-6, atol=1e-6
     )
     assert [layer.get_config() for layer in layers_of(loaded, sdt.ShakeDrop)] == [
         layer.get_config() for layer in layers_of(model, sdt.ShakeDrop)
