@@ -21,6 +21,9 @@ provides them:
 - `hold_state(layer, variable, name)`: keeps a variable that is state, not
   a weight (the survival probability), where the backend's own tools look
   for such state, and out of its parameters.
+
+The types these functions take (`Thunk`, `Branch`, `Layers`, ...) are
+named once, in `_interface.py`, for every backend's module.
 """
 
 import importlib

@@ -12,9 +12,11 @@ rank in.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence
+from typing import Any, Iterator
 
 import keras
+
+from stochastic_depth_tf.backend._interface import Branch, Cache, GradientScope, Layers
 
 
 def num_replicas_in_sync() -> int:
@@ -44,12 +46,7 @@ def branch_synchronizes_replicas(layer: keras.layers.Layer) -> bool:
     return False
 
 
-def branch_gradient_scope(
-    function: Callable[[Any], Any],
-    inputs: Any,
-    cache: Dict[str, bool],
-    layers: Sequence[keras.layers.Layer],
-) -> Optional[ContextManager[None]]:
+def branch_gradient_scope(function: Branch, inputs: Any, cache: Cache, layers: Layers) -> GradientScope:
     """The backend's own gradients: no rewrite is needed to skip fast."""
     return contextlib.nullcontext()
 

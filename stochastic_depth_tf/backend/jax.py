@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.extend.core
 import keras
+
+from stochastic_depth_tf.backend._interface import Branch, Cache, GradientScope, Layers, Thunk
 
 
 def static_shapes() -> bool:
@@ -58,13 +60,7 @@ def _variables(layers: Sequence[keras.layers.Layer]) -> List[keras.Variable]:
     return variables
 
 
-def conditional(
-    predicate: Any,
-    kept: Callable[[], Any],
-    skipped: Callable[[], Any],
-    layers: Sequence[keras.layers.Layer],
-    owner: str,
-) -> Any:
+def conditional(predicate: Any, kept: Thunk, skipped: Thunk, layers: Layers, owner: str) -> Any:
     """`lax.cond` on the gate; the state `kept()` assigns in `layers` comes out as values.
 
     `kept()` may call `layers` (the branch and what it holds) with
@@ -339,7 +335,7 @@ def with_forward_convolution_gradients(function: Callable[[], Any]) -> Callable[
     return rewritten
 
 
-def _branch_jaxpr(function: Callable[[Any], Any], inputs: Any, layers: Sequence[keras.layers.Layer]) -> Any:
+def _branch_jaxpr(function: Branch, inputs: Any, layers: Layers) -> Any:
     """The jaxpr of `function(inputs)` from an abstract trace that assigns nothing.
 
     The variables of `layers` enter the trace as abstract values in a
@@ -359,12 +355,12 @@ def _branch_jaxpr(function: Callable[[Any], Any], inputs: Any, layers: Sequence[
     return jax.make_jaxpr(traced)(abstract(inputs), [abstract(variable) for variable in variables]).jaxpr
 
 
-def computes_convolutions(function: Callable[[Any], Any], inputs: Any, layers: Sequence[keras.layers.Layer]) -> bool:
+def computes_convolutions(function: Branch, inputs: Any, layers: Layers) -> bool:
     """Whether `function(inputs)` holds a convolution (traced as `_branch_jaxpr` says)."""
     return any(True for _ in _convolutions(_branch_jaxpr(function, inputs, layers)))
 
 
-def conditional_is_fast(function: Callable[[Any], Any], inputs: Any, layers: Sequence[keras.layers.Layer]) -> bool:
+def conditional_is_fast(function: Branch, inputs: Any, layers: Layers) -> bool:
     """Whether every convolution of `function(inputs)` gets forward-only gradients in `conditional`.
 
     True for a branch without convolutions, and for one whose convolutions
@@ -376,9 +372,7 @@ def conditional_is_fast(function: Callable[[Any], Any], inputs: Any, layers: Seq
     )
 
 
-def branch_gradient_scope(
-    function: Callable[[Any], Any], inputs: Any, cache: Dict[str, bool], layers: Sequence[keras.layers.Layer]
-) -> Optional[ContextManager[None]]:
+def branch_gradient_scope(function: Branch, inputs: Any, cache: Cache, layers: Layers) -> GradientScope:
     """JAX's own gradients, or None (compute and multiply) for a branch `conditional` cannot make fast.
 
     On the CPU `conditional` gives a branch's convolutions forward-only

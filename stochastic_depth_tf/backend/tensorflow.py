@@ -19,12 +19,13 @@ Three facts of TensorFlow the layers depend on, kept in one place:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence
+from typing import Any, Iterator
 
 import keras
 import tensorflow as tf
 
 from stochastic_depth_tf.backend import tensorflow_xla
+from stochastic_depth_tf.backend._interface import Branch, Cache, GradientScope, Layers, Thunk
 
 HOST = "/device:CPU:0"
 
@@ -95,13 +96,7 @@ def static_shapes() -> bool:
     return tensorflow_xla.under_xla()
 
 
-def conditional(
-    predicate: Any,
-    kept: Callable[[], Any],
-    skipped: Callable[[], Any],
-    layers: Sequence[keras.layers.Layer],
-    owner: str,
-) -> Any:
+def conditional(predicate: Any, kept: Thunk, skipped: Thunk, layers: Layers, owner: str) -> Any:
     """`tf.cond` on the gate; `kept()` updates its layers' variables inside it, as TensorFlow allows.
 
     A cross-replica collective inside `kept()` is refused by TensorFlow
@@ -123,12 +118,7 @@ def conditional(
         ) from error
 
 
-def branch_gradient_scope(
-    function: Callable[[Any], Any],
-    inputs: Any,
-    cache: Dict[str, bool],
-    layers: Sequence[keras.layers.Layer],
-) -> Optional[ContextManager[None]]:
+def branch_gradient_scope(function: Branch, inputs: Any, cache: Cache, layers: Layers) -> GradientScope:
     """How the skipped branch is differentiated, or None to compute and multiply it instead.
 
     Under XLA on CPU the stock gradients of a convolution inside a

@@ -21,11 +21,13 @@ that is not a weight, the survival probability, is a buffer instead.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 import torch
+
+from stochastic_depth_tf.backend._interface import Layers, Thunk
 
 
 def _ranks() -> int:
@@ -65,13 +67,7 @@ def static_shapes() -> bool:
     return False
 
 
-def conditional(
-    predicate: Any,
-    kept: Callable[[], Any],
-    skipped: Callable[[], Any],
-    layers: Sequence[keras.layers.Layer],
-    owner: str,
-) -> Any:
+def conditional(predicate: Any, kept: Thunk, skipped: Thunk, layers: Layers, owner: str) -> Any:
     """`kept()` if the gate is open, else `skipped()`; `kept()` updates its layers' state itself.
 
     A skipped branch's weights get zero gradients, not none: TensorFlow's
