@@ -153,10 +153,9 @@ def progressive_layer_drop_depth(
     sdt.schedules.progressive_layer_drop_depth(4, 10**6)  # [0.875, 0.75, 0.625, 0.5]
     ```
     """
-    # `progressive_layer_drop` checks its arguments and returns a probability in [0, 1].
-    return _distributions.linear_decay(
-        validate_num_blocks(num_blocks), progressive_layer_drop(t, final_survival_probability, gamma)
-    )
+    # `progressive_layer_drop` checks its arguments (first, as before) and returns a probability in [0, 1].
+    theta = progressive_layer_drop(t, final_survival_probability, gamma)
+    return _distributions.linear_decay(validate_num_blocks(num_blocks), theta)
 
 
 def exponential_ramp(

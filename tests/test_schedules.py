@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stochastic_depth_tf import schedules
+from stochastic_depth_tf import _distributions, schedules
 
 
 def test_linear_decay_values():
@@ -39,6 +39,16 @@ def test_uniform_values():
 @pytest.mark.parametrize("distribution, expected", [("linear", [0.9, 0.8]), ("uniform", [0.8, 0.8])])
 def test_survival_probabilities_by_name(distribution, expected):
     assert schedules.survival_probabilities(2, 0.8, distribution) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("distribution", sorted(schedules.DISTRIBUTIONS))
+def test_the_unchecked_rules_compute_what_the_public_schedules_do(distribution):
+    # Callers holding validated settings (the builders) compute with `_distributions.RULES`, unchecked.
+    assert set(_distributions.RULES) == set(schedules.DISTRIBUTIONS)
+    for num_blocks in (1, 4, 54):
+        for final in (0.0, 0.5, 1.0):
+            expected = schedules.DISTRIBUTIONS[distribution](num_blocks, final)
+            assert _distributions.RULES[distribution](num_blocks, final) == expected
 
 
 @pytest.mark.parametrize("num_blocks", [0, -3])

@@ -1,5 +1,7 @@
 """Tests of `stochastic_depth_tf._validation`: the argument checks and the one seed policy."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -63,6 +65,40 @@ def test_positive_int_and_choice_say_what_was_expected_when_told():
         validation.validate_positive_int(0, name="train_samples", expected="None or a positive int")
     with pytest.raises(ValueError, match=r"argument `per`. Expected 'epoch' or 'step'. Received: per='day'"):
         validation.validate_choice("day", ("epoch", "step"), name="per", expected="'epoch' or 'step'")
+
+
+@pytest.mark.one_backend
+def test_non_negative_returns_a_float_and_stays_public_in_schedules():
+    assert validation.validate_non_negative(np.int64(3), name="gamma") == 3.0
+    assert type(validation.validate_non_negative(0, name="t")) is float
+    # Moved here beside the other checks; the API reference names it in `schedules`.
+    assert sdt.schedules.validate_non_negative is validation.validate_non_negative
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    "value, error, expected",
+    [
+        (True, TypeError, "Expected a non-negative number. Received: gamma=True of type bool"),
+        ("0.1", TypeError, "Expected a non-negative number. Received: gamma='0.1' of type str"),
+        (-0.5, ValueError, "Expected a non-negative finite number. Received: gamma=-0.5"),
+        (float("inf"), ValueError, "Expected a non-negative finite number. Received: gamma=inf"),
+        (float("nan"), ValueError, "Expected a non-negative finite number. Received: gamma=nan"),
+    ],
+)
+def test_non_negative_refuses_anything_else_naming_the_argument(value, error, expected):
+    with pytest.raises(error, match=r"argument `gamma`. " + re.escape(expected)):
+        validation.validate_non_negative(value, name="gamma")
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    "value, error", [(0, ValueError), (-3, ValueError), (2.0, TypeError), ("3", TypeError), (np.bool_(True), TypeError)]
+)
+def test_num_blocks_refuses_anything_but_a_positive_int(value, error):
+    assert validation.validate_num_blocks(np.int64(4)) == 4
+    with pytest.raises(error, match=r"argument `num_blocks`. Expected a positive int. Received: num_blocks="):
+        validation.validate_num_blocks(value)
 
 
 @pytest.mark.parametrize("value", [(0.0, 1.0), [-1, 1]])
