@@ -8,7 +8,6 @@ interpreter with `KERAS_BACKEND` set and prints one JSON line of findings:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -132,4 +131,6 @@ def without_tensorflow() -> dict:
 SCENARIOS = {"train_and_save": train_and_save, "load_all": load_all, "without_tensorflow": without_tensorflow}
 
 if __name__ == "__main__":
-    print(json.dumps(SCENARIOS[sys.argv[1]](*sys.argv[2:])))
+    from scenario_runner import run  # from the script's folder, tests/, on sys.path
+
+    run(SCENARIOS)

@@ -10,9 +10,7 @@ findings for the test to assert on:
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -60,7 +58,7 @@ def record_gates(strategy: tf.distribute.Strategy, layers: dict, steps: int) -> 
     return {name: np.asarray(values) for name, values in gates.items()}
 
 
-def scenario_mirrored_gates() -> dict:
+def mirrored_gates() -> dict:
     """Batch and sample gates of seeded merge layers over 200 steps on 2 replicas."""
     strategy = mirrored()
     import stochastic_depth_tf as sdt
@@ -129,7 +127,7 @@ def toy_model(kind: str, mode: str, synchronized: bool = False, seed: int = 1):
     return model
 
 
-def scenario_mirrored_fit_save_reload() -> dict:
+def mirrored_fit_save_reload() -> dict:
     """fit, evaluate, .keras save and reload (with and without the strategy) per layer and mode."""
     strategy = mirrored()
     import keras
@@ -188,7 +186,7 @@ def moving_mean_recorder(strategy: tf.distribute.Strategy, layer):
     return Recorder()
 
 
-def scenario_mirrored_synchronized_batch_normalization() -> dict:
+def mirrored_synchronized_batch_normalization() -> dict:
     """A skipping block whose branch holds synchronized (and plain) BatchNormalization."""
     strategy = mirrored()
     x, y = toy_data(n=160)
@@ -229,7 +227,7 @@ def custom_collective_error(strategy: tf.distribute.Strategy, x: np.ndarray, y: 
     return ""
 
 
-def scenario_resume(interrupt_after: int) -> dict:
+def resume(interrupt_after: str) -> dict:
     """Uninterrupted and interrupted-then-resumed runs under op determinism.
 
     A model of two skipping blocks and a per-example merge layer, ramped by
@@ -246,7 +244,7 @@ def scenario_resume(interrupt_after: int) -> dict:
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == interrupt_after:
+            if epoch == int(interrupt_after):
                 raise RuntimeError("interrupted")
 
     def fit(model, callbacks):
@@ -273,7 +271,7 @@ def scenario_resume(interrupt_after: int) -> dict:
     return {"interrupted": interrupted, "reference": reference, "resumed": resumed}
 
 
-def scenario_multi_worker() -> dict:
+def multi_worker() -> dict:
     """One worker of a two-process `MultiWorkerMirroredStrategy` on loopback (`TF_CONFIG` from the environment)."""
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import stochastic_depth_tf as sdt
@@ -315,7 +313,7 @@ def scenario_multi_worker() -> dict:
     }
 
 
-def scenario_multi_worker_fit() -> dict:
+def multi_worker_fit() -> dict:
     """One worker (`TF_CONFIG` from the environment): what Keras' `fit` does under `MultiWorkerMirroredStrategy`.
 
     A plain `Add` network, no layer of ours, fed three ways: NumPy arrays,
@@ -359,12 +357,16 @@ def scenario_multi_worker_fit() -> dict:
     }
 
 
-def main(argv: list) -> None:
-    name, *args = argv
-    function = globals()[f"scenario_{name}"]
-    typed = [int(a) if a.isdigit() else a for a in args]
-    print(json.dumps(function(*typed)))
-
+SCENARIOS = {
+    "mirrored_gates": mirrored_gates,
+    "mirrored_fit_save_reload": mirrored_fit_save_reload,
+    "mirrored_synchronized_batch_normalization": mirrored_synchronized_batch_normalization,
+    "resume": resume,
+    "multi_worker": multi_worker,
+    "multi_worker_fit": multi_worker_fit,
+}
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from scenario_runner import run  # from the script's folder, tests/, on sys.path
+
+    run(SCENARIOS)

@@ -301,10 +301,15 @@ def jax_reload(directory: str, *distribution_kinds: str) -> dict:
     return {"devices": len(jax.devices()), "differences": differences}
 
 
-def main(argv: list) -> None:
-    name, *args = argv
-    print(json.dumps(globals()[name](*args)))
-
+SCENARIOS = {
+    "ddp_gates": ddp_gates,
+    "ddp_train": ddp_train,
+    "jax_gates": jax_gates,
+    "jax_fit": jax_fit,
+    "jax_reload": jax_reload,
+}
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from scenario_runner import run  # from the script's folder, tests/, on sys.path
+
+    run(SCENARIOS)

@@ -14,7 +14,6 @@ process-wide, hence the subprocesses.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -62,9 +61,11 @@ def fit_and_record(model, callbacks: list) -> dict:
     }
 
 
-def scenario_train(backup_dir: str, save_freq: str, kill_step: int) -> dict:
+def train(backup_dir: str, save_freq: str, kill_step: str) -> dict:
     """Trains with `BackupAndRestore(backup_dir, save_freq)`; the first run SIGKILLs itself after step `kill_step`."""
     import keras
+
+    kill_after = int(kill_step)
 
     tf.config.experimental.enable_op_determinism()
     marker = backup_dir.rstrip(os.sep) + ".killed"
@@ -79,7 +80,7 @@ def scenario_train(backup_dir: str, save_freq: str, kill_step: int) -> dict:
         def on_train_batch_end(self, batch, logs=None):
             self.steps += 1
             print(f"step {self.steps}", flush=True)
-            if self.steps == kill_step and not os.path.exists(marker):
+            if self.steps == kill_after and not os.path.exists(marker):
                 open(marker, "w").close()
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -91,7 +92,7 @@ def scenario_train(backup_dir: str, save_freq: str, kill_step: int) -> dict:
     return {"resumed": resumed, "reference": reference}
 
 
-def scenario_load_errors(directory: str) -> dict:
+def load_errors(directory: str) -> dict:
     """What Keras raises, and what `stochastic_depth_tf.saving` raises, for damaged or mismatched files.
 
     Writes a `.keras` file and a weights file of a model with our layers,
@@ -160,6 +161,9 @@ def scenario_load_errors(directory: str) -> dict:
     return findings
 
 
+SCENARIOS = {"train": train, "load_errors": load_errors}
+
 if __name__ == "__main__":
-    name, *arguments = sys.argv[1:]
-    print(json.dumps(globals()[f"scenario_{name}"](*[int(a) if a.isdigit() else a for a in arguments])))
+    from scenario_runner import run  # from the script's folder, tests/, on sys.path
+
+    run(SCENARIOS)

@@ -1,12 +1,20 @@
 """Runs a scenario script in a fresh interpreter and returns the JSON line it prints last.
 
 The subprocess tests (`tests/test_distribution.py`, `tests/test_resume.py`,
-`tests/test_backends.py`, `tests/test_engines.py`) need a process of their
-own: logical devices and op determinism are process-wide, and Keras fixes
-its backend at import. Several processes that train together (PyTorch DDP
-ranks, `MultiWorkerMirroredStrategy` workers) start together on loopback
-(`run_processes`). A time limit makes a hang fail the test instead of
-stalling CI.
+`tests/test_backends.py`, `tests/test_engines.py`, `tests/test_faults.py`)
+need a process of their own: logical devices and op determinism are
+process-wide, and Keras fixes its backend at import. Several processes that
+train together (PyTorch DDP ranks, `MultiWorkerMirroredStrategy` workers)
+start together on loopback (`run_processes`). A time limit makes a hang
+fail the test instead of stalling CI.
+
+Every scenario script (`tests/*_scenarios.py`) ends the same way, with its
+table of scenarios handed to `run`:
+
+    if __name__ == "__main__":
+        from scenario_runner import run  # from the script's folder, tests/, on sys.path
+
+        run(SCENARIOS)
 """
 
 from __future__ import annotations
@@ -22,6 +30,15 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(scenarios: Dict[str, Callable[..., Any]]) -> None:
+    """`python SCRIPT NAME [ARGS...]`: runs `scenarios[NAME](*ARGS)` and prints its findings as one JSON line.
+
+    The arguments stay strings; a scenario converts those it counts with.
+    """
+    name, *args = sys.argv[1:]
+    print(json.dumps(scenarios[name](*args)))
 
 
 def run_scenario(
