@@ -27,6 +27,16 @@ def vectors(n=3, width=4, seed=0):
     return images((width,), n=n, seed=seed)
 
 
+def stochastic_depth_layers(model):
+    """The `StochasticDepth` merge layers of `model` (not of the models nested in it)."""
+    return [layer for layer in model.layers if isinstance(layer, sdt.StochasticDepth)]
+
+
+def stochastic_layers(model):
+    """The `StochasticDepth` merge layers and `StochasticDepthBlock`s of `model` (not of the models nested in it)."""
+    return [layer for layer in model.layers if isinstance(layer, (sdt.StochasticDepth, sdt.StochasticDepthBlock))]
+
+
 def residual_model(layer, shape=(4, 4, 3)):
     """A model of one merge `layer([inputs, Conv2D(inputs)])`: the layer under test on a convolutional branch."""
     inputs = keras.Input(shape)
@@ -92,3 +102,17 @@ def as_trained(model):
         if isinstance(layer, (sdt.StochasticDepth, sdt.StochasticDepthBlock)):
             layer.survival_probability_variable.assign(min(1.0, layer.survival_probability + 0.1))
     return model
+
+
+def run_tflite(flatbuffer, x):
+    """The output of a TFLite model (a `flatbuffer`) on the batch `x`, from TensorFlow's interpreter."""
+    import tensorflow as tf  # TensorFlow only: the other backends never call this
+
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    (inputs,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inputs["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inputs["index"], x)
+    interpreter.invoke()
+    (outputs,) = interpreter.get_output_details()
+    return interpreter.get_tensor(outputs["index"])

@@ -33,7 +33,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import stochastic_depth_tf as sdt
-from tests.helpers import as_trained, block_model, images, merge_model
+from tests.helpers import as_trained, block_model, images, merge_model, run_tflite
 from tests.serve_saved_model import HLO_RANDOM
 
 # TensorFlow only: SavedModel and TFLite export.
@@ -287,17 +287,6 @@ def tflite(tmp_path_factory):
     """Conversions by case, made once for the module."""
     models = TFLiteModels(tmp_path_factory.mktemp("tflite"))
     return {case: models.convert(case) for case in TFLITE_CASES}
-
-
-def run_tflite(flatbuffer, x):
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    (inputs,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(inputs["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inputs["index"], x)
-    interpreter.invoke()
-    (outputs,) = interpreter.get_output_details()
-    return interpreter.get_tensor(outputs["index"])
 
 
 def tflite_ops(flatbuffer):

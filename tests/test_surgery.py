@@ -10,7 +10,7 @@ from stochastic_depth_tf import models, schedules
 from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.layers.stochastic_depth_block import StochasticDepthBlock
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
-from tests.helpers import images, numpy, vectors
+from tests.helpers import images, numpy, stochastic_depth_layers, vectors
 
 # keras.applications models built without downloads, and their residual adds
 # (counted from the graphs: see the README's model surgery section).
@@ -35,10 +35,6 @@ def application(name):
     """The application (built once per session) and its surgery at full survival."""
     original = getattr(keras.applications, name)(weights=None, input_shape=APPLICATION_SHAPE, include_top=False)
     return original, apply_stochastic_depth(original, final_survival_probability=1.0)
-
-
-def stochastic_depth_layers(model):
-    return [layer for layer in model.layers if isinstance(layer, StochasticDepth)]
 
 
 def residual_adds(model):
@@ -567,10 +563,11 @@ def test_refuses_a_non_model():
 
 
 @pytest.mark.one_backend
-def test_refuses_a_sequential_model():
+@pytest.mark.parametrize("surgery", [apply_stochastic_depth, strip_stochastic_depth], ids=["apply", "strip"])
+def test_refuses_a_sequential_model(surgery):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
     with pytest.raises(ValueError, match="Invalid value received for argument `model`.*Sequential"):
-        apply_stochastic_depth(model)
+        surgery(model)
 
 
 @pytest.mark.one_backend
@@ -598,64 +595,50 @@ def test_refuses_a_model_without_residual_add():
 
 
 @pytest.mark.one_backend
-def test_refuses_a_bad_distribution():
-    with pytest.raises(ValueError, match="Invalid value received for argument `distribution`"):
-        apply_stochastic_depth(residual_chain(), distribution="exponential")
-
-
-@pytest.mark.one_backend
-def test_refuses_a_survival_probability_out_of_range():
-    with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
-        apply_stochastic_depth(residual_chain(), final_survival_probability=1.5)
-
-
-@pytest.mark.one_backend
-def test_refuses_a_survival_probability_of_the_wrong_type():
-    with pytest.raises(TypeError, match="Invalid type received for argument `final_survival_probability`"):
-        apply_stochastic_depth(residual_chain(), final_survival_probability="0.5")
-
-
-@pytest.mark.one_backend
-def test_refuses_zero_survival_probability_when_inverted():
-    with pytest.raises(ValueError, match="Invalid value received for argument `final_survival_probability`"):
-        apply_stochastic_depth(residual_chain(), final_survival_probability=0.0, inverted=True)
-
-
-@pytest.mark.one_backend
-def test_refuses_a_bad_mode():
-    with pytest.raises(ValueError, match="Invalid value received for argument `mode`"):
-        apply_stochastic_depth(residual_chain(), mode="row")
-
-
-@pytest.mark.one_backend
-def test_refuses_a_bad_inverted():
-    with pytest.raises(TypeError, match="Invalid type received for argument `inverted`"):
-        apply_stochastic_depth(residual_chain(), inverted="yes")
-
-
-@pytest.mark.one_backend
-def test_refuses_a_negative_seed():
-    with pytest.raises(ValueError, match="Invalid value received for argument `seed`"):
-        apply_stochastic_depth(residual_chain(), seed=-1)
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        ({"distribution": "exponential"}, ValueError, "Invalid value received for argument `distribution`"),
+        (
+            {"final_survival_probability": 1.5},
+            ValueError,
+            "Invalid value received for argument `final_survival_probability`",
+        ),
+        (
+            {"final_survival_probability": "0.5"},
+            TypeError,
+            "Invalid type received for argument `final_survival_probability`",
+        ),
+        (
+            {"final_survival_probability": 0.0, "inverted": True},
+            ValueError,
+            "Invalid value received for argument `final_survival_probability`",
+        ),
+        ({"mode": "row"}, ValueError, "Invalid value received for argument `mode`"),
+        ({"inverted": "yes"}, TypeError, "Invalid type received for argument `inverted`"),
+        ({"seed": -1}, ValueError, "Invalid value received for argument `seed`"),
+        ({"replace_drop_connect": 1}, TypeError, "Invalid type received for argument `replace_drop_connect`"),
+    ],
+    ids=[
+        "bad_distribution",
+        "survival_probability_out_of_range",
+        "survival_probability_of_the_wrong_type",
+        "zero_survival_probability_when_inverted",
+        "bad_mode",
+        "bad_inverted",
+        "negative_seed",
+        "bad_replace_drop_connect",
+    ],
+)
+def test_refuses_a_bad_setting(settings, error, message):
+    with pytest.raises(error, match=message):
+        apply_stochastic_depth(residual_chain(), **settings)
 
 
 @pytest.mark.one_backend
 def test_refuses_a_seed_generator():
     with pytest.raises(TypeError, match="Invalid type received for argument `seed`"):
         apply_stochastic_depth(residual_chain(), seed=keras.random.SeedGenerator(0))
-
-
-@pytest.mark.one_backend
-def test_refuses_a_bad_replace_drop_connect():
-    with pytest.raises(TypeError, match="Invalid type received for argument `replace_drop_connect`"):
-        apply_stochastic_depth(residual_chain(), replace_drop_connect=1)
-
-
-@pytest.mark.one_backend
-def test_strip_refuses_a_sequential_model():
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
-    with pytest.raises(ValueError, match="Invalid value received for argument `model`.*Sequential"):
-        strip_stochastic_depth(model)
 
 
 @pytest.mark.one_backend

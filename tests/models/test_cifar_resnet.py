@@ -5,14 +5,10 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from tests.helpers import images
+from tests.helpers import images, stochastic_layers
 from tests.layer_checks import JIT_COMPILE, outputs_and_gradients
 
 SHAPE = (32, 32, 3)  # CIFAR's images: `cifar_resnet`'s input by default
-
-
-def stochastic_layers(model):
-    return [l for l in model.layers if isinstance(l, (sdt.StochasticDepth, sdt.StochasticDepthBlock))]
 
 
 @pytest.mark.one_backend

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import stochastic_depth_tf as sdt
-from tests.helpers import numpy
+from tests.helpers import numpy, stochastic_layers
 
 SHAPE = (32, 32, 3)
 CLASSES = 10
@@ -131,8 +131,12 @@ def flat_layers(model):
             yield layer
 
 
-def stochastic_layers(model):
-    return [l for l in model.layers if isinstance(l, (sdt.StochasticDepth, sdt.StochasticDepthBlock))]
+def assert_refused_and_nothing_copied(model, source, message):
+    """`load_keras_applications_weights(model, source)` raises a ValueError matching `message`; `model` is as it was."""
+    before = [numpy(w) for w in model.weights]
+    with pytest.raises(ValueError, match=message):
+        sdt.models.load_keras_applications_weights(model, source)
+    assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
 
 
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
@@ -207,13 +211,9 @@ def test_paper_convention_differs_exactly_by_the_survival_scaling(source):
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_paper_convention_is_refused_unless_asked_for(source):
-    model = our_b0(inverted=False)
-    before = [numpy(w) for w in model.weights]
-    with pytest.raises(
-        ValueError, match=r"Invalid value received for argument `model`. Expected the inverted convention"
-    ):
-        sdt.models.load_keras_applications_weights(model, source)
-    assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
+    assert_refused_and_nothing_copied(
+        our_b0(inverted=False), source, r"Invalid value received for argument `model`. Expected the inverted convention"
+    )
 
 
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
@@ -310,14 +310,10 @@ def test_another_variant_is_refused_naming_a_layer(source):
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_other_classes_are_refused_and_nothing_is_copied(source):
-    model = our_b0(classes=5)
-    before = [numpy(w) for w in model.weights]
-    with pytest.raises(
-        ValueError, match=r"argument `source`. Expected layer 'predictions' with kernel of shape \(1280, 5\)"
-    ):
-        sdt.models.load_keras_applications_weights(model, source)
     # 'predictions' comes last: an incremental copy would have changed everything before it
-    assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
+    assert_refused_and_nothing_copied(
+        our_b0(classes=5), source, r"argument `source`. Expected layer 'predictions' with kernel of shape \(1280, 5\)"
+    )
 
 
 @pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
