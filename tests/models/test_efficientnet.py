@@ -131,11 +131,11 @@ def flat_layers(model):
             yield layer
 
 
-def assert_refused_and_nothing_copied(model, source, message):
-    """`load_keras_applications_weights(model, source)` raises a ValueError matching `message`; `model` is as it was."""
+def assert_refused_and_nothing_copied(model, application, message):
+    """`load_keras_applications_weights(model, application)` raises a ValueError matching `message`; `model` is as it was."""
     before = [numpy(w) for w in model.weights]
     with pytest.raises(ValueError, match=message):
-        sdt.models.load_keras_applications_weights(model, source)
+        sdt.models.load_keras_applications_weights(model, application)
     assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
 
 
