@@ -3,7 +3,9 @@
 `StochasticDepthSettings` is what model surgery, the KerasHub backbones and
 the model builders share: how the per-block survival probabilities are laid
 out (`final_survival_probability`, `distribution`) and how every gate draws
-and scales (`mode`, `inverted`, `seed`, `skip_compute`). A public entry point
+and scales (`mode`, `inverted`, `seed`, `skip_compute`), and how many gates
+a transformer layer of a KerasHub text backbone gets (`gates_per_layer`). A
+public entry point
 (`apply_stochastic_depth`, a builder, a backbone's `from_config`) builds it
 from its arguments; constructing it validates them, with the errors of
 `_validation`, and whatever it is passed to trusts it. Each entry point keeps
@@ -14,7 +16,10 @@ its own defaults in its signature: surgery's are the fine-tuning ones
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from stochastic_depth_tf import schedules
 from stochastic_depth_tf._validation import (
@@ -26,6 +31,11 @@ from stochastic_depth_tf._validation import (
     validate_survival_probability,
 )
 
+# The accepted `gates_per_layer`: one gate per transformer layer (LayerDrop, both
+# residual branches dropped together) or one per residual branch (attention,
+# feed-forward), as the vision blocks have; None is the model kind's default.
+GATES_PER_LAYER = (1, 2)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class StochasticDepthSettings(Mapping[str, Any]):
@@ -34,7 +44,9 @@ class StochasticDepthSettings(Mapping[str, Any]):
     Frozen, and a read-only mapping of its fields too (`settings["mode"]`,
     `dict(settings)`, equal to a dict of the same items): a KerasHub
     backbone's config stores that dict, and a backbone's
-    `stochastic_depth_settings` was one before this class.
+    `stochastic_depth_settings` was one before this class. `gates_per_layer`
+    left at None is left out of the mapping, so the config of a model it
+    does not apply to reads as it did before the setting existed.
 
     Attributes:
         final_survival_probability: `p_L` in `[0, 1]`, greater than 0 with
@@ -51,6 +63,11 @@ class StochasticDepthSettings(Mapping[str, Any]):
             `_validation.block_seed(seed, l)`.
         skip_compute: whether blocks that can skip the compute of a dropped
             branch do.
+        gates_per_layer: None (the model kind's default: 1 for the
+            transformer layers of a KerasHub text backbone), 1 (LayerDrop:
+            one gate per layer) or 2 (one per residual branch, attention and
+            feed-forward). Only text backbones take a value; the entry points
+            refuse one for other models.
 
     Init-only arguments (checked against, not stored):
         distributions: the accepted `distribution` names;
@@ -70,6 +87,7 @@ class StochasticDepthSettings(Mapping[str, Any]):
     inverted: bool
     seed: Optional[int]
     skip_compute: bool
+    gates_per_layer: Optional[int] = None
     distributions: dataclasses.InitVar[Sequence[Optional[str]]] = tuple(schedules.DISTRIBUTIONS)
     modes: dataclasses.InitVar[Sequence[str]] = MODES
 
@@ -87,6 +105,7 @@ class StochasticDepthSettings(Mapping[str, Any]):
             "mode": validate_choice(self.mode, tuple(modes), name="mode"),
             "seed": validate_seed(self.seed),
             "skip_compute": validate_bool(self.skip_compute, name="skip_compute"),
+            "gates_per_layer": _validate_gates_per_layer(self.gates_per_layer),
         }
         for name, value in validated.items():
             # Frozen: the validated (normalized) values replace what was passed, once.
@@ -113,6 +132,23 @@ class StochasticDepthSettings(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._names())
 
-    @classmethod
-    def _names(cls) -> Tuple[str, ...]:
-        return tuple(field.name for field in dataclasses.fields(cls))
+    def _names(self) -> Tuple[str, ...]:
+        return tuple(
+            field.name
+            for field in dataclasses.fields(self)
+            if not (field.name == "gates_per_layer" and self.gates_per_layer is None)
+        )
+
+
+def _validate_gates_per_layer(value: Any) -> Optional[int]:
+    """None, or 1 or 2 as a Python int (a NumPy int too; a bool or a string is refused)."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and value in GATES_PER_LAYER:
+        return int(value)
+    raise ValueError(
+        "Invalid value received for argument `gates_per_layer`. Expected None "
+        "(the model's default: 1 for a text backbone), 1 (LayerDrop: one gate per "
+        "transformer layer) or 2 (one per residual branch). "
+        f"Received: gates_per_layer={value!r}"
+    )

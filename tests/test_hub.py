@@ -986,6 +986,25 @@ def test_a_saved_config_with_a_bad_setting_is_refused():
         type(model).from_config({**config, hub.SETTINGS_KEY: {**config[hub.SETTINGS_KEY], "mode": "row"}})
 
 
+def _functional():
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(8)(inputs)
+    return keras.Model(inputs, keras.layers.Add()([x, keras.layers.Dense(8)(x)]))
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    "build, model", [(_vit, "a ViTBackbone"), (_resnet, "a ResNetBackbone"), (_functional, "a functional model")]
+)
+@pytest.mark.parametrize("value", [1, 2])
+def test_gates_per_layer_is_refused_for_a_model_without_text_layers(build, model, value):
+    import stochastic_depth_tf as sdt
+
+    # Gates per layer are LayerDrop's, for the transformer layers of text backbones (tests/test_hub_text.py).
+    with pytest.raises(ValueError, match=f"argument `gates_per_layer`. Expected None \\(left out\\) for {model}"):
+        sdt.apply_stochastic_depth(build(), gates_per_layer=value)
+
+
 @pytest.mark.one_backend
 def test_front_door_refuses_keeping_a_backbones_drop_connect():
     import stochastic_depth_tf as sdt

@@ -142,24 +142,6 @@ def _apply(backbone, **settings):
     return sdt.apply_stochastic_depth(backbone, **{"final_survival_probability": 0.5, "seed": 0, **settings})
 
 
-def _two_gates(backbone, **settings):
-    """`backbone` (changed in place) with two gates per layer, through its handler.
-
-    The settings a backbone's config stores do not carry `gates_per_layer`
-    yet, so the front door cannot ask for it: the handler is given it here.
-    """
-    from stochastic_depth_tf import hub
-    from stochastic_depth_tf.hub import _handlers
-
-    hub.register_backbones()
-    settings = {
-        **dict(final_survival_probability=0.5, distribution="linear", mode="sample", inverted=True, seed=0),
-        **dict(skip_compute=True, gates_per_layer=2),
-        **settings,
-    }
-    return _handlers.HANDLERS[type(backbone)].transform(backbone, settings)[3]
-
-
 @pytest.mark.one_backend
 @pytest.mark.parametrize("name", _cases())
 def test_class_is_kept_and_weights_copied(name):
@@ -522,26 +504,76 @@ def test_a_mask_lost_on_the_way_fails_loudly(monkeypatch):
 def test_two_gates_gate_each_sub_layer_and_keep_the_inference(name):
     original = BACKBONES[name]()
     inputs = _inputs(original)
-    expected = _sequence(original(inputs))
     # Each adapted layer is checked against its class's call when it is given its gates.
-    gates = _two_gates(original)
+    model = _apply(original, gates_per_layer=2)
+    gates = model.stochastic_depth_layers
     assert len(gates) == 8
     assert [gate.name.rsplit("_", 1)[-1] for gate in gates] == ["0", "1"] * 4
     assert [gate.survival_probability for gate in gates] == [0.875, 0.875, 0.75, 0.75, 0.625, 0.625, 0.5, 0.5]
-    np.testing.assert_array_equal(_sequence(original(inputs)), expected)
-    assert np.max(np.abs(_sequence(original(inputs, training=True)) - expected)) > 1e-4
+    expected = _sequence(original(inputs))
+    np.testing.assert_array_equal(_sequence(model(inputs)), expected)
+    assert np.max(np.abs(_sequence(model(inputs, training=True)) - expected)) > 1e-4
 
 
 @pytest.mark.parametrize("mode", ["batch", "subset"])
 def test_two_gates_skipping_equals_the_merge_form(mode):
-    inputs = _inputs(_gemma(), batch=8)
-    results = []
-    for skip_compute in (True, False):
-        keras.utils.set_random_seed(0)
-        backbone = _gemma()
-        gates = _two_gates(backbone, mode=mode, distribution="uniform", skip_compute=skip_compute)
-        results.append(_layers_outputs_and_gradients(backbone, inputs, gates))
-    _assert_same_outputs_and_gradients(*results)
+    original = _gemma()
+    inputs = _inputs(original, batch=8)
+    settings = {"mode": mode, "distribution": "uniform", "gates_per_layer": 2}
+    skipping, merging = (_apply(original, skip_compute=skip, **settings) for skip in (True, False))
+    _assert_same_outputs_and_gradients(
+        _layers_outputs_and_gradients(skipping, inputs, skipping.stochastic_depth_layers),
+        _layers_outputs_and_gradients(merging, inputs, merging.stochastic_depth_layers),
+    )
+
+
+@pytest.mark.one_backend
+def test_one_gate_asked_for_is_layer_drop_and_stored():
+    model = _apply(_bert(), gates_per_layer=1)
+    assert [gate.name for gate in model.stochastic_depth_layers] == [
+        f"{layer.name}_layer_drop" for layer in model.transformer_layers
+    ]
+    assert model.get_config()["stochastic_depth"]["gates_per_layer"] == 1
+    # Left out, it is not stored: the config reads as before the setting existed.
+    assert "gates_per_layer" not in _apply(_bert()).get_config()["stochastic_depth"]
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize("value", [0, 3, "2", True, 2.0])
+def test_gates_per_layer_refuses_bad_values(value):
+    with pytest.raises(ValueError, match="Invalid value received for argument `gates_per_layer`. Expected None"):
+        _apply(_bert(), gates_per_layer=value)
+
+
+def test_two_gates_round_trip_a_preset(tmp_path):
+    model = _apply(_gemma(), gates_per_layer=2, mode="batch")
+    model.save_to_preset(str(tmp_path))
+    loaded = keras_hub.models.Backbone.from_preset(str(tmp_path))
+    assert loaded.stochastic_depth_settings.gates_per_layer == 2
+    assert [gate.name for gate in loaded.stochastic_depth_layers] == [
+        gate.name for gate in model.stochastic_depth_layers
+    ]
+    assert len(loaded.stochastic_depth_layers) == 8
+    inputs = _inputs(model)
+    np.testing.assert_array_equal(_sequence(loaded(inputs)), _sequence(model(inputs)))
+
+
+def _logits(causal_lm, inputs):
+    return np.asarray(keras.ops.convert_to_numpy(causal_lm(inputs)))
+
+
+@pytest.mark.parametrize("name", _cases(["gemma", "llama", "gpt2"]))
+def test_token_embedding_is_the_backbones_own_after_apply_and_strip(name):
+    original = BACKBONES[name]()
+    inputs = _inputs(original)
+    # A causal LM's logits go through its backbone's token embedding (tied, or its reverse).
+    expected = _logits(_causal_lm(name, original), inputs)
+    model = _apply(original)
+    for backbone in (model, sdt.strip_stochastic_depth(model)):
+        embedding = backbone.token_embedding
+        assert embedding is not None and embedding is not original.token_embedding
+        assert any(layer is embedding for layer in backbone.layers)
+        np.testing.assert_array_equal(_logits(_causal_lm(name, backbone), inputs), expected)
 
 
 # Progressive Layer Dropping (Zhang and He, NeurIPS 2020): the time schedule, its depth rule, the callback.

@@ -47,7 +47,6 @@ from typing import Any, Dict, Type
 import keras
 
 from stochastic_depth_tf._settings import StochasticDepthSettings
-from stochastic_depth_tf.hub._settings import SETTINGS_KEY, validate_settings
 from stochastic_depth_tf.hub._text_backbones import TEXT_SUPPORTED_BACKBONES, TEXT_UNSUPPORTED_BACKBONES
 from stochastic_depth_tf.schedules import DISTRIBUTIONS
 from stochastic_depth_tf.surgery.apply import ModelKind, apply_stochastic_depth, register_model_kind
@@ -69,6 +68,9 @@ __all__ = [
 # `tensorflow` package beside `tensorflow-cpu`; vision backbones need neither.
 # The version is the tested one (`_compat.TESTED_VERSIONS`).
 INSTALL = 'pip install "stochastic_depth_tf[hub]" && pip install --no-deps "keras-hub==0.32.0"'
+
+# The key of a backbone's config that holds its stochastic-depth settings, as a dict.
+SETTINGS_KEY = "stochastic_depth"
 
 SUPPORTED_BACKBONES = (
     "ResNetBackbone",
@@ -180,6 +182,24 @@ def strip_stochastic_depth(backbone: keras.Model) -> keras.Model:
     plain = base.from_config({"name": backbone.name, **base.get_config(backbone)})
     loaded.copy_weights(backbone, plain)
     return plain
+
+
+def validate_settings(**settings: Any) -> StochasticDepthSettings:
+    """The stochastic-depth settings a backbone's config stores (under `SETTINGS_KEY`), read back and validated.
+
+    A backbone's config stores them as a dict: `final_survival_probability`,
+    `distribution`, `mode`, `inverted`, `seed`, `skip_compute` and, where
+    given, `gates_per_layer`. `skip_compute` is True for a config saved
+    before it existed.
+
+    Returns:
+        The validated settings, a frozen object that reads as that dict too.
+
+    Raises:
+        TypeError, ValueError: as `stochastic_depth_tf.apply_stochastic_depth`
+            for a bad setting.
+    """
+    return StochasticDepthSettings(**{"skip_compute": True, **settings})
 
 
 def register_backbones() -> None:

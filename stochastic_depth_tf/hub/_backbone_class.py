@@ -8,23 +8,27 @@ KerasHub's classes globally; a registered subclass does neither. Its config
 is the original's plus `SETTINGS_KEY`, the settings as a dict; its
 `__init__` takes them as a `StochasticDepthSettings` (from
 `apply_stochastic_depth`) or that dict (from a config, read by
-`validate_settings`), builds the plain backbone from the rest and hands it to
-the class's handler (`_handlers`). The backbone's `stochastic_depth_settings`
-is the settings object.
+`validate_settings`), builds the plain backbone from the rest, hands it to
+the class's handler (`_handlers`, `_text`) and takes over the attributes the
+base class's `__init__` set, private ones included (`_token_embedding`,
+which a causal LM reads through `token_embedding`). The backbone's
+`stochastic_depth_settings` is the settings object.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Mapping, Tuple, Type
+from typing import Any, Dict, FrozenSet, Mapping, Tuple, Type
 
 import keras
 import numpy as np
 
 from stochastic_depth_tf._settings import StochasticDepthSettings
+from stochastic_depth_tf.hub import SETTINGS_KEY, validate_settings
 from stochastic_depth_tf.hub._compat import Backbone, version_message
 from stochastic_depth_tf.hub._handlers import HANDLERS
-from stochastic_depth_tf.hub._settings import SETTINGS_KEY, validate_settings
+from stochastic_depth_tf.hub._text import TextLayerHandler
+from stochastic_depth_tf.surgery.apply import refuse_gates_per_layer
 
 
 def register_all() -> None:
@@ -45,10 +49,14 @@ def subclass(base: Type[Any]) -> Type[Any]:
             if isinstance(stochastic_depth, StochasticDepthSettings)
             else validate_settings(**stochastic_depth)
         )
+        if not isinstance(handler, TextLayerHandler):
+            refuse_gates_per_layer(settings, f"a {base.__name__}")
         plain = base(**config)
         inputs, output, pyramid, gates = handler.transform(plain, settings)
-        public = {key: value for key, value in vars(plain).items() if not key.startswith("_")}
-        held = {key: value for key, value in public.items() if _holds_state(value)}
+        # What the base class's __init__ set on top of a functional backbone's
+        # own attributes: its config, its layers, `_token_embedding`, ...
+        own = {key: value for key, value in vars(plain).items() if key not in _functional_attributes()}
+        held = {key: value for key, value in own.items() if _holds_state(value)}
         if held and not handler.keeps_layers:
             raise RuntimeError(
                 f"{base.__name__} holds a layer or variable in attribute "
@@ -63,7 +71,7 @@ def subclass(base: Type[Any]) -> Type[Any]:
         Backbone.__init__(self, inputs=inputs, outputs=output, name=plain.name, dtype=plain.dtype_policy)
         # The attributes the base class's __init__ sets after building its
         # graph (its config, `pyramid_outputs`), read by get_config and tasks.
-        for key, value in public.items():
+        for key, value in own.items():
             if key not in vars(self):
                 setattr(self, key, value)
         if isinstance(getattr(base, "pyramid_outputs", None), property):
@@ -132,6 +140,18 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
         # Through a NumPy copy: JAX would otherwise share the buffer, which a
         # compiled step of one model donates (deletes) under the other.
         target_weight.assign(np.array(keras.ops.convert_to_numpy(source_weight)))
+
+
+@functools.cache
+def _functional_attributes() -> FrozenSet[str]:
+    """The attributes Keras and `Backbone.__init__` give every functional backbone, read off a one-layer one.
+
+    Its layers are named, so that Keras' automatic names of the user's layers
+    do not move on.
+    """
+    inputs = keras.Input((1,), name="stochastic_depth_probe_input")
+    outputs = keras.layers.Identity(name="stochastic_depth_probe_output")(inputs)
+    return frozenset(vars(Backbone(inputs=inputs, outputs=outputs, name="stochastic_depth_probe")))
 
 
 def _holds_state(value: Any) -> bool:

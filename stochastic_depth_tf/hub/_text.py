@@ -5,28 +5,33 @@
 is their backbones' handler, the text counterpart of the vision handlers:
 it gives every layer of `backbone.transformer_layers` (the list the task
 models' `call_with_cache` iterates) its adapter and its gates, and checks the
-adapted layer against its original class's `call`.
+adapted layer against its original class's `call`. `transformer_sublayers`
+is the two-gate split of KerasHub's `TransformerEncoder` and
+`TransformerDecoder`, which name their sub-layers alike.
 """
 
 from __future__ import annotations
 
 import inspect
 import weakref
-from typing import Any, Dict, List, Tuple, Type
+from typing import Any, Callable, Dict, List, Tuple, Type
 
 import keras
 import numpy as np
 
-from stochastic_depth_tf._validation import block_seed, validate_choice
+from stochastic_depth_tf._settings import StochasticDepthSettings
+from stochastic_depth_tf._validation import block_seed
 from stochastic_depth_tf.hub import _compat
 from stochastic_depth_tf.hub._adapter import ExampleCall, check_adapter, random_input
-from stochastic_depth_tf.layers._layer_drop import LayerDropBlock, LayerDropGate
-from stochastic_depth_tf.schedules import survival_probabilities
+from stochastic_depth_tf.hub._handlers import Transformed, no_private_rates
+from stochastic_depth_tf.layers._layer_drop import LayerDropBlock, LayerDropGate, LayerFunction
 
-# One gate per layer (LayerDrop: both residual branches dropped together) or
-# one per sub-layer (attention, feed-forward), as the vision blocks have.
-GATES_PER_LAYER = (1, 2)
+# LayerDrop's choice for a text layer when `gates_per_layer` is left out:
+# one gate, both residual branches dropped together.
 DEFAULT_GATES_PER_LAYER = 1
+
+# The two sub-layers of a layer's two-gate form: attention `(x, masks) -> h`, feed-forward `h -> y`.
+SubLayers = Tuple[LayerFunction, Callable[[Any], Any]]
 
 
 class TextLayerHandler:
@@ -34,8 +39,12 @@ class TextLayerHandler:
 
     Layer `l = 1 .. L` gets the survival probability of the settings'
     schedule (`p_l = 1 - (l / L) * (1 - p_L)`, or `p_L` everywhere with
-    `"uniform"`, LayerDrop's choice), shared by its gates when it has two;
-    gate `k`, counted over the whole backbone, gets the seed `seed + k`.
+    `"uniform"`, LayerDrop's choice). A layer has `gates_per_layer` gates:
+    one when left out (LayerDrop: the layer's own `call` through the gate),
+    or two (its attention and feed-forward sub-layers, the adapter's
+    `sublayers`), which share the layer's probability and draw
+    independently; gate `k`, counted over the whole backbone, gets the seed
+    `seed + k`.
 
     Args:
         adapters: the adapter class of each layer class.
@@ -47,19 +56,13 @@ class TextLayerHandler:
     def __init__(self, adapters: Dict[type, Type[LayerDropBlock]]) -> None:
         self.adapters = adapters
 
-    def transform(self, backbone: Any, settings: Dict[str, Any]) -> Tuple[Any, Any, Dict[str, Any], List[Any]]:
+    def transform(self, backbone: Any, settings: StochasticDepthSettings) -> Transformed:
         layers = list(backbone.transformer_layers)
-        final = settings["final_survival_probability"]
-        if final is None:
-            raise ValueError(
-                "Invalid value received for argument `final_survival_probability`. "
-                "Expected a float in [0, 1] (None keeps a backbone's own drop path "
-                f"rates, and {type(backbone).__name__} has none). Received: "
-                "final_survival_probability=None"
-            )
-        count = gates_per_layer(settings)
+        if settings.final_survival_probability is None:
+            raise no_private_rates(backbone)
+        count = DEFAULT_GATES_PER_LAYER if settings.gates_per_layer is None else settings.gates_per_layer
         gates: List[LayerDropGate] = []
-        for layer, probability in zip(layers, survival_probabilities(len(layers), final, settings["distribution"])):
+        for layer, probability in zip(layers, settings.survival_probabilities(len(layers))):
             adapter = self.adapter(backbone, layer)
             original_class = type(layer)
             example = example_call(layer, backbone, adapter)
@@ -67,10 +70,10 @@ class TextLayerHandler:
             layer_gates = tuple(
                 LayerDropGate(
                     survival_probability=probability,
-                    mode=settings["mode"],
-                    inverted=settings["inverted"],
-                    seed=block_seed(settings["seed"], len(gates) + index),
-                    skip_compute=settings["skip_compute"],
+                    mode=settings.mode,
+                    inverted=settings.inverted,
+                    seed=block_seed(settings.seed, len(gates) + index),
+                    skip_compute=settings.skip_compute,
                     dtype=layer.dtype_policy,
                     name=f"{layer.name}_layer_drop" + (f"_{index}" if count > 1 else ""),
                 )
@@ -81,11 +84,6 @@ class TextLayerHandler:
             object.__setattr__(layer, "_layer_drop_gates", layer_gates)
             check_adapter(layer, original_class, example)
             gates.extend(layer_gates)
-        # The task models read `token_embedding` (the output projection of a
-        # causal LM), which `Backbone` keeps behind a property in
-        # `_token_embedding`; the new backbone takes the plain one's public
-        # attributes, so it is listed among them.
-        vars(backbone)["token_embedding"] = backbone.token_embedding
         # `input`: the inputs are a dict (token ids, padding mask, ...).
         return backbone.input, backbone.output, {}, gates
 
@@ -113,12 +111,39 @@ class TextLayerHandler:
         return adapter
 
 
-def gates_per_layer(settings: Dict[str, Any]) -> int:
-    """The settings' gates per text layer: 1 (LayerDrop, the default) or 2 (one per sub-layer)."""
-    value = settings.get("gates_per_layer")
-    if value is None:
-        return DEFAULT_GATES_PER_LAYER
-    return int(validate_choice(value, GATES_PER_LAYER, name="gates_per_layer"))
+def transformer_sublayers(layer: Any, attention_mask: LayerFunction, training: Any) -> SubLayers:
+    """The self-attention and feed-forward sub-layers of KerasHub's `TransformerEncoder` or `TransformerDecoder`.
+
+    Each as its class's `call` runs it, norm included, pre-norm (`x +
+    f(norm(x))`) or post-norm (`norm(x + f(x))`), so a dropped post-norm
+    sub-layer returns its input. `attention_mask(x, masks)` is the class's
+    self-attention mask of the sequence `x`.
+    """
+
+    def attention(x: Any, masks: Tuple[Any, ...]) -> Any:
+        mask = attention_mask(x, masks)
+        residual = x
+        if layer.normalize_first:
+            x = layer._self_attention_layer_norm(x)
+        x = layer._self_attention_layer(query=x, value=x, attention_mask=mask, training=training)
+        x = layer._self_attention_dropout(x, training=training)
+        x = x + residual
+        if not layer.normalize_first:
+            x = layer._self_attention_layer_norm(x)
+        return x
+
+    def feedforward(x: Any) -> Any:
+        residual = x
+        if layer.normalize_first:
+            x = layer._feedforward_layer_norm(x)
+        x = layer._feedforward_output_dense(layer._feedforward_intermediate_dense(x))
+        x = layer._feedforward_dropout(x, training=training)
+        x = x + residual
+        if not layer.normalize_first:
+            x = layer._feedforward_layer_norm(x)
+        return x
+
+    return attention, feedforward
 
 
 def example_call(layer: Any, backbone: Any, adapter: Type[LayerDropBlock]) -> ExampleCall:

@@ -22,15 +22,13 @@ masked as the whole batch is; the padding mask travels with its rows.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 import keras
 
 from stochastic_depth_tf.hub import _compat
-from stochastic_depth_tf.hub._text import TextLayerHandler
-from stochastic_depth_tf.layers._layer_drop import LayerDropBlock, LayerFunction
-
-SubLayers = Tuple[LayerFunction, Callable[[Any], Any]]
+from stochastic_depth_tf.hub._text import SubLayers, TextLayerHandler, transformer_sublayers
+from stochastic_depth_tf.layers._layer_drop import LayerDropBlock
 
 
 class TransformerDecoderLayerDrop(LayerDropBlock, _compat.TransformerDecoder):
@@ -41,11 +39,9 @@ class TransformerDecoderLayerDrop(LayerDropBlock, _compat.TransformerDecoder):
     passthrough_arguments = ("encoder_sequence", "self_attention_cache", "cross_attention_cache")
 
     def sublayers(self, arguments: Dict[str, Any]) -> SubLayers:
-        training = arguments["training"]
-
-        def attention(x: Any, masks: Tuple[Any, ...]) -> Any:
+        def attention_mask(x: Any, masks: Tuple[Any, ...]) -> Any:
             padding_mask, attention_mask = masks
-            mask = self._compute_self_attention_mask(
+            return self._compute_self_attention_mask(
                 decoder_sequence=x,
                 decoder_padding_mask=padding_mask,
                 decoder_attention_mask=attention_mask,
@@ -53,28 +49,8 @@ class TransformerDecoderLayerDrop(LayerDropBlock, _compat.TransformerDecoder):
                 self_attention_cache=None,
                 self_attention_cache_update_index=None,
             )
-            residual = x
-            if self.normalize_first:
-                x = self._self_attention_layer_norm(x)
-            x = self._self_attention_layer(query=x, value=x, attention_mask=mask, training=training)
-            x = self._self_attention_dropout(x, training=training)
-            x = x + residual
-            if not self.normalize_first:
-                x = self._self_attention_layer_norm(x)
-            return x
 
-        def feedforward(x: Any) -> Any:
-            residual = x
-            if self.normalize_first:
-                x = self._feedforward_layer_norm(x)
-            x = self._feedforward_output_dense(self._feedforward_intermediate_dense(x))
-            x = self._feedforward_dropout(x, training=training)
-            x = x + residual
-            if not self.normalize_first:
-                x = self._feedforward_layer_norm(x)
-            return x
-
-        return attention, feedforward
+        return transformer_sublayers(self, attention_mask, arguments["training"])
 
 
 class _GemmaShaped(LayerDropBlock):
@@ -156,17 +132,9 @@ class _LlamaShaped(LayerDropBlock):
 
     def sublayers(self: Any, arguments: Dict[str, Any]) -> SubLayers:
         def attention(x: Any, masks: Tuple[Any, ...]) -> Any:
-            padding_mask, attention_mask = masks
-            mask = self._compute_self_attention_mask(
-                decoder_sequence=x,
-                decoder_padding_mask=padding_mask,
-                decoder_attention_mask=attention_mask,
-                self_attention_cache=None,
-                self_attention_cache_update_index=None,
-            )
             output = self._self_attention_layer(
                 hidden_states=self._self_attention_layernorm(x),
-                attention_mask=mask,
+                attention_mask=_uncached_mask(self, x, masks),
                 cache=None,
                 cache_update_index=None,
             )
@@ -174,10 +142,12 @@ class _LlamaShaped(LayerDropBlock):
 
         def feedforward(x: Any) -> Any:
             normalized = self._feedforward_layernorm(x)
-            gate = keras.ops.cast(self._feedforward_gate_dense(normalized), "float32")
-            gate = keras.ops.cast(self.activation(gate), self.compute_dtype)
-            hidden = self._feedforward_intermediate_dense(normalized)
-            return self._feedforward_output_dense(keras.ops.multiply(hidden, gate)) + x
+            denses = (
+                self._feedforward_gate_dense,
+                self._feedforward_intermediate_dense,
+                self._feedforward_output_dense,
+            )
+            return _swiglu(self, normalized, *denses) + x
 
         return attention, feedforward
 
@@ -207,27 +177,43 @@ class Phi3DecoderLayerDrop(LayerDropBlock, _compat.Phi3Decoder):
 
     def sublayers(self, arguments: Dict[str, Any]) -> SubLayers:
         def attention(x: Any, masks: Tuple[Any, ...]) -> Any:
-            padding_mask, attention_mask = masks
-            mask = self._compute_self_attention_mask(
-                decoder_sequence=x,
-                decoder_padding_mask=padding_mask,
-                decoder_attention_mask=attention_mask,
-                attention_cache=None,
-                attention_cache_update_index=None,
-            )
             output = self.attention(
-                hidden_states=self.pre_attention_layernorm(x), attention_mask=mask, cache=None, cache_update_index=None
+                hidden_states=self.pre_attention_layernorm(x),
+                attention_mask=_uncached_mask(self, x, masks),
+                cache=None,
+                cache_update_index=None,
             )
             return self.attention_dropout(output) + x
 
         def feedforward(x: Any) -> Any:
             normalized = self.post_attention_layernorm(x)
-            gate = keras.ops.cast(self.feedforward_gate_dense(normalized), "float32")
-            gate = keras.ops.cast(self.activation(gate), self.compute_dtype)
-            hidden = self.feedforward_intermediate_dense(normalized)
-            return self.feedforward_dropout(self.feedforward_output_dense(keras.ops.multiply(hidden, gate))) + x
+            denses = (self.feedforward_gate_dense, self.feedforward_intermediate_dense, self.feedforward_output_dense)
+            return self.feedforward_dropout(_swiglu(self, normalized, *denses)) + x
 
         return attention, feedforward
+
+
+def _uncached_mask(layer: Any, x: Any, masks: Tuple[Any, ...]) -> Any:
+    """The causal self-attention mask a Llama-shaped layer (Phi-3's too) builds for `x`, with no cache.
+
+    The layer's `_compute_self_attention_mask` names its cache arguments after
+    the cache argument of its `call`, the adapter's passthrough argument.
+    """
+    padding_mask, attention_mask = masks
+    cache = layer.passthrough_arguments[0]
+    return layer._compute_self_attention_mask(
+        decoder_sequence=x,
+        decoder_padding_mask=padding_mask,
+        decoder_attention_mask=attention_mask,
+        **{cache: None, f"{cache}_update_index": None},
+    )
+
+
+def _swiglu(layer: Any, normalized: Any, gate_dense: Any, intermediate_dense: Any, output_dense: Any) -> Any:
+    """The SwiGLU feed-forward of Llama's and Phi-3's layers: the gate's activation in float32, as theirs."""
+    gate = keras.ops.cast(gate_dense(normalized), "float32")
+    gate = keras.ops.cast(layer.activation(gate), layer.compute_dtype)
+    return output_dense(keras.ops.multiply(intermediate_dense(normalized), gate))
 
 
 ADAPTERS: Dict[type, Type[LayerDropBlock]] = {

@@ -19,11 +19,11 @@ belongs to; a call asking for attention scores is the original call.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 from stochastic_depth_tf.hub import _compat
-from stochastic_depth_tf.hub._text import TextLayerHandler
-from stochastic_depth_tf.layers._layer_drop import LayerDropBlock, LayerFunction
+from stochastic_depth_tf.hub._text import SubLayers, TextLayerHandler, transformer_sublayers
+from stochastic_depth_tf.layers._layer_drop import LayerDropBlock
 
 
 class TransformerEncoderLayerDrop(LayerDropBlock, _compat.TransformerEncoder):
@@ -33,34 +33,11 @@ class TransformerEncoderLayerDrop(LayerDropBlock, _compat.TransformerEncoder):
     mask_arguments = ("padding_mask", "attention_mask")
     passthrough_arguments = ("return_attention_scores",)
 
-    def sublayers(self, arguments: Dict[str, Any]) -> Tuple[LayerFunction, Callable[[Any], Any]]:
-        training = arguments["training"]
+    def sublayers(self, arguments: Dict[str, Any]) -> SubLayers:
+        def attention_mask(x: Any, masks: Tuple[Any, ...]) -> Any:
+            return _compat.merge_padding_and_attention_mask(x, *masks)
 
-        def attention(x: Any, masks: Tuple[Any, ...]) -> Any:
-            mask = _compat.merge_padding_and_attention_mask(x, *masks)
-            residual = x
-            if self.normalize_first:
-                x = self._self_attention_layer_norm(x)
-            x = self._self_attention_layer(query=x, value=x, attention_mask=mask, training=training)
-            x = self._self_attention_dropout(x, training=training)
-            x = x + residual
-            if not self.normalize_first:
-                x = self._self_attention_layer_norm(x)
-            return x
-
-        def feedforward(x: Any) -> Any:
-            residual = x
-            if self.normalize_first:
-                x = self._feedforward_layer_norm(x)
-            x = self._feedforward_intermediate_dense(x)
-            x = self._feedforward_output_dense(x)
-            x = self._feedforward_dropout(x, training=training)
-            x = x + residual
-            if not self.normalize_first:
-                x = self._feedforward_layer_norm(x)
-            return x
-
-        return attention, feedforward
+        return transformer_sublayers(self, attention_mask, arguments["training"])
 
 
 ADAPTERS: Dict[type, Type[LayerDropBlock]] = {_compat.TransformerEncoder: TransformerEncoderLayerDrop}

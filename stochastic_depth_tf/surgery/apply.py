@@ -43,6 +43,8 @@ class ModelKind:
             with the `StochasticDepthSettings` that `apply_stochastic_depth`
             validated (`skip_compute` True when left out) and its validated
             `replace_drop_connect`; returns the model with stochastic depth.
+            A kind whose models have no text transformer layers refuses
+            `settings.gates_per_layer` (`refuse_gates_per_layer`).
         has_stochastic_depth: whether a model came from `apply`;
             `strip_stochastic_depth` hands such a model to `strip`.
         strip: the inverse of `apply`, for export.
@@ -77,6 +79,7 @@ def apply_stochastic_depth(
     seed: Optional[int] = None,
     replace_drop_connect: bool = True,
     skip_compute: Optional[bool] = None,
+    gates_per_layer: Optional[int] = None,
 ) -> keras.Model:
     """Returns a copy of a model with stochastic depth on every residual add: a functional model or a KerasHub backbone.
 
@@ -167,6 +170,16 @@ def apply_stochastic_depth(
     Which backbones, where their blocks are and which KerasHub versions:
     the KerasHub guide (docs/guides/keras-hub.md).
 
+    **KerasHub text and LLM backbones** (BERT, RoBERTa, DistilBERT,
+    ELECTRA, GPT-2, OPT, Gemma, Gemma 3, Llama, Mistral, Qwen, Qwen 3,
+    Phi-3) get LayerDrop (Fan et al., ICLR 2020): each layer of
+    `backbone.transformer_layers` `y = f(x)` becomes `x + s * (f(x) - x)`,
+    one gate per layer by default (both residual branches dropped together,
+    as fairseq and torchtune drop a layer), or one gate per residual branch
+    (attention, feed-forward) with `gates_per_layer=2`. The same defaults
+    apply; `CausalLM.generate` is untouched. See the text guide
+    (docs/guides/text.md).
+
     Args:
         model: a functional `keras.Model` with at least one residual add,
             or a KerasHub backbone of `stochastic_depth_tf.hub.SUPPORTED_BACKBONES`.
@@ -201,6 +214,12 @@ def apply_stochastic_depth(
             model (True is refused there). None (the default): skip wherever
             the model's blocks can (True for a KerasHub backbone, False for
             a functional model).
+        gates_per_layer: KerasHub text and LLM backbones only: 1 (LayerDrop,
+            one gate per transformer layer) or 2 (one gate per residual
+            branch, attention and feed-forward, drawn independently, with the
+            layer's survival probability). None (the default) is 1 for a
+            text backbone; any other model refuses a value. Stored in the
+            backbone's config, so presets and `.keras` files keep it.
 
     Returns:
         For a functional model, a new functional `keras.Model`, with the name
@@ -217,7 +236,9 @@ def apply_stochastic_depth(
         ValueError: `model` is Sequential, subclassed, or has no residual
             add; a KerasHub backbone of a class not supported (the message
             says why) or that has stochastic depth already; a bad
-            `distribution`, `mode`, `seed` or `final_survival_probability`.
+            `distribution`, `mode`, `seed`, `final_survival_probability` or
+            `gates_per_layer`, or `gates_per_layer` for a model without text
+            transformer layers.
         ImportError: a KerasHub version whose modules the adapters need are
             gone (the message names the installed and supported versions).
         RuntimeError: the installed KerasHub's block no longer computes what
@@ -254,14 +275,12 @@ def apply_stochastic_depth(
     kind = model_kind(model)
     if kind is None:
         check_functional(model)
-    settings = StochasticDepthSettings(
-        final_survival_probability=final_survival_probability,
-        distribution=distribution,
-        mode=mode,
-        inverted=inverted,
-        seed=seed,
+    if skip_compute is None:
         # Left out: skip wherever the blocks can (a registered kind's blocks; merges never).
-        skip_compute=(kind is not None) if skip_compute is None else skip_compute,
+        skip_compute = kind is not None
+    # Positional, in the order of the settings' fields, which these arguments are named after.
+    settings = StochasticDepthSettings(
+        final_survival_probability, distribution, mode, inverted, seed, skip_compute, gates_per_layer
     )
     replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
     if kind is not None:
@@ -280,6 +299,7 @@ def apply_stochastic_depth(
             "which compute every branch; StochasticDepthBlock skips). Received: "
             "skip_compute=True"
         )
+    refuse_gates_per_layer(settings, f"a functional model ('{model.name}')")
     return gate_residual_adds(
         model,
         lambda adds: settings.survival_probabilities(len(adds)),
@@ -344,15 +364,8 @@ def apply_survival_probabilities(
     ```
     """
     check_functional(model)
-    settings = StochasticDepthSettings(
-        final_survival_probability=None,
-        distribution=None,
-        mode=mode,
-        inverted=inverted,
-        seed=seed,
-        skip_compute=False,
-        distributions=(None,),
-    )
+    # No schedule (the probabilities are given), and merges compute every branch.
+    settings = StochasticDepthSettings(None, None, mode, inverted, seed, False, distributions=(None,))
     replace_drop_connect = validate_bool(replace_drop_connect, name="replace_drop_connect")
 
     def probabilities_of(adds: List[ResidualMerge]) -> List[float]:
@@ -373,6 +386,17 @@ def apply_survival_probabilities(
         ]
 
     return gate_residual_adds(model, probabilities_of, settings, replace_drop_connect=replace_drop_connect)
+
+
+def refuse_gates_per_layer(settings: StochasticDepthSettings, model: str) -> None:
+    """Raises if `settings` ask for gates per layer of a model that has no text transformer layers (`model` says which)."""
+    if settings.gates_per_layer is not None:
+        raise ValueError(
+            "Invalid value received for argument `gates_per_layer`. Expected None "
+            f"(left out) for {model}: gates per layer are for the transformer layers "
+            "of KerasHub text and LLM backbones. Received: "
+            f"gates_per_layer={settings.gates_per_layer}"
+        )
 
 
 def drop_connect_rate(add: ResidualMerge) -> float:
