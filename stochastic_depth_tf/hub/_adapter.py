@@ -68,6 +68,10 @@ class GatedBlock:
             return inputs + branch(inputs)
         return self._stochastic_depth_gates[index](inputs, branch=branch)
 
+    def _attention_then_mlp(self, inputs: Any, attention: Callable[[Any], Any], mlp: Callable[[Any], Any]) -> Any:
+        """A transformer block of two residual branches: `x = inputs + attention(inputs)`, then `x + mlp(x)`, gated."""
+        return self._residual_branch(1, self._residual_branch(0, inputs, attention), mlp)
+
 
 class BranchGate(StochasticDepth):
     """A `StochasticDepth` gate that may be handed its residual branch as a function, to skip dropped examples.

@@ -37,8 +37,7 @@ class ViTEncoderBlockAdapter(GatedBlock, ViTEncoderBlock):
     residual_adds = 2
 
     def call(self, inputs: Any) -> Any:
-        x = self._residual_branch(0, inputs, self._attention_branch)
-        return self._residual_branch(1, x, lambda x: self.mlp(self.layer_norm_2(x)))
+        return self._attention_then_mlp(inputs, self._attention_branch, lambda x: self.mlp(self.layer_norm_2(x)))
 
     def _attention_branch(self, inputs: Any) -> Any:
         x = self.layer_norm_1(inputs)
@@ -51,8 +50,7 @@ class HierarchicalTransformerEncoderAdapter(GatedBlock, HierarchicalTransformerE
     residual_adds = 2
 
     def call(self, x: Any) -> Any:
-        x = self._residual_branch(0, x, lambda x: self.attn(self.norm1(x)))
-        return self._residual_branch(1, x, lambda x: self.mlp(self.norm2(x)))
+        return self._attention_then_mlp(x, lambda x: self.attn(self.norm1(x)), lambda x: self.mlp(self.norm2(x)))
 
 
 class DeiTEncoderBlockAdapter(GatedBlock, DeiTEncoderBlock):
@@ -106,7 +104,7 @@ class DINOV2LayerAdapter(GatedBlock, DINOV2Layer):
             x = self.mlp(self.norm2(x, training=training), training=training)
             return self.layer_scale2(x, training=training)
 
-        return self._residual_branch(1, self._residual_branch(0, inputs, attention), mlp)
+        return self._attention_then_mlp(inputs, attention, mlp)
 
 
 class DINOV3LayerAdapter(GatedBlock, DINOV3Layer):
@@ -163,8 +161,7 @@ class WindowedTransformerEncoderAdapter(GatedBlock, WindowedTransformerEncoder):
     residual_adds = 2
 
     def call(self, x: Any) -> Any:
-        x = self._residual_branch(0, x, self._attention_branch)
-        return self._residual_branch(1, x, lambda x: self.mlp_block(self.layer_norm2(x)))
+        return self._attention_then_mlp(x, self._attention_branch, lambda x: self.mlp_block(self.layer_norm2(x)))
 
     def _attention_branch(self, x: Any) -> Any:
         # Windows are cut within each example, so the branch acts on examples independently.
@@ -198,8 +195,7 @@ class SwinTransformerBlockAdapter(GatedBlock, SwinTransformerBlock):
     def call(self, x: Any) -> Any:
         # Windows are cut within each example and the shift mask is the same
         # for all: the branches act on examples independently.
-        x = self._residual_branch(0, x, self._attention_branch)
-        return self._residual_branch(1, x, lambda x: self.mlp(self.norm2(x)))
+        return self._attention_then_mlp(x, self._attention_branch, lambda x: self.mlp(self.norm2(x)))
 
     def _attention_branch(self, x: Any) -> Any:
         ops = keras.ops
