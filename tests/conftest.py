@@ -5,6 +5,10 @@ pytest`); a test of a TensorFlow-only feature (SavedModel, `tf.distribute`,
 XLA's conditional rewrite, graph-mode placement) carries the
 `tensorflow_only` mark, or its module a `pytestmark` of it, and is skipped
 under JAX and PyTorch. `tests/all_backends.py` runs the three.
+
+The inputs and small models that several test modules build are not
+fixtures: tests call them with arguments of their own, so they are plain
+functions in `tests/helpers.py`.
 """
 
 import os
