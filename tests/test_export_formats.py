@@ -44,7 +44,8 @@ import pytest
 import tensorflow as tf
 
 import stochastic_depth_tf as sdt
-from tests.test_export import as_trained, block_model, images_for, merge_model, op_types, random_ops
+from tests.helpers import as_trained, block_model, merge_model
+from tests.test_export import images_for, op_types, random_ops
 
 BACKEND = keras.backend.backend()
 RTOL = ATOL = 1e-5
@@ -87,7 +88,7 @@ ATEN_RANDOM_OP = re.compile(r"rand|bernoulli|dropout|normal|uniform|multinomial|
 HLO_RANDOM_BITS = re.compile(r"\b(rng[\w-]*|xor)\(")
 
 
-def residual_model():
+def surgery_model():
     """Two identity residual blocks joined by `keras.layers.Add`, after `sdt.apply_stochastic_depth`."""
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
@@ -107,7 +108,7 @@ def resnet50v2():
 MODELS = {
     "merge": lambda: merge_model("batch", False),
     "block": lambda: block_model("batch", False),
-    "surgery": residual_model,
+    "surgery": surgery_model,
     "resnet50v2": resnet50v2,
 }
 CASES = ["merge", "block", "surgery", pytest.param("resnet50v2", marks=pytest.mark.slow)]

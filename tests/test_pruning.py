@@ -10,6 +10,7 @@ import pytest
 import stochastic_depth_tf as sdt
 from stochastic_depth_tf import pruning
 from stochastic_depth_tf.layers import stochastic_depth_layers
+from tests.helpers import run_tflite
 
 IMAGES = np.random.default_rng(0).uniform(size=(6, 12, 12, 1)).astype("float32")
 
@@ -566,11 +567,4 @@ def test_tflite_conversion_matches_predict(exported, form):
     _, path, _, expected = exported[form]
     converter = tf.lite.TFLiteConverter.from_saved_model(path)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    (inputs,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(inputs["index"], IMAGES.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inputs["index"], IMAGES)
-    interpreter.invoke()
-    (outputs,) = interpreter.get_output_details()
-    np.testing.assert_allclose(interpreter.get_tensor(outputs["index"]), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_tflite(converter.convert(), IMAGES), expected, rtol=1e-5, atol=1e-5)

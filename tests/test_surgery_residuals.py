@@ -7,23 +7,12 @@ import numpy as np
 import pytest
 
 from stochastic_depth_tf import schedules
-from stochastic_depth_tf.layers.stochastic_depth import StochasticDepth
 from stochastic_depth_tf.surgery import apply_stochastic_depth, strip_stochastic_depth
 from stochastic_depth_tf.surgery.graph import residual_merges
+from tests.helpers import images, numpy, stochastic_depth_layers, vectors
 
+INCEPTION_SHAPE = (75, 75, 3)
 NOT_RESIDUAL = r"\d+ add\(s\) of model .* left alone as not residual"
-
-
-def numpy(tensor):
-    return keras.ops.convert_to_numpy(tensor)
-
-
-def stochastic_depth_layers(model):
-    return [layer for layer in model.layers if isinstance(layer, StochasticDepth)]
-
-
-def vectors(n=3, width=4, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, width)).astype("float32")
 
 
 def token_ids(n=2, length=6, vocabulary_size=32, seed=0):
@@ -262,13 +251,9 @@ def test_other_merge_layers_are_not_scaled_adds(merge):
 
 @pytest.fixture(scope="module")
 def inception_resnet():
-    original = keras.applications.InceptionResNetV2(weights=None, input_shape=(75, 75, 3), include_top=False)
+    original = keras.applications.InceptionResNetV2(weights=None, input_shape=INCEPTION_SHAPE, include_top=False)
     model = apply_stochastic_depth(original, final_survival_probability=0.5, inverted=True, seed=0)
     return original, model
-
-
-def images(n=2, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, 75, 75, 3)).astype("float32")
 
 
 @pytest.mark.slow
@@ -293,8 +278,10 @@ def test_inception_resnet_scaled_residuals_gated_with_their_scales(inception_res
 @pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
 def test_inception_resnet_inverted_inference_is_the_original(inception_resnet):
     original, model = inception_resnet
-    expected = numpy(original(images(), training=False))
-    np.testing.assert_allclose(numpy(model(images(), training=False)), expected, rtol=1e-6, atol=1e-7)
+    expected = numpy(original(images(INCEPTION_SHAPE, n=2), training=False))
+    np.testing.assert_allclose(
+        numpy(model(images(INCEPTION_SHAPE, n=2), training=False)), expected, rtol=1e-6, atol=1e-7
+    )
 
 
 @pytest.mark.slow
@@ -304,8 +291,10 @@ def test_inception_resnet_strip_is_the_inverse(inception_resnet):
     original, model = inception_resnet
     stripped = strip_stochastic_depth(model)
     assert not stochastic_depth_layers(stripped)
-    expected = numpy(original(images(), training=False))
-    np.testing.assert_allclose(numpy(stripped(images(), training=False)), expected, rtol=1e-6, atol=1e-7)
+    expected = numpy(original(images(INCEPTION_SHAPE, n=2), training=False))
+    np.testing.assert_allclose(
+        numpy(stripped(images(INCEPTION_SHAPE, n=2), training=False)), expected, rtol=1e-6, atol=1e-7
+    )
     for old, new in zip(original.get_weights(), stripped.get_weights()):
         np.testing.assert_array_equal(new, old)
 
@@ -318,7 +307,7 @@ def test_inception_resnet_fits(inception_resnet):
     weights = model.get_weights()
     model.compile("sgd", "mse")
     try:
-        history = model.fit(images(), np.zeros((2, 1, 1, 1536), "float32"), epochs=1, verbose=0)
+        history = model.fit(images(INCEPTION_SHAPE, n=2), np.zeros((2, 1, 1, 1536), "float32"), epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
     finally:
         model.set_weights(weights)  # the other tests take the weights as built
