@@ -21,7 +21,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from stochastic_depth_tf import schedules
+from stochastic_depth_tf import _distributions, schedules
 from stochastic_depth_tf._validation import (
     MODES,
     validate_bool,
@@ -119,7 +119,8 @@ class StochasticDepthSettings(Mapping[str, Any]):
         """
         final, distribution = self.final_survival_probability, self.distribution
         assert final is not None and distribution is not None, "the caller's per-block probabilities apply"
-        return schedules.DISTRIBUTIONS[distribution](num_blocks, final)
+        # Validated when made: the rule's maths, without the public schedule's checks again.
+        return _distributions.RULES[distribution](num_blocks, final)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._names():
