@@ -132,12 +132,7 @@ class _LlamaShaped(LayerDropBlock):
 
     def sublayers(self: Any, arguments: Dict[str, Any]) -> SubLayers:
         def attention(x: Any, masks: Tuple[Any, ...]) -> Any:
-            output = self._self_attention_layer(
-                hidden_states=self._self_attention_layernorm(x),
-                attention_mask=_uncached_mask(self, x, masks),
-                cache=None,
-                cache_update_index=None,
-            )
+            output = _uncached_attention(self, x, masks, self._self_attention_layernorm, self._self_attention_layer)
             return self._self_attention_dropout(output, training=arguments["training"]) + x
 
         def feedforward(x: Any) -> Any:
@@ -177,13 +172,12 @@ class Phi3DecoderLayerDrop(LayerDropBlock, _compat.Phi3Decoder):
 
     def sublayers(self, arguments: Dict[str, Any]) -> SubLayers:
         def attention(x: Any, masks: Tuple[Any, ...]) -> Any:
-            output = self.attention(
-                hidden_states=self.pre_attention_layernorm(x),
-                attention_mask=_uncached_mask(self, x, masks),
-                cache=None,
-                cache_update_index=None,
+            return (
+                self.attention_dropout(
+                    _uncached_attention(self, x, masks, self.pre_attention_layernorm, self.attention)
+                )
+                + x
             )
-            return self.attention_dropout(output) + x
 
         def feedforward(x: Any) -> Any:
             normalized = self.post_attention_layernorm(x)
@@ -193,20 +187,21 @@ class Phi3DecoderLayerDrop(LayerDropBlock, _compat.Phi3Decoder):
         return attention, feedforward
 
 
-def _uncached_mask(layer: Any, x: Any, masks: Tuple[Any, ...]) -> Any:
-    """The causal self-attention mask a Llama-shaped layer (Phi-3's too) builds for `x`, with no cache.
+def _uncached_attention(layer: Any, x: Any, masks: Tuple[Any, ...], norm: Any, attention: Any) -> Any:
+    """The causal self-attention of a Llama-shaped layer (Phi-3's too) on `norm(x)`, with no cache, before dropout.
 
     The layer's `_compute_self_attention_mask` names its cache arguments after
     the cache argument of its `call`, the adapter's passthrough argument.
     """
     padding_mask, attention_mask = masks
     cache = layer.passthrough_arguments[0]
-    return layer._compute_self_attention_mask(
+    mask = layer._compute_self_attention_mask(
         decoder_sequence=x,
         decoder_padding_mask=padding_mask,
         decoder_attention_mask=attention_mask,
         **{cache: None, f"{cache}_update_index": None},
     )
+    return attention(hidden_states=norm(x), attention_mask=mask, cache=None, cache_update_index=None)
 
 
 def _swiglu(layer: Any, normalized: Any, gate_dense: Any, intermediate_dense: Any, output_dense: Any) -> Any:
