@@ -392,6 +392,24 @@ def test_text_classifier_trains_with_layers_dropped(mode):
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_llama_trains_in_batch_mode_under_xla():
+    # Llama's feed-forward is Dense layers on sequences: traced by fit with
+    # an unknown batch, their gradient does not compile in an XLA
+    # conditional, so there each layer is computed and gated instead.
+    model = _apply(_llama(), mode="batch")
+    causal_lm = keras_hub.models.LlamaCausalLM(backbone=model, preprocessor=None)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    causal_lm.compile(optimizer="adam", loss=loss, jit_compile=True)
+    inputs = _inputs(model)
+    labels, weights = _next_tokens(inputs)
+    history = causal_lm.fit(inputs, labels, sample_weight=weights, batch_size=3, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    answers = [value for gate in model.stochastic_depth_layers for value in gate._fast_under_xla.values()]
+    assert answers and not any(answers)
+
+
 def _survival(model):
     return [
         float(keras.ops.convert_to_numpy(gate.survival_probability_variable)) for gate in model.stochastic_depth_layers

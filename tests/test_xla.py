@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import stochastic_depth_tf as sdt
 from stochastic_depth_tf.backend import tensorflow_xla
 
 # TensorFlow only: TensorFlow's XLA conditional rewrite.
@@ -107,7 +108,10 @@ def test_under_xla_detects_jit_compile_only():
     "layer, fast",
     [
         (keras.layers.Conv2D(4, 3, padding="same"), True),
-        (keras.layers.Dense(4), True),
+        # A Dense on more than two axes reshapes and transposes by its
+        # input's shape, read at run time when the batch is unknown: the
+        # gradient of such a branch does not compile in an XLA conditional.
+        (keras.layers.Dense(4), False),
         (keras.layers.Conv2D(4, 3, strides=2, padding="same"), False),
         # TensorFlow runs a dilated Keras Conv2D as space-to-batch around a
         # plain stride-1 Conv2D, which the rewrite covers.
@@ -120,6 +124,26 @@ def test_conditional_is_fast_only_for_rewritable_convolutions(layer, fast):
     spec = tf.TensorSpec((None, 8, 8, 4), tf.float32)
     layer.build(spec.shape)
     assert tensorflow_xla.conditional_is_fast_under_xla(lambda x: layer(x), spec) is fast
+
+
+def test_conditional_takes_a_dense_on_a_known_shape():
+    layer = keras.layers.Dense(4)
+    spec = tf.TensorSpec((2, 8, 4), tf.float32)
+    layer.build(spec.shape)
+    assert tensorflow_xla.conditional_is_fast_under_xla(lambda x: layer(x), spec) is True
+
+
+def test_block_with_a_dense_on_sequences_trains_under_xla():
+    # fit traces an unknown batch: the block computes and gates the branch
+    # instead of putting it in a conditional whose gradient XLA refuses.
+    inputs = keras.Input((8, 4))
+    block = sdt.StochasticDepthBlock(keras.layers.Dense(4), survival_probability=0.5, mode="batch", seed=0)
+    model = keras.Model(inputs, block(inputs))
+    model.compile("sgd", "mse", jit_compile=True)
+    x = np.random.default_rng(0).normal(size=(4, 8, 4)).astype("float32")
+    history = model.fit(x, x, epochs=2, verbose=0)  # a batch of 32 asked, 4 given: its size unknown
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert list(block._fast_under_xla.values()) == [False]
 
 
 @pytest.mark.parametrize(

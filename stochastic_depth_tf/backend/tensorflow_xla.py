@@ -58,6 +58,10 @@ _UNSUPPORTED_IN_CONDITIONAL = frozenset(
 )
 
 
+# Ops that read a shape at run time; see `conditional_is_fast_under_xla`.
+_SHAPES_AT_RUN_TIME = frozenset({"Shape", "ShapeN", "Size"})
+
+
 def under_xla() -> bool:
     """Whether the function being traced is compiled by XLA.
 
@@ -245,10 +249,17 @@ def conditional_is_fast_under_xla(function: Callable[[Any], Any], spec: tf.Tenso
     Traces `function` once in a scratch graph and checks every op: `Conv2D`
     and `DepthwiseConv2dNative` must be rewritable (stride 1, dilation 1,
     NHWC), and no other convolution or nested function call may appear.
+
+    Nor may a shape read at run time (`Shape`, `ShapeN`, `Size`): a branch
+    traced with an unknown batch dimension (as `fit` traces it) that reads
+    its input's shape (a `Dense` on a sequence reshapes and transposes by
+    it) gets a gradient whose permutations and shapes are tensors captured
+    from the forward branch, which XLA refuses as not compile-time
+    constants; such a branch is computed and gated instead.
     """
     graph = tf.function(function, autograph=False).get_concrete_function(spec).graph
     for op in graph.get_operations():
-        if op.type in _UNSUPPORTED_IN_CONDITIONAL:
+        if op.type in _UNSUPPORTED_IN_CONDITIONAL or op.type in _SHAPES_AT_RUN_TIME:
             return False
         if op.type in _REWRITTEN and not is_rewritable_conv2d(op):
             return False
