@@ -108,10 +108,14 @@ def test_under_xla_detects_jit_compile_only():
     "layer, fast",
     [
         (keras.layers.Conv2D(4, 3, padding="same"), True),
-        # A Dense on more than two axes reshapes and transposes by its
-        # input's shape, read at run time when the batch is unknown: the
-        # gradient of such a branch does not compile in an XLA conditional.
+        # A Dense on more than two axes transposes by a permutation computed
+        # from its input's shape when the batch is unknown: the gradient of
+        # such a branch does not compile in an XLA conditional.
         (keras.layers.Dense(4), False),
+        # Tiling by constant multiples is fine; repeating (multiples computed
+        # in the branch, as Llama's grouped-query attention does) is not.
+        (keras.layers.Lambda(lambda x: keras.ops.tile(x, [1, 1, 1, 2])), True),
+        (keras.layers.Lambda(lambda x: keras.ops.repeat(x, 2, axis=-1)), False),
         (keras.layers.Conv2D(4, 3, strides=2, padding="same"), False),
         # TensorFlow runs a dilated Keras Conv2D as space-to-batch around a
         # plain stride-1 Conv2D, which the rewrite covers.

@@ -58,8 +58,8 @@ _UNSUPPORTED_IN_CONDITIONAL = frozenset(
 )
 
 
-# Ops that read a shape at run time; see `conditional_is_fast_under_xla`.
-_SHAPES_AT_RUN_TIME = frozenset({"Shape", "ShapeN", "Size"})
+# Ops whose integer input 1 holds indices (data), not a shape; see `_computed_integer_argument`.
+_GATHERS = frozenset({"GatherV2", "ResourceGather", "GatherNd", "ResourceGatherNd"})
 
 
 def under_xla() -> bool:
@@ -244,23 +244,45 @@ def canonical_conv2d_gradient_scope() -> Iterator[None]:
 
 
 def conditional_is_fast_under_xla(function: Callable[[Any], Any], spec: tf.TensorSpec) -> bool:
-    """Whether `function(x)` can run inside an XLA conditional without slow convolutions.
+    """Whether `function(x)` can run inside an XLA conditional, gradient included, without slow convolutions.
 
     Traces `function` once in a scratch graph and checks every op: `Conv2D`
     and `DepthwiseConv2dNative` must be rewritable (stride 1, dilation 1,
     NHWC), and no other convolution or nested function call may appear.
 
-    Nor may a shape read at run time (`Shape`, `ShapeN`, `Size`): a branch
-    traced with an unknown batch dimension (as `fit` traces it) that reads
-    its input's shape (a `Dense` on a sequence reshapes and transposes by
-    it) gets a gradient whose permutations and shapes are tensors captured
-    from the forward branch, which XLA refuses as not compile-time
-    constants; such a branch is computed and gated instead.
+    Nor may an op of the branch take an integer argument that the branch
+    computes (`_computed_integer_argument`): the gradient of an op such as
+    `Tile`, `Transpose` or `Pad` uses that argument as a shape, and in the
+    gradient of a conditional it arrives as a tensor captured from the
+    forward branch, which XLA refuses as not a compile-time constant.
+    Constants are fine. Llama's grouped-query attention repeats its key and
+    value heads by computed multiples, and a `Dense` on a sequence traced
+    with an unknown batch (as `fit` traces it) transposes by a permutation
+    computed from its input's shape: such a branch is computed and gated.
     """
     graph = tf.function(function, autograph=False).get_concrete_function(spec).graph
     for op in graph.get_operations():
-        if op.type in _UNSUPPORTED_IN_CONDITIONAL or op.type in _SHAPES_AT_RUN_TIME:
+        if op.type in _UNSUPPORTED_IN_CONDITIONAL or _computed_integer_argument(op):
             return False
         if op.type in _REWRITTEN and not is_rewritable_conv2d(op):
             return False
     return True
+
+
+def _computed_integer_argument(op: Any) -> bool:
+    """Whether differentiable `op` takes an integer argument that is not a constant (nor an input of the branch).
+
+    An op with no floating-point input has no gradient to build; the indices
+    of a gather are data, not a shape (its gradient scatters by them).
+    """
+    if not any(tensor.dtype.is_floating for tensor in op.inputs):
+        return False
+    for index, tensor in enumerate(op.inputs):
+        if not tensor.dtype.is_integer or (op.type in _GATHERS and index == 1):
+            continue
+        producer = tensor.op
+        while producer.type == "Identity":
+            producer = producer.inputs[0].op
+        if producer.type not in ("Const", "Placeholder"):
+            return True
+    return False
