@@ -17,13 +17,12 @@ their time on the numerics, gates, training and files. Every backend runs
 even if an earlier one failed; the exit code is non-zero if any failed.
 
 Each backend's tests run on `--workers` pytest-xdist processes (default 2,
-the CI machine's cores) with `--dist loadgroup`: one test at a time to any
-free worker, except the tests sharing a module-scoped fixture: each carries an explicit
-`@pytest.mark.xdist_group` naming the fixture, so pytest-xdist sends them
-to one worker and the fixture is computed once (`tests/test_all_backends.py`
-checks that every user of such a fixture has its mark). Much of the suite waits on
-subprocesses or single-threaded tracing, so two workers took the
-TensorFlow run from 2,341 s to 1,458 s on a loaded 2-core machine.
+the CI machine's cores) with `--dist loadfile`: each test file goes to one
+worker as a whole, so a module-scoped fixture (a subprocess scenario of a
+minute, say) is computed once (`tests/test_all_backends.py` runs that
+scheduling on a small suite). Much of the suite waits on subprocesses or
+single-threaded tracing, so two workers took the TensorFlow run from
+2,341 s to 1,458 s on a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ def pytest_command(backend: str, extra: Sequence[str], workers: int = 0) -> List
     """The pytest invocation for `backend`: everything on TensorFlow, the neutral fast part elsewhere."""
     command = [sys.executable, "-m", "pytest"]
     if workers > 0:
-        command += ["-n", str(workers), "--dist", "loadgroup"]
+        command += ["-n", str(workers), "--dist", "loadfile"]
     if backend != "tensorflow":
         command += ["-m", "not tensorflow_only and not slow and not one_backend"]
     return command + list(extra)

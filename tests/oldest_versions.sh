@@ -21,9 +21,9 @@ echo "(installed in $((SECONDS - start)) s)"
 subset=(tests/layers tests/test_ops.py tests/test_surgery.py tests/test_surgery_residuals.py)
 neutral="not tensorflow_only and not slow and not one_backend"
 status=0
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider -n 2 -m "not slow" "${subset[@]}" || status=1
-KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider -n 2 -m "$neutral" tests/layers tests/test_ops.py || status=1
-KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider -n 2 -m "$neutral" tests/layers tests/test_ops.py || status=1
+KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not slow" "${subset[@]}" || status=1
+KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "$neutral" tests/layers tests/test_ops.py || status=1
+KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "$neutral" tests/layers tests/test_ops.py || status=1
 # keras-hub without its dependencies (its tensorflow-text pulls the full
 # TensorFlow); keras-hub 0.30 declares Keras 3.15 or newer.
 pip install --quiet --no-deps "keras==3.15.1" "keras-hub==0.30.0"

@@ -44,7 +44,6 @@ def saved_by_every_backend(tmp_path_factory):
     return directory, trained
 
 
-@pytest.mark.xdist_group("tests/test_backends.py::saved_by_every_backend")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_trains_the_layers_with_fit(saved_by_every_backend, backend):
     _, trained = saved_by_every_backend
@@ -53,7 +52,6 @@ def test_every_backend_trains_the_layers_with_fit(saved_by_every_backend, backen
     assert len(losses) == 2 and all(0.0 < loss < 10.0 for loss in losses)
 
 
-@pytest.mark.xdist_group("tests/test_backends.py::saved_by_every_backend")
 @pytest.mark.parametrize("loaded_by", BACKENDS)
 def test_keras_files_load_under_every_backend_with_the_same_predictions(saved_by_every_backend, loaded_by):
     directory, _ = saved_by_every_backend
@@ -78,7 +76,6 @@ def site_without_tensorflow(tmp_path_factory):
     return str(site)
 
 
-@pytest.mark.xdist_group("tests/test_backends.py::site_without_tensorflow")
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_package_imports_and_trains_without_tensorflow(site_without_tensorflow, backend):
     # `-S`: no site-packages (and no .pth files) but the ones given here

@@ -35,7 +35,6 @@ def mirrored_gates() -> dict:
     return {name: np.asarray(value) for name, value in gates.items()}  # [steps, replicas, batch]
 
 
-@pytest.mark.xdist_group("tests/test_distribution.py::mirrored_gates")
 def test_batch_gate_is_shared_by_every_replica_at_every_step(mirrored_gates):
     gates = mirrored_gates["batch"]
     steps = gates.shape[0]
@@ -48,7 +47,6 @@ def test_batch_gate_is_shared_by_every_replica_at_every_step(mirrored_gates):
     assert abs(rate - 0.5) < 4 * np.sqrt(0.25 / steps), rate
 
 
-@pytest.mark.xdist_group("tests/test_distribution.py::mirrored_gates")
 def test_sample_gates_are_independent_across_replicas(mirrored_gates):
     gates = mirrored_gates["sample"]
     steps, replicas, batch = gates.shape
@@ -71,7 +69,6 @@ def fit_save_reload() -> dict:
     return run_scenario("mirrored_fit_save_reload")
 
 
-@pytest.mark.xdist_group("tests/test_distribution.py::fit_save_reload")
 @pytest.mark.parametrize(
     "name", ["merge-batch", "merge-sample", "block-batch", "block-sample", "shake-batch", "shake-sample"]
 )
@@ -104,7 +101,6 @@ def _changed(values: list) -> np.ndarray:
     return np.any(np.diff(values, axis=0) != 0, axis=2)
 
 
-@pytest.mark.xdist_group("tests/test_distribution.py::batch_normalization_in_branch")
 def test_synchronized_batch_normalization_branch_trains_and_is_computed_every_step(batch_normalization_in_branch):
     changed = _changed(batch_normalization_in_branch["synchronized"])
     # fit ran (no merge_call error, no hang), and the branch was computed and
@@ -114,14 +110,12 @@ def test_synchronized_batch_normalization_branch_trains_and_is_computed_every_st
     np.testing.assert_allclose(values[:, 0], values[:, 1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xdist_group("tests/test_distribution.py::batch_normalization_in_branch")
 def test_plain_batch_normalization_branch_is_skipped_on_every_replica_together(batch_normalization_in_branch):
     changed = _changed(batch_normalization_in_branch["plain"])
     assert np.array_equal(changed[:, 0], changed[:, 1])  # the same steps skipped everywhere
     assert 0 < changed[:, 0].sum() < len(changed), changed[:, 0]  # and some were skipped
 
 
-@pytest.mark.xdist_group("tests/test_distribution.py::batch_normalization_in_branch")
 def test_a_branch_with_its_own_all_reduce_gets_a_clear_error(batch_normalization_in_branch):
     message = batch_normalization_in_branch["custom_collective_error"]
     assert "synchronizes replicas" in message

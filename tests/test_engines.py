@@ -62,7 +62,6 @@ def ddp_gates() -> dict:
     }  # [rank, step, row]
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::ddp_gates")
 def test_ddp_batch_gate_is_one_per_step_on_every_rank(ddp_gates):
     gates = ddp_gates["batch"]
     _, steps, _ = gates.shape
@@ -72,7 +71,6 @@ def test_ddp_batch_gate_is_one_per_step_on_every_rank(ddp_gates):
     assert abs(gates[0, :, 0].mean() - 0.5) < 4 * np.sqrt(0.25 / steps)
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::ddp_gates")
 def test_ddp_sample_gates_are_independent_across_ranks(ddp_gates):
     gates = ddp_gates["sample"]
     _, steps, batch = gates.shape
@@ -89,7 +87,6 @@ def test_ddp_sample_gates_are_independent_across_ranks(ddp_gates):
         assert abs(gates[rank].mean() - 0.5) < 4 * np.sqrt(0.25 / pairs), rank
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::ddp_gates")
 def test_ddp_subset_gates_keep_k_per_rank_independently(ddp_gates):
     gates = ddp_gates["subset"]
     _, steps, batch = gates.shape
@@ -110,20 +107,17 @@ def ddp_training() -> list:
     return run_ddp("ddp_train")
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::ddp_training")
 def test_ddp_skipping_block_takes_the_same_branch_on_every_rank(ddp_training):
     first, second = (found["branch_ran"] for found in ddp_training)
     assert first == second
     assert 0 < sum(first) < len(first), first  # some steps skipped, some ran
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::ddp_training")
 def test_ddp_skipped_branch_gets_zero_gradients_on_every_rank(ddp_training):
     for found in ddp_training:
         assert found["zero_gradients"] and all(found["zero_gradients"])
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::ddp_training")
 def test_ddp_ranks_end_with_equal_weights_and_seed_states(ddp_training):
     first, second = ddp_training
     assert len(first["weights"]) == len(second["weights"]) > 0
@@ -176,7 +170,6 @@ def jax_gates() -> dict:
     return {mode: np.asarray(gates) for mode, gates in found["gates"].items()}
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::jax_gates")
 def test_jax_data_parallel_batch_gate_is_one_per_step_across_shards(jax_gates):
     gates = jax_gates["batch"]
     steps = gates.shape[0]
@@ -184,7 +177,6 @@ def test_jax_data_parallel_batch_gate_is_one_per_step_across_shards(jax_gates):
     assert abs(gates[:, 0].mean() - 0.5) < 4 * np.sqrt(0.25 / steps)
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::jax_gates")
 def test_jax_data_parallel_sample_gates_are_independent_across_shards(jax_gates):
     gates = jax_gates["sample"]
     steps, rows = gates.shape
@@ -197,7 +189,6 @@ def test_jax_data_parallel_sample_gates_are_independent_across_shards(jax_gates)
     assert abs(gates.mean() - 0.5) < 4 * np.sqrt(0.25 / gates.size)
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::jax_gates")
 def test_jax_data_parallel_subset_is_drawn_over_the_global_batch(jax_gates):
     gates = jax_gates["subset"]
     steps, rows = gates.shape
@@ -222,7 +213,6 @@ def jax_trained(tmp_path_factory) -> dict:
     return {"fitted": fitted, "reloaded": reloaded}
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::jax_trained")
 @pytest.mark.slow
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 @pytest.mark.parametrize("name", JAX_MODELS)
@@ -238,7 +228,6 @@ def test_jax_distribution_fit_evaluate_save_and_reload_on_one_device(jax_trained
     assert reloaded["differences"][f"{distribution}-{name}"] < 1e-5
 
 
-@pytest.mark.xdist_group("tests/test_engines.py::jax_trained")
 @pytest.mark.slow
 @pytest.mark.parametrize("name", JAX_MODELS)
 def test_jax_gates_do_not_depend_on_how_the_step_is_sharded(jax_trained, name):

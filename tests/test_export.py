@@ -193,7 +193,6 @@ def test_hlo_random_pattern_finds_the_gate_of_a_compiled_training_step():
 # SavedModel.
 
 
-@pytest.mark.xdist_group("tests/test_export.py::served")
 def test_saved_model_has_no_random_op(served):
     """No op of any SavedModel, in its main graph or a library function, draws random numbers."""
     found = {}
@@ -205,7 +204,6 @@ def test_saved_model_has_no_random_op(served):
     assert found == {}
 
 
-@pytest.mark.xdist_group("tests/test_export.py::served")
 def test_serving_process_never_imports_the_package(served):
     """Every SavedModel loads and serves in a process where `stochastic_depth_tf` is not in `sys.modules`."""
     assert sorted(served.report["signatures"]) == sorted(EXPORTS)
@@ -213,7 +211,6 @@ def test_serving_process_never_imports_the_package(served):
     assert served.report["package_modules"] == []
 
 
-@pytest.mark.xdist_group("tests/test_export.py::served")
 def test_saved_model_signatures(served):
     """`model.export` writes `serve` and `serving_default`; `tf.saved_model.save` writes `serving_default`."""
     expected = {"model_export": ["serve", "serving_default"], "tf_saved_model_save": ["serving_default"]}
@@ -221,7 +218,6 @@ def test_saved_model_signatures(served):
         assert served.report["signatures"][name] == expected[name.split("-")[1]], name
 
 
-@pytest.mark.xdist_group("tests/test_export.py::served")
 def test_served_outputs_equal_predict(served):
     """Every signature of every SavedModel, loaded without the package, returns exactly `predict`'s values."""
     differences = {}
@@ -233,7 +229,6 @@ def test_served_outputs_equal_predict(served):
     assert differences == {}
 
 
-@pytest.mark.xdist_group("tests/test_export.py::served")
 def test_xla_compiled_serving_matches_predict(served):
     """`serving_default` under `tf.function(jit_compile=True)` matches `predict` to float32 rounding."""
     mismatches = {}
@@ -244,7 +239,6 @@ def test_xla_compiled_serving_matches_predict(served):
     assert mismatches == {}
 
 
-@pytest.mark.xdist_group("tests/test_export.py::served")
 def test_xla_serving_program_has_no_random_instruction(served):
     """The HLO that XLA compiles for `serving_default` holds no random-number instruction."""
     assert served.report["hlo_has_random"] == {name: False for name in EXPORTS}
@@ -297,7 +291,6 @@ def tflite_ops(flatbuffer):
     return set(re.findall(r"Op#\d+ (\w+)\(", report.getvalue()))
 
 
-@pytest.mark.xdist_group("tests/test_export.py::tflite")
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 @pytest.mark.parametrize("case", TFLITE_CASES)
 def test_tflite_builtin_ops_match_predict(tflite, case):
@@ -311,7 +304,6 @@ def test_tflite_builtin_ops_match_predict(tflite, case):
     assert mismatches == {}
 
 
-@pytest.mark.xdist_group("tests/test_export.py::tflite")
 @pytest.mark.parametrize("case", TFLITE_CASES)
 def test_tflite_model_has_only_deterministic_builtin_ops(tflite, case):
     """The TFLite ops are builtins (no Flex or custom op), none of them RANDOM_* or MULTINOMIAL."""

@@ -529,7 +529,6 @@ def exported(tmp_path_factory):
     return served
 
 
-@pytest.mark.xdist_group("tests/test_pruning.py::exported")
 @pytest.mark.tensorflow_only
 @pytest.mark.parametrize("form", ["full", "pruned"])
 def test_saved_model_serves_what_predict_gives(exported, form):
@@ -537,7 +536,6 @@ def test_saved_model_serves_what_predict_gives(exported, form):
     np.testing.assert_allclose(np.asarray(loaded.serve(IMAGES)), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xdist_group("tests/test_pruning.py::exported")
 @pytest.mark.tensorflow_only
 def test_saved_model_of_the_pruned_model_holds_no_random_op(exported):
     _, _, loaded, _ = exported["pruned"]
@@ -557,7 +555,6 @@ def test_random_op_check_sees_the_gate_of_a_training_graph():
     assert {op for op in graph_op_types(traced) if RANDOM_OP.search(op)}
 
 
-@pytest.mark.xdist_group("tests/test_pruning.py::exported")
 @pytest.mark.tensorflow_only
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 @pytest.mark.parametrize("form", ["full", "pruned"])

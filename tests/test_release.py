@@ -63,13 +63,11 @@ def test_version_names_the_release_in_the_changelog():
     assert first_release is not None and first_release.group(1) == sdt.__version__
 
 
-@pytest.mark.xdist_group("tests/test_release.py::distributions")
 def test_distributions_are_named_for_the_version(distributions):
     for path in distributions.values():
         assert f"stochastic_depth_tf-{sdt.__version__}" in path.name
 
 
-@pytest.mark.xdist_group("tests/test_release.py::distributions")
 def test_twine_check_passes(distributions):
     result = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", *map(str, distributions.values())],
@@ -79,7 +77,6 @@ def test_twine_check_passes(distributions):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.xdist_group("tests/test_release.py::distributions")
 def test_wheel_holds_the_package_only(distributions):
     names = zipfile.ZipFile(distributions["wheel"]).namelist()
     top_level = {name.split("/")[0] for name in names}
@@ -89,7 +86,6 @@ def test_wheel_holds_the_package_only(distributions):
     assert any(name.startswith(f"{DIST_INFO}/") and name.endswith("LICENSE") for name in names), names
 
 
-@pytest.mark.xdist_group("tests/test_release.py::distributions")
 def test_wheel_declares_its_requirements(distributions):
     text = zipfile.ZipFile(distributions["wheel"]).read(f"{DIST_INFO}/METADATA").decode("utf-8")
     requires = re.findall(r"^Requires-Dist: (.+)$", text, flags=re.MULTILINE)
@@ -101,7 +97,6 @@ def test_wheel_declares_its_requirements(distributions):
     assert re.search(r"^Requires-Python: >=3.9$", text, flags=re.MULTILINE)
 
 
-@pytest.mark.xdist_group("tests/test_release.py::distributions")
 def test_sdist_holds_the_sources_and_the_license(distributions):
     with tarfile.open(distributions["sdist"]) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
@@ -120,7 +115,6 @@ def test_sdist_holds_the_sources_and_the_license(distributions):
     assert not [name for name in names if name.startswith(("tests/", "benchmarks/", "notebooks/", "docs/", "site/"))]
 
 
-@pytest.mark.xdist_group("tests/test_release.py::distributions")
 def test_installed_wheel_imports_runs_the_quick_start_and_the_demo_help(distributions, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

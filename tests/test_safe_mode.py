@@ -237,7 +237,6 @@ TAMPERED = {
 }
 
 
-@pytest.mark.xdist_group("tests/test_safe_mode.py::saved_file")
 @pytest.mark.one_backend
 @pytest.mark.parametrize("case", TAMPERED)
 def test_tampered_config_fails_at_load_with_our_message(saved_file, tmp_path, case):
@@ -248,7 +247,6 @@ def test_tampered_config_fails_at_load_with_our_message(saved_file, tmp_path, ca
         keras.saving.load_model(path, safe_mode=True)
 
 
-@pytest.mark.xdist_group("tests/test_safe_mode.py::saved_file")
 def test_untampered_copy_loads(saved_file, tmp_path):
     """Rewriting the zip with an edit that changes nothing loads: the failures above are the edits'."""
     path = tampered_copy(saved_file, tmp_path / "copy.keras", "block", replace())

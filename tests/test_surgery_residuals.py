@@ -258,7 +258,6 @@ def inception_resnet():
 
 @pytest.mark.slow
 @pytest.mark.one_backend
-@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
 def test_inception_resnet_scaled_residuals_gated_with_their_scales(inception_resnet):
     original, model = inception_resnet
     layers = stochastic_depth_layers(model)
@@ -275,7 +274,6 @@ def test_inception_resnet_scaled_residuals_gated_with_their_scales(inception_res
 
 @pytest.mark.slow
 @pytest.mark.one_backend
-@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
 def test_inception_resnet_inverted_inference_is_the_original(inception_resnet):
     original, model = inception_resnet
     expected = numpy(original(images(INCEPTION_SHAPE, n=2), training=False))
@@ -286,7 +284,6 @@ def test_inception_resnet_inverted_inference_is_the_original(inception_resnet):
 
 @pytest.mark.slow
 @pytest.mark.one_backend
-@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
 def test_inception_resnet_strip_is_the_inverse(inception_resnet):
     original, model = inception_resnet
     stripped = strip_stochastic_depth(model)
@@ -301,7 +298,6 @@ def test_inception_resnet_strip_is_the_inverse(inception_resnet):
 
 @pytest.mark.slow
 @pytest.mark.one_backend
-@pytest.mark.xdist_group("tests/test_surgery_residuals.py::inception_resnet")
 def test_inception_resnet_fits(inception_resnet):
     _, model = inception_resnet
     weights = model.get_weights()

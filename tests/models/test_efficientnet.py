@@ -115,7 +115,6 @@ def assert_close(actual, expected):
     np.testing.assert_allclose(numpy(actual), numpy(expected), rtol=0, atol=1e-4 * scale)
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 def test_randomized_source_depends_on_its_input(source):
     # What makes equal outputs below mean something.
     first, second = numpy(source(pixels(seed=1))), numpy(source(pixels(seed=2)))
@@ -139,7 +138,6 @@ def assert_refused_and_nothing_copied(model, application, message):
     assert all(np.array_equal(b, numpy(w)) for b, w in zip(before, model.weights))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.parametrize("skip_compute, mode", [(False, "sample"), (True, "batch")])
 def test_b0_with_keras_weights_predicts_what_keras_does(source, skip_compute, mode):
     model = our_b0(skip_compute=skip_compute, mode=mode)
@@ -187,7 +185,6 @@ def test_b3_at_a_small_size_predicts_what_keras_does():
     assert_close(model(x, training=False), source(x, training=False))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_paper_convention_differs_exactly_by_the_survival_scaling(source):
     model = our_b0(inverted=False)
@@ -208,7 +205,6 @@ def test_paper_convention_differs_exactly_by_the_survival_scaling(source):
     assert_close(model(x), scaled(x))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_paper_convention_is_refused_unless_asked_for(source):
     assert_refused_and_nothing_copied(
@@ -216,7 +212,6 @@ def test_paper_convention_is_refused_unless_asked_for(source):
     )
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_paper_convention_without_drop_connect_is_a_plain_copy(source):
     model = our_b0(inverted=False, drop_connect_rate=0.0)
@@ -225,7 +220,6 @@ def test_paper_convention_without_drop_connect_is_a_plain_copy(source):
     assert_close(model(pixels()), source(pixels()))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_default_rule_is_keras_drop_connect_rate(source):
     model = our_b0()
@@ -295,7 +289,6 @@ def test_input_correction_of_keras_imagenet_build_is_folded_into_the_variance():
     assert_close(model(x), expected)
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_another_variant_is_refused_naming_a_layer(source):
     model = sdt.models.EfficientNetB1(input_shape=SHAPE, classes=CLASSES)
@@ -307,7 +300,6 @@ def test_another_variant_is_refused_naming_a_layer(source):
         sdt.models.load_keras_applications_weights(model, source)
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_other_classes_are_refused_and_nothing_is_copied(source):
     # 'predictions' comes last: an incremental copy would have changed everything before it
@@ -316,7 +308,6 @@ def test_other_classes_are_refused_and_nothing_is_copied(source):
     )
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_another_input_shape_is_refused_with_the_top_only(source):
     with pytest.raises(ValueError, match=r"argument `source`. Expected the input_shape of `model`"):
@@ -327,7 +318,6 @@ def test_another_input_shape_is_refused_with_the_top_only(source):
     np.testing.assert_array_equal(numpy(model.get_layer("top_conv").kernel), numpy(notop.get_layer("top_conv").kernel))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_a_model_that_is_not_an_efficientnet_is_refused(source):
     with pytest.raises(TypeError, match=r"argument `source`. Expected a functional EfficientNet"):
@@ -346,7 +336,6 @@ def test_weights_imagenet_is_refused_with_the_way_to_get_them():
         sdt.models.EfficientNetB0(weights="/nonexistent/efficientnetb0.h5")
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow  # see SLOW_ELSEWHERE
 def test_weights_from_a_keras_weights_file(source, tmp_path):
     path = str(tmp_path / "efficientnetb0.weights.h5")
@@ -355,7 +344,6 @@ def test_weights_from_a_keras_weights_file(source, tmp_path):
     assert_close(model(pixels()), source(pixels()))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.parametrize("skip_compute, mode", [(False, "sample"), (True, "batch")])
 def test_keras_file_round_trip_in_safe_mode(source, tmp_path, skip_compute, mode):
     model = our_b0(skip_compute=skip_compute, mode=mode, seed=0)
@@ -367,7 +355,6 @@ def test_keras_file_round_trip_in_safe_mode(source, tmp_path, skip_compute, mode
     assert_close(loaded(pixels(), training=False), model(pixels(), training=False))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_export_serves_the_deterministic_inference_form(source, tmp_path):
@@ -384,7 +371,6 @@ def test_export_serves_the_deterministic_inference_form(source, tmp_path):
     assert_close(first, source(x, training=False))
 
 
-@pytest.mark.xdist_group("tests/models/test_efficientnet.py::source")
 def test_strip_gives_stock_layers_with_the_same_inference(source):
     model = our_b0(mode="batch", skip_compute=True, inverted=False)
     sdt.models.load_keras_applications_weights(model, source, allow_convention_change=True)
