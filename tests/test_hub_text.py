@@ -360,6 +360,14 @@ def _next_tokens(inputs):
     return labels, weights.astype("float32")
 
 
+def test_generate_is_the_originals_on_every_backend():
+    # One decoder at the fast size, so that the JAX and PyTorch passes (which
+    # skip the slow tests below) check generation through call_with_cache too.
+    original = BACKBONES["gpt2"]()
+    expected = _generate(_causal_lm("gpt2", original))
+    np.testing.assert_array_equal(_generate(_causal_lm("gpt2", _apply(original, mode="batch"))), expected)
+
+
 @pytest.mark.slow  # a generate compiles its loop: 20 to 60 s each; run per backend with -m slow
 @pytest.mark.parametrize("name", sorted(CAUSAL_LMS))
 def test_generate_is_the_originals_and_runs_after_training(name):
