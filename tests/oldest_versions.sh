@@ -6,18 +6,37 @@
 # needs (3.15), on a KerasHub smoke test. `.ci/run` runs it after the full
 # suite; docs/development.md ("Versions") says how the floors were found.
 #
-#     bash tests/oldest_versions.sh
+#     bash tests/oldest_versions.sh             # install, then test
+#     bash tests/oldest_versions.sh --install   # only make .venv-oldest
+#     bash tests/oldest_versions.sh --test      # only test, in the .venv-oldest made before
+#
+# `.ci/run` makes the environment in the background while the newest versions'
+# suite runs (pip mostly waits on the disk), then tests here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+phase="${1:-all}"
+case "$phase" in
+    all | --install | --test) ;;
+    *)
+        echo "tests/oldest_versions.sh: expected no argument, --install or --test; received '$phase'" >&2
+        exit 2
+        ;;
+esac
 export TF_CPP_MIN_LOG_LEVEL=2
 start=$SECONDS
-rm -rf .venv-oldest
-python3 -m venv .venv-oldest
+if [ "$phase" != --test ]; then
+    rm -rf .venv-oldest
+    python3 -m venv .venv-oldest
+    # shellcheck disable=SC1091
+    source .venv-oldest/bin/activate
+    pip install --quiet -e ".[cpu,test,jax,hub]" "keras==3.10.0" "tensorflow-cpu==2.16.2" "jax[cpu]==0.4.34" "torch==2.13.0+cpu"
+    pip list --format=freeze | grep -iE '^(tensorflow-cpu|keras|jax|jaxlib|torch|numpy)==' | tr '\n' ' '
+    echo "(installed in $((SECONDS - start)) s)"
+    deactivate
+    [ "$phase" = --install ] && exit 0
+fi
 # shellcheck disable=SC1091
 source .venv-oldest/bin/activate
-pip install --quiet -e ".[cpu,test,jax,hub]" "keras==3.10.0" "tensorflow-cpu==2.16.2" "jax[cpu]==0.4.34" "torch==2.13.0+cpu"
-pip list --format=freeze | grep -iE '^(tensorflow-cpu|keras|jax|jaxlib|torch|numpy)==' | tr '\n' ' '
-echo "(installed in $((SECONDS - start)) s)"
 subset=(tests/layers tests/test_ops.py tests/test_surgery.py tests/test_surgery_residuals.py)
 neutral="not tensorflow_only and not slow and not one_backend"
 status=0

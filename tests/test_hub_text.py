@@ -368,8 +368,13 @@ def test_generate_is_the_originals_on_every_backend():
     np.testing.assert_array_equal(_generate(_causal_lm("gpt2", _apply(original, mode="batch"))), expected)
 
 
-@pytest.mark.slow  # a generate compiles its loop: 20 to 60 s each; run per backend with -m slow
-@pytest.mark.parametrize("name", sorted(CAUSAL_LMS))
+# One causal LM per decoder implementation the adapters mirror: OPT's is
+# GPT-2's TransformerDecoder, Mistral's and the Qwens' are Llama's shape.
+GENERATE_MATRIX = ["gemma", "gemma3", "gpt2", "llama", "phi3"]
+
+
+@pytest.mark.slow  # a generate compiles its loop: 10 to 30 s each; run per backend with -m slow
+@pytest.mark.parametrize("name", GENERATE_MATRIX)
 def test_generate_is_the_originals_and_runs_after_training(name):
     original = BACKBONES[name]()
     expected = _generate(_causal_lm(name, original))
