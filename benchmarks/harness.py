@@ -35,9 +35,11 @@ the reverse.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -309,6 +311,35 @@ def environment() -> dict:
         "library": f"{BACKEND} {__import__(BACKEND).__version__}",  # each backend's module is its name
         "device": device_description(),
     }
+
+
+def without_options(argv: Sequence[str], options: Sequence[str]) -> List[str]:
+    """`argv` without the given options and their values (to pass the rest on to another backend)."""
+    kept, skipping = [], False
+    for argument in argv:
+        if argument.startswith("--"):
+            skipping = argument.split("=")[0] in options
+        if not skipping:
+            kept.append(argument)
+    return kept
+
+
+def rows_from_backend(module: str, backend: str, argv: Sequence[str]) -> dict:
+    """Runs benchmark `module` under `KERAS_BACKEND=backend` in a fresh interpreter; what it wrote to `--rows-json`.
+
+    Keras fixes its backend at import, so each backend's rows are measured in
+    a process of their own and come back as JSON (its `rows`, `environment`
+    and whatever else the benchmark writes).
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "rows.json")
+        command = [sys.executable, "-m", module, *argv, "--backend", backend, "--rows-json", path]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = subprocess.call(command, cwd=root, env={**os.environ, "KERAS_BACKEND": backend})
+        if code != 0:
+            raise SystemExit(f"the benchmark under KERAS_BACKEND={backend} failed (exit code {code})")
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
 
 
 def command_line(prog: str, argv: Optional[Iterable[str]]) -> str:

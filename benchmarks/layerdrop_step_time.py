@@ -58,9 +58,7 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -300,32 +298,6 @@ def markdown(
     )
 
 
-def without_options(argv: Sequence[str], options: Sequence[str]) -> List[str]:
-    """`argv` without the given options and their values (to pass the rest on to another backend)."""
-    kept, skipping = [], False
-    for argument in argv:
-        if argument.startswith("--"):
-            skipping = argument.split("=")[0] in options
-        if not skipping:
-            kept.append(argument)
-    return kept
-
-
-def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict, List[str]]:
-    """Runs this benchmark under `KERAS_BACKEND=backend` in a fresh interpreter; its rows, environment, failures."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "rows.json")
-        command = [sys.executable, "-m", "benchmarks.layerdrop_step_time", *argv, "--backend", backend]
-        command += ["--rows-json", path]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = subprocess.call(command, cwd=root, env={**os.environ, "KERAS_BACKEND": backend})
-        if code != 0:
-            raise SystemExit(f"the benchmark under KERAS_BACKEND={backend} failed (exit code {code})")
-        with open(path, encoding="utf-8") as handle:
-            found = json.load(handle)
-    return found["rows"], found["environment"], found["failures"]
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.layerdrop_step_time", description=__doc__.split("\n\n")[0]
@@ -354,15 +326,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.layers, args.hidden, args.sequence, args.batch, args.prompt = 2, 64, 32, 8, 8
         args.rounds, args.steps, args.warmup = 3, 2, 1
 
-    command = harness.command_line("python -m benchmarks.layerdrop_step_time", without_options(argv, ["--rows-json"]))
+    command = harness.command_line(
+        "python -m benchmarks.layerdrop_step_time", harness.without_options(argv, ["--rows-json"])
+    )
     rows: List[dict] = []
     environments: List[dict] = []
     failures: List[str] = []
     if args.rows_json is None:
-        passed_on = without_options(argv, ["--backend", "--output", "--rows-json"])
+        passed_on = harness.without_options(argv, ["--backend", "--output", "--rows-json"])
         for backend in dict.fromkeys(args.backend):
             print(f"===== KERAS_BACKEND={backend} =====", flush=True)
-            backend_rows, backend_environment, backend_failures = rows_from_backend(backend, passed_on)
+            found = harness.rows_from_backend("benchmarks.layerdrop_step_time", backend, passed_on)
+            backend_rows, backend_environment, backend_failures = found["rows"], found["environment"], found["failures"]
             rows += backend_rows
             environments.append(backend_environment)
             failures += backend_failures

@@ -42,9 +42,7 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -202,31 +200,6 @@ def markdown(rows: List[dict], command: str, settings: str, environments: Option
     )
 
 
-def rows_from_backend(backend: str, argv: List[str]) -> Tuple[List[dict], dict]:
-    """Runs this benchmark under `KERAS_BACKEND=backend` in a fresh interpreter; its rows and environment."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "rows.json")
-        command = [sys.executable, "-m", "benchmarks.step_time", *argv, "--backend", backend, "--rows-json", path]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = subprocess.call(command, cwd=root, env={**os.environ, "KERAS_BACKEND": backend})
-        if code != 0:
-            raise SystemExit(f"the benchmark under KERAS_BACKEND={backend} failed (exit code {code})")
-        with open(path, encoding="utf-8") as handle:
-            found = json.load(handle)
-    return found["rows"], found["environment"]
-
-
-def _without_options(argv: List[str], options: Sequence[str]) -> List[str]:
-    """`argv` without the given options and their values (to pass the rest on to another backend)."""
-    kept, skipping = [], False
-    for argument in argv:
-        if argument.startswith("--"):
-            skipping = argument.split("=")[0] in options
-        if not skipping:
-            kept.append(argument)
-    return kept
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="ResNet-8, small batch, 2 rounds: a smoke run")
@@ -263,14 +236,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.depths, args.batch, args.rounds, args.steps, args.warmup = [8], 16, 2, 2, 2
 
-    command = harness.command_line("python -m benchmarks.step_time", _without_options(argv, ["--rows-json"]))
+    command = harness.command_line("python -m benchmarks.step_time", harness.without_options(argv, ["--rows-json"]))
     rows: List[dict] = []
     environments: List[dict] = []
     if args.backend != [BACKEND]:
-        passed_on = _without_options(argv, ["--backend", "--output", "--rows-json"])
+        passed_on = harness.without_options(argv, ["--backend", "--output", "--rows-json"])
         for backend in dict.fromkeys(args.backend):
             print(f"===== KERAS_BACKEND={backend} =====", flush=True)
-            backend_rows, backend_environment = rows_from_backend(backend, passed_on)
+            found = harness.rows_from_backend("benchmarks.step_time", backend, passed_on)
+            backend_rows, backend_environment = found["rows"], found["environment"]
             rows += backend_rows
             environments.append(backend_environment)
     else:

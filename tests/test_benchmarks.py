@@ -65,7 +65,7 @@ def test_rows_pair_each_round_with_the_baseline_round_timed_next_to_it():
 
 def test_other_backends_get_the_arguments_without_backend_output_and_rows():
     argv = ["--depths", "56", "--backend", "jax", "torch", "--output", "table.md", "--rows-json=rows.json", "--quick"]
-    assert step_time._without_options(argv, ["--backend", "--output", "--rows-json"]) == ["--depths", "56", "--quick"]
+    assert harness.without_options(argv, ["--backend", "--output", "--rows-json"]) == ["--depths", "56", "--quick"]
 
 
 def test_efficientnet_contenders_share_the_survival_probabilities():
@@ -338,10 +338,9 @@ def test_layerdrop_table_names_its_command_the_limit_and_tokens_per_second():
 
 
 def test_layerdrop_passes_its_arguments_on_without_backend_output_and_rows():
-    from benchmarks import layerdrop_step_time
 
     argv = ["--quick", "--backend", "jax", "--output", "t.md", "--rows-json=r.json", "--layers", "4"]
-    passed_on = layerdrop_step_time.without_options(argv, ["--backend", "--output", "--rows-json"])
+    passed_on = harness.without_options(argv, ["--backend", "--output", "--rows-json"])
     assert passed_on == ["--quick", "--layers", "4"]
 
 
