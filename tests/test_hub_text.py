@@ -360,6 +360,19 @@ def _next_tokens(inputs):
     return labels, weights.astype("float32")
 
 
+@pytest.mark.one_backend
+def test_every_registered_adapter_defines_its_sub_layers():
+    from stochastic_depth_tf.hub import text_decoder, text_encoder
+    from stochastic_depth_tf.layers._layer_drop import LayerDropBlock
+
+    adapters = [*text_decoder.ADAPTERS.values(), *text_encoder.ADAPTERS.values()]
+    assert len(adapters) >= 9
+    for adapter in adapters:
+        assert adapter.sublayers is not LayerDropBlock.sublayers, adapter.__name__
+        if issubclass(adapter, text_decoder._GemmaShaped):
+            assert adapter._attention_mask is not text_decoder._GemmaShaped._attention_mask, adapter.__name__
+
+
 def test_generate_is_the_originals_on_every_backend():
     # One decoder at the fast size, so that the JAX and PyTorch passes (which
     # skip the slow tests below) check generation through call_with_cache too.

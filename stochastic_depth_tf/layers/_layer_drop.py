@@ -258,8 +258,12 @@ class LayerDropBlock:
             cls.original_class = original[0]
 
     def sublayers(self, arguments: Dict[str, Any]) -> Tuple[LayerFunction, Callable[[Any], Any]]:
-        """The attention sub-layer `(x, masks) -> h` and the feed-forward sub-layer `h -> y` of this call."""
-        raise NotImplementedError(f"{type(self).__name__} has no two-gate form")
+        """The attention sub-layer `(x, masks) -> h` and the feed-forward sub-layer `h -> y` of this call.
+
+        Abstract: every adapter defines it (a test checks each one the hub
+        registers), so `gates_per_layer=2` reaches no layer without it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define sublayers for the two-gate form")
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         original = self.original_class
