@@ -332,11 +332,13 @@ def prune(record: dict, settings: Settings, data: Dict[str, np.ndarray], weights
     selection = inputs_and_targets(windows(data["selection"], settings.sequence))
     pruned: Dict[str, Dict[str, dict]] = {rule: {} for rule in RULES}
     # Greedy removals are nested: one order serves every depth (its evaluations run once).
-    greedy_order = sdt.pruning.removal_order(model, rule="greedy", validation_data=selection)
+    greedy_order = (
+        sdt.pruning.removal_order(model, rule="greedy", validation_data=selection) if "greedy" in RULES else []
+    )
     for fraction in settings.keep_fractions:
         for rule in RULES:
             if rule == "greedy":
-                removed = settings.layers - pruned["every_k"][str(fraction)]["layers"]
+                removed = settings.layers - math.floor(fraction * settings.layers + 0.5)  # keep=, half up
                 smaller = sdt.prune_blocks(model, blocks=greedy_order[:removed])
             else:
                 smaller = sdt.prune_blocks(model, keep=fraction, rule=rule)

@@ -210,13 +210,16 @@ def test_layerdrop_notebook_runs_at_small_size():
 
 
 @pytest.mark.slow
-def test_layerdrop_sweep_runs_a_tiny_grid_that_the_notebook_reads(tmp_path):
+def test_layerdrop_sweep_runs_a_tiny_grid_that_the_notebook_reads(tmp_path, monkeypatch):
     pytest.importorskip("keras_hub")
     sweep = _layerdrop_sweep()
+    # One rule (the one with code of its own in the sweep; the others are one
+    # `prune_blocks` call each) and 2 KB a split: the grid's cost is tracing.
+    monkeypatch.setattr(sweep, "RULES", ("greedy",))
     settings = sweep.Settings(
         layers=4, hidden=16, heads=2, intermediate=32, sequence=16, batch=4, steps=4, warmup_steps=1, evaluations=2
     )
-    sweep.sweep(["plain", "layerdrop"], [0, 1], settings, directory=str(tmp_path), max_bytes=20_000)
+    sweep.sweep(["plain", "layerdrop"], [0, 1], settings, directory=str(tmp_path), max_bytes=2_048)
     runs = sweep.read_runs(str(tmp_path))
     assert sorted((run["arm"], run["seed"]) for run in runs) == [
         ("layerdrop", 0),
@@ -229,7 +232,7 @@ def test_layerdrop_sweep_runs_a_tiny_grid_that_the_notebook_reads(tmp_path):
         assert {
             rule: {fraction: entry["layers"] for fraction, entry in kept.items()}
             for rule, kept in run["pruned"].items()
-        } == {rule: {"0.75": 3, "0.5": 2} for rule in sweep.RULES}
+        } == {"greedy": {"0.75": 3, "0.5": 2}}
     notebook = runner.execute(
         os.path.join(NOTEBOOKS, "layerdrop_text.ipynb"), {"RESULTS_DIR": str(tmp_path), "FIGURES_DIR": None}
     )
