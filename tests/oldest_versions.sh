@@ -29,9 +29,7 @@ if [ "$phase" != --test ]; then
     python3 -m venv .venv-oldest
     # shellcheck disable=SC1091
     source .venv-oldest/bin/activate
-    # --no-compile: this runs beside the newest versions' suite, and compiling
-    # every installed module (most never imported here) only takes its cores.
-    pip install --quiet --no-compile -e ".[cpu,test,jax,hub]" "keras==3.10.0" "tensorflow-cpu==2.16.2" "jax[cpu]==0.4.34" "torch==2.13.0+cpu"
+    pip install --quiet -e ".[cpu,test,jax,hub]" "keras==3.10.0" "tensorflow-cpu==2.16.2" "jax[cpu]==0.4.34" "torch==2.13.0+cpu"
     pip list --format=freeze | grep -iE '^(tensorflow-cpu|keras|jax|jaxlib|torch|numpy)==' | tr '\n' ' '
     echo "(installed in $((SECONDS - start)) s)"
     deactivate
@@ -47,7 +45,7 @@ KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -
 KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "$neutral" tests/layers tests/test_ops.py || status=1
 # keras-hub without its dependencies (its tensorflow-text pulls the full
 # TensorFlow); keras-hub 0.30 declares Keras 3.15 or newer.
-pip install --quiet --no-compile --no-deps "keras==3.15.1" "keras-hub==0.30.0"
+pip install --quiet --no-deps "keras==3.15.1" "keras-hub==0.30.0"
 KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider -m "not slow" tests/test_hub.py \
     -k "test_class_is_kept_and_weights_copied or test_inverted_inference_is_the_original" || status=1
 echo "oldest versions: $((SECONDS - start)) s, $([ $status = 0 ] && echo passed || echo FAILED)"
