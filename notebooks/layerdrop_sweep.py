@@ -338,7 +338,8 @@ def prune(record: dict, settings: Settings, data: Dict[str, np.ndarray], weights
     for fraction in settings.keep_fractions:
         for rule in RULES:
             if rule == "greedy":
-                removed = settings.layers - math.floor(fraction * settings.layers + 0.5)  # keep=, half up
+                # as many as `keep=fraction` removes: prune_blocks' own count, not a copy of its rounding
+                removed = settings.layers - sdt.pruning._validate_keep(fraction, settings.layers)
                 smaller = sdt.prune_blocks(model, blocks=greedy_order[:removed])
             else:
                 smaller = sdt.prune_blocks(model, keep=fraction, rule=rule)
